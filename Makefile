@@ -1,0 +1,31 @@
+# `make test` and `make bench` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# A native llama.cpp build (GGML_NATIVE=ON) crashes on CPUs that report AMX the VM does not
+# allow (see README). The AVX2 baseline is what the official CPU wheels use. For CUDA or Metal
+# set CMAKE_ARGS yourself, e.g. CMAKE_ARGS="-DGGML_CUDA=on" make install.
+CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+export CMAKE_ARGS
+
+.PHONY: install test bench bench-quick clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/localagent bench
+
+bench-quick: $(VENV)/.installed
+	$(VENV)/bin/localagent bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,228 @@
+"""The catalog: models.toml (shipped) extended by $LOCALAGENT_HOME/models.toml (the user's).
+
+Local models are GGUF files on Hugging Face; hosted models are OpenAI-compatible endpoints
+with a price table. `cost_usd` is the one place that turns token counts into dollars.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from localagent import settings
+from localagent.errors import ConfigError, ModelNotFoundError
+from localagent.records import Usage
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PSEUDO_MODELS = ("oracle", "noop")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Bundled(_Strict):
+    """A model file shipped inside a Python distribution (a package extra)."""
+
+    distribution: str
+    path: str  # the file inside site-packages, or the package folder when `chunks` is set
+    extra: str
+    chunks: tuple[str, ...] = ()  # files (inside site-packages) to concatenate, in order
+
+
+class LocalModel(_Strict):
+    alias: str
+    description: str = ""
+    repo: str
+    file: str
+    quant: str
+    quants: dict[str, str] = Field(default_factory=dict)  # other quant -> file
+    revision: str = "main"
+    sha256: str | None = None
+    size_mb: float | None = None
+    params: str = ""
+    context: int = Field(gt=0)
+    license: str = ""
+    tool_calling: Literal["native", "json"] = "json"
+    bundled: Bundled | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError("must be 64 lowercase hex characters")
+        return v
+
+    @property
+    def kind(self) -> str:
+        return "local"
+
+    def file_for(self, quant: str | None) -> str:
+        """The file name for a quant (default: the entry's own quant)."""
+        if quant is None or quant.upper() == self.quant.upper():
+            return self.file
+        for name, file in self.quants.items():
+            if name.upper() == quant.upper():
+                return file
+        known = ", ".join([self.quant, *self.quants])
+        raise ModelNotFoundError(
+            f"{self.alias} has no quant '{quant}'", hint=f"known quants: {known}"
+        )
+
+
+class Price(_Strict):
+    """USD per 1M tokens."""
+
+    input: float = Field(ge=0)
+    cached_input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    source: str
+    as_of: str
+
+
+class HostedModel(_Strict):
+    alias: str
+    provider: str
+    model: str
+    base_url: str
+    api_key_env: str | None = None  # None: the endpoint needs no key (local servers)
+    context: int | None = None
+    price: Price | None = None
+
+    @property
+    def kind(self) -> str:
+        return "hosted"
+
+
+CatalogEntry = Union[LocalModel, HostedModel]
+
+
+def cost_usd(usage: Usage, price: Price | None) -> float:
+    """Dollars for `usage` at `price`. Cached input is billed at the cached rate and the rest
+    of the input at the full rate; reasoning tokens are already inside output tokens."""
+    if price is None:
+        return 0.0
+    cached = min(usage.cached_input_tokens, usage.input_tokens)
+    fresh = usage.input_tokens - cached
+    return (fresh * price.input + cached * price.cached_input + usage.output_tokens * price.output) / 1e6
+
+
+class Catalog:
+    def __init__(self, local: dict[str, LocalModel], hosted: dict[str, HostedModel], default: str, sources: list[Path]):
+        self.local = local
+        self.hosted = hosted
+        self.default = default
+        self.sources = sources
+
+    @cached_property
+    def aliases(self) -> list[str]:
+        return [*self.local, *self.hosted]
+
+    def get(self, alias: str) -> CatalogEntry:
+        if alias in self.local:
+            return self.local[alias]
+        if alias in self.hosted:
+            return self.hosted[alias]
+        raise ModelNotFoundError(f"unknown model '{alias}'", hint=suggest(alias, [*self.aliases, *PSEUDO_MODELS]))
+
+    def local_model(self, alias: str) -> LocalModel:
+        entry = self.get(alias)
+        if not isinstance(entry, LocalModel):
+            raise ModelNotFoundError(
+                f"'{alias}' is a hosted model, not a local GGUF",
+                hint=f"local models: {', '.join(self.local)}",
+            )
+        return entry
+
+
+def suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    if not close:
+        close = [k for k in known if name.lower() in k.lower()][:3]
+    if close:
+        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "? (`localagent models list` shows all)"
+    return "`localagent models list` shows the models you can use"
+
+
+def shipped_catalog_path() -> Path:
+    """models.toml inside an installed wheel, else at the root of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "data" / "models.toml", here.parent / "models.toml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("the shipped catalog models.toml is missing", hint="reinstall localagent")
+
+
+def _line_of(text: str, section: str, alias: str) -> int | None:
+    pattern = re.compile(rf'^\s*\[\s*{section}\s*\.\s*"?{re.escape(alias)}"?\s*[\].]', re.M)
+    m = pattern.search(text)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
+def _parse(path: Path) -> tuple[dict[str, LocalModel], dict[str, HostedModel], str | None]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}", hint="fix the file or move it away") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    unknown = set(data) - {"local", "hosted", "default"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}",
+            hint="entries go under [local.ALIAS] or [hosted.ALIAS]",
+        )
+    out: dict[str, dict] = {"local": {}, "hosted": {}}
+    for section, cls in (("local", LocalModel), ("hosted", HostedModel)):
+        for alias, fields in data.get(section, {}).items():
+            where = f"{path}"
+            line = _line_of(text, section, alias)
+            if line:
+                where += f":{line}"
+            if not isinstance(fields, dict):
+                raise ConfigError(f"{where}: [{section}.{alias}] must be a table")
+            try:
+                out[section][alias] = cls(alias=alias, **fields)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                field = ".".join(str(p) for p in err["loc"])
+                raise ConfigError(
+                    f"{where}: entry [{section}.{alias}], field '{field}': {err['msg']}",
+                    hint=f"fix the entry in {path}",
+                ) from exc
+    default = data.get("default")
+    if default is not None and not isinstance(default, str):
+        raise ConfigError(f"{path}: 'default' must be a model alias (a string)")
+    return out["local"], out["hosted"], default
+
+
+def load_catalog(user_file: Path | None = None) -> Catalog:
+    """The shipped catalog, then the user's file (entries with the same alias replace)."""
+    sources = [shipped_catalog_path()]
+    user = user_file or settings.user_catalog()
+    if user.is_file():
+        sources.append(user)
+    local: dict[str, LocalModel] = {}
+    hosted: dict[str, HostedModel] = {}
+    default = "smollm2-135m"
+    for source in sources:
+        more_local, more_hosted, more_default = _parse(source)
+        for alias in more_local:
+            hosted.pop(alias, None)
+        for alias in more_hosted:
+            local.pop(alias, None)
+        local.update(more_local)
+        hosted.update(more_hosted)
+        default = more_default or default
+    return Catalog(local, hosted, default, sources)

@@ -1,0 +1,47 @@
+"""The CLI: parse, call, render. The one place that turns LocalAgentError into
+`error: ...` / `hint: ...` and exit status 1."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from localagent.cli.app import app, state
+from localagent.errors import LocalAgentError
+
+# each module registers its commands on `app` when imported
+for _module in ("models", "run", "bench", "mcp"):
+    try:
+        importlib.import_module(f"localagent.cli.{_module}")
+    except ModuleNotFoundError as exc:  # a command module not written yet
+        if exc.name != f"localagent.cli.{_module}":
+            raise
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except LocalAgentError as exc:
+        if state["debug"]:
+            raise
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            print("aborted", file=sys.stderr)
+            sys.exit(130)
+        raise

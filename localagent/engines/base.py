@@ -1,0 +1,52 @@
+"""The ChatModel protocol every engine implements: llama.cpp, hosted, oracle, noop.
+
+The agent loop and the bench only ever see this, so they never branch on the kind of model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+
+from localagent.records import Message, Reply, ToolSpec
+
+ToolMode = Literal["auto", "json", "native"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to open a model. One object instead of a long parameter list."""
+
+    tool_mode: ToolMode = "auto"
+    n_ctx: int | None = None  # None: the catalog's context length, capped (engine decides)
+    n_threads: int | None = None  # None: physical cores
+    cpu_only: bool = False  # never offload layers to a GPU
+    seed: int = 0
+    offline: bool = False  # never touch the network (also settings.offline())
+    timeout_s: float = 120.0  # hosted: per request
+    max_retries: int = 3  # hosted: on 429 / 5xx
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    name: str  # the alias the user asked for
+    load_s: float  # seconds spent loading (0 for hosted)
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        *,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Reply:
+        """One model call. Raises ContextOverflowError, HostedAPIError, EngineError."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Engine settings for traces and results: engine, tool_mode, n_ctx, threads, gpu..."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,167 @@
+"""Frozen records shared by every layer: messages, tool calls, usage, timings, replies, steps.
+
+Pydantic lives at the edges (files, --json, SQLite, HTTP); inside, these dataclasses are
+passed around. `as_dict` turns any of them into plain JSON-able data for traces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """What a model is told about a tool: name, description, JSON schema of the arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model asked for. `error` is set when the call could not be parsed or
+    validated (an invalid call): the loop reports it back to the model instead of running it."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+    error: str | None = None
+    raw: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""  # the tool's name, for role "tool"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call (or a sum). `cached_input_tokens` are part of `input_tokens`;
+    `reasoning_tokens` are part of `output_tokens` (never add them twice)."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Client-side timings of one model call.
+
+    ttft_s: request sent -> first generated token. decode_tokens_per_s: (output tokens - 1) /
+    (end - first token). prompt_tokens_evaluated: tokens the engine actually ran through the
+    model (the cached prefix excluded); for hosted models, input minus cached input.
+    """
+
+    total_s: float
+    ttft_s: float | None = None
+    prompt_tokens_evaluated: int = 0
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "error"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One model call's result. A reply with tool calls asks the loop to run them; a reply
+    without is the final answer (`text`)."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = Usage()
+    timings: Timings = Timings(total_s=0.0)
+    finish_reason: FinishReason = "stop"
+    raw: str = ""  # what the model produced before parsing, for traces
+
+
+# --- agent steps: each is both the loop's event and one trace record ---
+
+
+@dataclass(frozen=True)
+class ModelStep:
+    """One model call."""
+
+    step: int
+    reply: Reply
+    elapsed_s: float  # since the run started, at the end of this call
+    kind: Literal["model"] = "model"
+
+
+@dataclass(frozen=True)
+class ToolStep:
+    """One tool call, run (or refused as invalid)."""
+
+    step: int
+    call: ToolCall
+    result: str
+    duration_s: float
+    error: str | None = None  # the tool failed or the call was invalid; `result` says why
+    invalid: bool = False  # the model's call was malformed / unknown tool / bad arguments
+    elapsed_s: float = 0.0
+    kind: Literal["tool"] = "tool"
+
+
+StopReason = Literal[
+    "answer",
+    "max_steps",
+    "timeout",
+    "context_overflow",
+    "repeated_invalid_call",
+    "repeated_failing_call",
+    "engine_error",
+    "api_error",
+]
+
+
+@dataclass(frozen=True)
+class FinalStep:
+    """The run ended; `answer` is empty unless stop_reason is "answer"."""
+
+    step: int
+    answer: str
+    stop_reason: StopReason
+    usage: Usage
+    wall_s: float
+    model_s: float
+    tool_s: float
+    tool_calls: int
+    invalid_tool_calls: int
+    prompt_tokens_evaluated: int
+    error: str | None = None
+    kind: Literal["final"] = "final"
+
+
+Step = Union[ModelStep, ToolStep, FinalStep]
+
+
+def as_dict(record: Any) -> dict[str, Any]:
+    """Plain JSON-able data (tuples become lists) for traces and --json."""
+    return dataclasses.asdict(record)
