@@ -10,7 +10,7 @@ from localagent.cli.app import app, state
 from localagent.errors import LocalAgentError
 
 # each module registers its commands on `app` when imported
-for _module in ("models", "run", "bench", "mcp"):
+for _module in ("models", "run", "bench", "report", "mcp"):
     try:
         importlib.import_module(f"localagent.cli.{_module}")
     except ModuleNotFoundError as exc:  # a command module not written yet
