@@ -1,0 +1,309 @@
+"""Deterministic checks: each kind is a pure function of (check, workspace root, fixture
+files, final answer) -> CheckOutcome. `run_checks` runs a task's checks in their order.
+
+Command checks run after every other check, so what a command writes (a test's cache, an
+output file) never counts against the model in `no_extra_files` or `unchanged`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from localagent.bench import tasks as t
+from localagent.bench.tasks import Task, glob_match
+
+# Which kinds judge the answer, and which guard against collateral changes (the rest judge
+# the workspace's new state): the runner's failure modes follow from these.
+ANSWER_KINDS = frozenset({"answer_contains", "answer_regex", "answer_excludes"})
+COLLATERAL_KINDS = frozenset({"unchanged", "no_extra_files"})
+
+_SHORT = 60
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    kind: str
+    passed: bool
+    detail: str  # expected vs found, shortened; empty when passed
+
+
+def cut(text: str, limit: int = _SHORT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def short(value: Any, limit: int = _SHORT) -> str:
+    """A string's repr, or other data as JSON, cut to about `limit` characters, for details."""
+    if isinstance(value, str):
+        return repr(cut(value, limit))
+    return cut(json.dumps(value, ensure_ascii=False), limit)
+
+
+Fixture = Mapping[str, str]
+
+
+def _ok(kind: str) -> CheckOutcome:
+    return CheckOutcome(kind, True, "")
+
+
+def _fail(kind: str, detail: str) -> CheckOutcome:
+    return CheckOutcome(kind, False, detail)
+
+
+def _missing(kind: str, root: Path, rel: str) -> CheckOutcome:
+    found = "a folder" if (root / rel).is_dir() else "nothing"
+    return _fail(kind, f"expected a file at {rel}, found {found}")
+
+
+def _read(root: Path, rel: str) -> str | None:
+    """The file's text (undecodable bytes replaced), or None when it is not a file."""
+    path = root / rel
+    if not path.is_file():
+        return None
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def _workspace_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+# --- answer checks ---
+
+
+def _fold(text: str, ignore_case: bool) -> str:
+    return text.casefold() if ignore_case else text
+
+
+def answer_contains(check: t.AnswerContains, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    if _fold(check.text, check.ignore_case) in _fold(answer, check.ignore_case):
+        return _ok(check.kind)
+    return _fail(check.kind, f"expected the answer to contain {short(check.text)}, found {short(answer)}")
+
+
+def answer_regex(check: t.AnswerRegex, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    flags = re.MULTILINE | (re.IGNORECASE if check.ignore_case else 0)
+    if re.search(check.pattern, answer, flags):
+        return _ok(check.kind)
+    return _fail(check.kind, f"expected the answer to match /{check.pattern}/, found {short(answer)}")
+
+
+def answer_excludes(check: t.AnswerExcludes, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    if _fold(check.text, check.ignore_case) not in _fold(answer, check.ignore_case):
+        return _ok(check.kind)
+    return _fail(check.kind, f"expected the answer not to contain {short(check.text)}, found {short(answer)}")
+
+
+# --- file checks ---
+
+
+def file_exists(check: t.FileExists, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    if (root / check.path).exists():
+        return _ok(check.kind)
+    return _fail(check.kind, f"expected {check.path} to exist, found nothing")
+
+
+def file_absent(check: t.FileAbsent, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    path = root / check.path
+    if not path.exists() and not path.is_symlink():
+        return _ok(check.kind)
+    return _fail(check.kind, f"expected {check.path} to be absent, found {'a folder' if path.is_dir() else 'a file'}")
+
+
+def _normalize(text: str) -> list[str]:
+    """Lines without trailing whitespace (so '\\r\\n' and a final newline do not matter)."""
+    return [line.rstrip() for line in text.rstrip().split("\n")]
+
+
+def file_equals(check: t.FileEquals, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    found = _read(root, check.path)
+    if found is None:
+        return _missing(check.kind, root, check.path)
+    want, got = _normalize(check.text), _normalize(found)
+    if want == got:
+        return _ok(check.kind)
+    for n, (a, b) in enumerate(zip(want, got), start=1):
+        if a != b:
+            return _fail(check.kind, f"{check.path} line {n}: expected {short(a)}, found {short(b)}")
+    n = min(len(want), len(got)) + 1
+    if len(want) > len(got):
+        return _fail(check.kind, f"{check.path} line {n}: expected {short(want[n - 1])}, found the end of the file")
+    return _fail(check.kind, f"{check.path} line {n}: expected the end of the file, found {short(got[n - 1])}")
+
+
+def file_contains(check: t.FileContains, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    found = _read(root, check.path)
+    if found is None:
+        return _missing(check.kind, root, check.path)
+    if check.text in found:
+        return _ok(check.kind)
+    return _fail(check.kind, f"expected {check.path} to contain {short(check.text)}, found {short(found)}")
+
+
+def json_mismatch(expect: Any, found: Any, *, exact: bool, unordered: bool, where: str = "$") -> str | None:
+    """Where and how `found` differs from `expect`, or None when it matches.
+
+    Objects: with exact=False every expected key must be present and match (extra keys are
+    fine); with exact=True the keys must be the same. Lists have the same length and match
+    element by element, or with unordered=True match as sets (each element of either list
+    matches some element of the other). Scalars are equal (true is not 1)."""
+    if isinstance(expect, dict):
+        if not isinstance(found, dict):
+            return f"at {where}: expected an object, found {short(found)}"
+        for key, value in expect.items():
+            if key not in found:
+                return f"at {where}: expected key {short(key)}, found keys {short(sorted(found))}"
+            problem = json_mismatch(value, found[key], exact=exact, unordered=unordered, where=f"{where}.{key}")
+            if problem:
+                return problem
+        extra = sorted(set(found) - set(expect))
+        if exact and extra:
+            return f"at {where}: unexpected key(s) {short(extra)}"
+        return None
+    if isinstance(expect, list):
+        if not isinstance(found, list):
+            return f"at {where}: expected a list, found {short(found)}"
+        if unordered:
+            matches = lambda a, b: json_mismatch(a, b, exact=exact, unordered=True) is None  # noqa: E731
+            for item in expect:
+                if not any(matches(item, other) for other in found):
+                    return f"at {where}: expected an element {short(item)}, found {short(found)}"
+            for other in found:
+                if not any(matches(item, other) for item in expect):
+                    return f"at {where}: unexpected element {short(other)}"
+            return None
+        if len(expect) != len(found):
+            return f"at {where}: expected {len(expect)} element(s), found {len(found)}"
+        for i, (a, b) in enumerate(zip(expect, found)):
+            problem = json_mismatch(a, b, exact=exact, unordered=unordered, where=f"{where}[{i}]")
+            if problem:
+                return problem
+        return None
+    numbers = (int, float)
+    both_numbers = isinstance(expect, numbers) and isinstance(found, numbers)
+    if isinstance(expect, bool) or isinstance(found, bool) or not both_numbers:
+        if type(expect) is type(found) and expect == found:
+            return None
+    elif expect == found:
+        return None
+    return f"at {where}: expected {short(expect)}, found {short(found)}"
+
+
+def file_json(check: t.FileJson, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    text = _read(root, check.path)
+    if text is None:
+        return _missing(check.kind, root, check.path)
+    try:
+        found = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return _fail(check.kind, f"{check.path} is not valid JSON: {exc.msg} at line {exc.lineno}, found {short(text)}")
+    problem = json_mismatch(check.expect, found, exact=check.exact, unordered=check.unordered)
+    if problem is None:
+        return _ok(check.kind)
+    return _fail(check.kind, f"{check.path} {problem}")
+
+
+# --- collateral checks ---
+
+
+def unchanged(check: t.Unchanged, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    changed: list[str] = []
+    deleted: list[str] = []
+    for rel, content in fixture.items():
+        if not any(glob_match(pattern, rel) for pattern in check.paths):
+            continue
+        path = root / rel
+        if not path.is_file():
+            deleted.append(rel)
+        elif path.read_bytes() != content.encode("utf-8"):
+            changed.append(rel)
+    if not changed and not deleted:
+        return _ok(check.kind)
+    parts = []
+    if changed:
+        first = changed[0]
+        parts.append(
+            f"modified: {', '.join(changed)} ({first}: expected {short(fixture[first])}, found {short(_read(root, first))})"
+        )
+    if deleted:
+        parts.append(f"deleted: {', '.join(deleted)}")
+    return _fail(check.kind, "; ".join(parts))
+
+
+def no_extra_files(check: t.NoExtraFiles, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    extra = [
+        rel
+        for rel in _workspace_files(root)
+        if rel not in fixture and not any(glob_match(pattern, rel) for pattern in check.allowed)
+    ]
+    if not extra:
+        return _ok(check.kind)
+    allowed = f" (allowed: {', '.join(check.allowed)})" if check.allowed else ""
+    return _fail(check.kind, f"unexpected new file(s): {cut(', '.join(extra), 120)}{allowed}")
+
+
+# --- commands ---
+
+
+def command_argv(argv: list[str]) -> list[str]:
+    """`python` (or `python3`) as the program means the Python running localagent."""
+    if argv[0] in ("python", "python3"):
+        return [sys.executable, *argv[1:]]
+    return list(argv)
+
+
+def command(check: t.Command, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    shown = " ".join(check.argv)
+    try:
+        proc = subprocess.run(
+            command_argv(check.argv),
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=check.timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return _fail(check.kind, f"`{shown}` timed out after {check.timeout_s:g}s")
+    except OSError as exc:
+        return _fail(check.kind, f"`{shown}` could not start: {exc.strerror}")
+    if proc.returncode == 0:
+        return _ok(check.kind)
+    output = (proc.stderr or proc.stdout).decode("utf-8", errors="replace").strip()
+    last = output.splitlines()[-1] if output else "(no output)"
+    return _fail(check.kind, f"`{shown}` expected exit 0, found exit {proc.returncode}: {short(last, 120)}")
+
+
+CHECKERS: dict[str, Callable[[Any, Path, Fixture, str], CheckOutcome]] = {
+    "answer_contains": answer_contains,
+    "answer_regex": answer_regex,
+    "answer_excludes": answer_excludes,
+    "file_exists": file_exists,
+    "file_absent": file_absent,
+    "file_equals": file_equals,
+    "file_contains": file_contains,
+    "file_json": file_json,
+    "unchanged": unchanged,
+    "no_extra_files": no_extra_files,
+    "command": command,
+}
+
+
+def run_check(check: t.Check, workspace: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+    return CHECKERS[check.kind](check, Path(workspace), fixture, answer)
+
+
+def run_checks(task: Task, workspace: Path, answer: str) -> list[CheckOutcome]:
+    """Every check of `task` on `workspace` and `answer`, in the task's order (commands are
+    run last)."""
+    outcomes: dict[int, CheckOutcome] = {}
+    order = sorted(range(len(task.checks)), key=lambda i: task.checks[i].kind == "command")
+    for i in order:
+        outcomes[i] = run_check(task.checks[i], workspace, task.files, answer)
+    return [outcomes[i] for i in range(len(task.checks))]

@@ -1,0 +1,478 @@
+"""Benchmark tasks: TOML files (see TASK_FORMAT.md) loaded into validated pydantic models.
+
+Users write their own task files, so every error names the file, the task, the field and,
+where it can be found, the line. `make_workspace` turns a task's [files] into a fresh folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import sys
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal, Sequence, Union, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from localagent.errors import TaskFileError
+from localagent.tools import TOOLS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TOOL_NAMES = tuple(tool.name for tool in TOOLS)
+
+
+def _relative_path(value: str) -> str:
+    """A workspace-relative POSIX path: no absolute paths, no '..', no backslashes."""
+    if not value or value.strip() != value:
+        raise ValueError("must be a non-empty path without surrounding spaces")
+    if "\\" in value:
+        raise ValueError(f"'{value}': use '/' as the separator")
+    pure = PurePosixPath(value)
+    if pure.is_absolute() or re.match(r"^[A-Za-z]:", value):
+        raise ValueError(f"'{value}' must be relative to the workspace")
+    if ".." in pure.parts:
+        raise ValueError(f"'{value}' must stay inside the workspace (no '..')")
+    return value
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            out += "[" + ("^" + body[1:] if body.startswith("!") else body) + "]"
+            i = end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether a workspace-relative POSIX `path` matches `pattern`: `*` and `?` stay inside
+    one folder, `**` spans folders (`data/**` is everything under data/, `**/*.py` every .py)."""
+    return _glob_regex(pattern).match(path) is not None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- checks: one model per kind; the `kind` field picks the model ---
+
+
+class AnswerContains(_Strict):
+    kind: Literal["answer_contains"]
+    text: str = Field(min_length=1)
+    ignore_case: bool = False
+
+
+class AnswerRegex(_Strict):
+    kind: Literal["answer_regex"]
+    pattern: str = Field(min_length=1)
+    ignore_case: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+
+class AnswerExcludes(_Strict):
+    kind: Literal["answer_excludes"]
+    text: str = Field(min_length=1)
+    ignore_case: bool = False
+
+
+class _PathCheck(_Strict):
+    path: str
+
+    check_path = field_validator("path")(_relative_path)
+
+
+class FileExists(_PathCheck):
+    kind: Literal["file_exists"]
+
+
+class FileAbsent(_PathCheck):
+    kind: Literal["file_absent"]
+
+
+class FileEquals(_PathCheck):
+    kind: Literal["file_equals"]
+    text: str
+
+
+class FileContains(_PathCheck):
+    kind: Literal["file_contains"]
+    text: str = Field(min_length=1)
+
+
+class FileJson(_PathCheck):
+    kind: Literal["file_json"]
+    expect: Any
+    exact: bool = False
+    unordered: bool = False
+
+
+def _globs(v: list[str]) -> list[str]:
+    for pattern in v:
+        _relative_path(pattern)
+    return v
+
+
+class Unchanged(_Strict):
+    kind: Literal["unchanged"]
+    paths: list[str] = Field(min_length=1)
+
+    check_globs = field_validator("paths")(_globs)
+
+
+class NoExtraFiles(_Strict):
+    kind: Literal["no_extra_files"]
+    allowed: list[str] = Field(default_factory=list)
+
+    check_globs = field_validator("allowed")(_globs)
+
+
+class Command(_Strict):
+    kind: Literal["command"]
+    argv: list[str] = Field(min_length=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+_CHECK_CLASSES = (
+    AnswerContains,
+    AnswerRegex,
+    AnswerExcludes,
+    FileExists,
+    FileAbsent,
+    FileEquals,
+    FileContains,
+    FileJson,
+    Unchanged,
+    NoExtraFiles,
+    Command,
+)
+CHECK_MODELS: dict[str, type[BaseModel]] = {get_args(c.model_fields["kind"].annotation)[0]: c for c in _CHECK_CLASSES}
+CHECK_KINDS = tuple(CHECK_MODELS)
+Check = Annotated[Union[_CHECK_CLASSES], Field(discriminator="kind")]
+
+
+class SolutionStep(_Strict):
+    """One step of a reference solution: a tool call (`tool` + `arguments`) or, last, the
+    final `answer`."""
+
+    tool: str | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    answer: str | None = None
+
+    @field_validator("tool")
+    @classmethod
+    def _known_tool(cls, v: str | None) -> str | None:
+        if v is not None and v not in TOOL_NAMES:
+            raise ValueError(f"unknown tool '{v}'{_did_you_mean(v, TOOL_NAMES)}; tools: {', '.join(TOOL_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SolutionStep:
+        if (self.tool is None) == (self.answer is None):
+            raise ValueError("a step has either 'tool' (with 'arguments') or 'answer', not both or neither")
+        if self.answer is not None and self.arguments:
+            raise ValueError("an 'answer' step takes no 'arguments'")
+        if self.tool is not None:
+            tool = next(t for t in TOOLS if t.name == self.tool)
+            try:
+                tool.args_model.model_validate(self.arguments)
+            except ValidationError as exc:
+                problems = "; ".join(f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+                raise ValueError(f"arguments do not fit {tool.signature()}: {problems}") from None
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        """The step as written in the file ({tool, arguments} or {answer}), for OracleModel."""
+        if self.answer is not None:
+            return {"answer": self.answer}
+        return {"tool": self.tool, "arguments": dict(self.arguments)}
+
+
+class Task(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", description="kebab-case, unique in the suite")
+    title: str = Field(min_length=1)
+    tier: int = Field(ge=1, le=4)
+    tags: list[str] = Field(default_factory=list)
+    max_steps: int | None = Field(default=None, gt=0)
+    prompt: str = Field(min_length=1)
+    files: dict[str, str] = Field(default_factory=dict, description="the workspace before the run")
+    checks: list[Check] = Field(min_length=1)
+    solution: list[SolutionStep] = Field(min_length=1)
+    source: Path = Field(description="the task file")
+    sha256: str = Field(description="of the task file's bytes: results compare only on equal versions")
+
+    @field_validator("files")
+    @classmethod
+    def _fixture_paths(cls, v: dict[str, str]) -> dict[str, str]:
+        for path in v:
+            _relative_path(path)
+        return v
+
+    @field_validator("solution")
+    @classmethod
+    def _ends_with_answer(cls, v: list[SolutionStep]) -> list[SolutionStep]:
+        answers = [i for i, step in enumerate(v) if step.answer is not None]
+        if answers != [len(v) - 1]:
+            raise ValueError("the solution must end with exactly one [[solution]] step holding 'answer' (and only the last step)")
+        return v
+
+    @model_validator(mode="after")
+    def _unchanged_globs_match(self) -> Task:
+        for check in self.checks:
+            if isinstance(check, Unchanged):
+                for pattern in check.paths:
+                    if not any(glob_match(pattern, path) for path in self.files):
+                        raise ValueError(f"'unchanged' glob '{pattern}' matches no file in [files]")
+        return self
+
+    @property
+    def tool_steps(self) -> list[SolutionStep]:
+        return [step for step in self.solution if step.tool is not None]
+
+    @property
+    def answer(self) -> str:
+        """The reference solution's final answer."""
+        return self.solution[-1].answer or ""
+
+    def solution_dicts(self) -> list[dict[str, Any]]:
+        """The reference solution as OracleModel takes it."""
+        return [step.as_dict() for step in self.solution]
+
+
+FILE_KEYS = set(Task.model_fields) - {"source", "sha256"}
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# --- locating a field's line in the task file's text ---
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"'-]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _segments(lines: list[str]) -> list[tuple[str, int, int, int]]:
+    """(table name, index among same-named array tables, first line, last line), 0-based."""
+    segments: list[tuple[str, int, int, int]] = []
+    counts: dict[str, int] = {}
+    name, index, start = "", 0, 0
+    for n, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if not m:
+            continue
+        segments.append((name, index, start, n - 1))
+        name = m.group(2).strip("\"'")
+        index = counts.get(name, 0) if m.group(1) == "[[" else 0
+        counts[name] = index + 1
+        start = n
+    segments.append((name, index, start, len(lines) - 1))
+    return segments
+
+
+def _key_line(lines: list[str], first: int, last: int, key: str) -> int | None:
+    pattern = re.compile(rf"^\s*(\"{re.escape(key)}\"|'{re.escape(key)}'|{re.escape(key)})\s*=")
+    for n in range(first, last + 1):
+        if pattern.match(lines[n]):
+            return n
+    return None
+
+
+def line_of(text: str, loc: Sequence[str | int]) -> int | None:
+    """The 1-based line of the value at pydantic location `loc` in a task file, if found."""
+    lines = text.splitlines()
+    segments = _segments(lines)
+    parts = [p for p in loc if not (isinstance(p, str) and p in CHECK_KINDS)]
+    if not parts:
+        return None
+    head = parts[0]
+    if head in ("checks", "solution") and len(parts) > 1 and isinstance(parts[1], int):
+        for name, index, first, last in segments:
+            if name == head and index == parts[1]:
+                if len(parts) > 2 and isinstance(parts[2], str):
+                    found = _key_line(lines, first, last, parts[2])
+                    if found is not None:
+                        return found + 1
+                return first + 1
+    if head == "files" and len(parts) > 1 and isinstance(parts[1], str):
+        for name, _, first, last in segments:
+            if name == "files":
+                found = _key_line(lines, first, last, parts[1])
+                return (found if found is not None else first) + 1
+    for name, _, first, last in segments:
+        if name == head:
+            return first + 1
+    _, _, first, last = segments[0]
+    found = _key_line(lines, first, last, str(head))
+    return found + 1 if found is not None else None
+
+
+def _field_name(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in CHECK_KINDS:
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(task)"
+
+
+def _error_message(err: dict[str, Any], data: dict[str, Any]) -> str:
+    loc = err["loc"]
+    if err["type"] == "union_tag_invalid" and loc and loc[0] == "checks":
+        kind = err.get("ctx", {}).get("tag")
+        return f"unknown check kind '{kind}'{_did_you_mean(str(kind), CHECK_KINDS)}; kinds: {', '.join(CHECK_KINDS)}"
+    if err["type"] == "union_tag_not_found":
+        return f"a check needs a 'kind' ({', '.join(CHECK_KINDS)})"
+    if err["type"] == "extra_forbidden":
+        name = str(loc[-1])
+        known = _known_fields(loc, data)
+        return f"unknown field '{name}'{_did_you_mean(name, known)}"
+    msg = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def _known_fields(loc: Sequence[str | int], data: dict[str, Any]) -> list[str]:
+    if len(loc) == 1:
+        return sorted(FILE_KEYS)
+    if loc[0] == "solution":
+        return list(SolutionStep.model_fields)
+    if loc[0] == "checks" and len(loc) > 2 and loc[2] in CHECK_MODELS:
+        return list(CHECK_MODELS[loc[2]].model_fields)
+    return []
+
+
+def _syntax_line(exc: tomllib.TOMLDecodeError) -> str:
+    m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+    return f":{m.group(1)}:{m.group(2)}" if m else ""
+
+
+def load_task_file(path: Path) -> Task:
+    """One task file, validated. Raises TaskFileError naming file, task, field and line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TaskFileError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TaskFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise TaskFileError(
+            f"{path}{_syntax_line(exc)}: not valid TOML: {message}",
+            hint="see TASK_FORMAT.md for the task file format",
+        ) from exc
+    task_id = data.get("id") if isinstance(data.get("id"), str) else path.stem
+    for reserved in ("source", "sha256"):
+        if reserved in data:
+            line = line_of(text, [reserved])
+            where = f"{path}:{line}" if line else str(path)
+            raise TaskFileError(
+                f"{where}: task '{task_id}', field '{reserved}': set by the loader, not in the file",
+                hint=f"remove '{reserved}'",
+            )
+    try:
+        return Task(**data, source=path.resolve(), sha256=hashlib.sha256(raw).hexdigest())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        line = line_of(text, err["loc"])
+        where = f"{path}:{line}" if line else str(path)
+        more = len(exc.errors()) - 1
+        raise TaskFileError(
+            f"{where}: task '{task_id}', field '{_field_name(err['loc'])}': {_error_message(err, data)}",
+            hint=(f"{more} more error(s) in this file; " if more else "") + "see TASK_FORMAT.md for the task file format",
+        ) from exc
+
+
+def default_tasks_dir() -> Path:
+    """The shipped suite: inside an installed wheel, else benchmarks/tasks in a checkout."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "data" / "tasks", package.parent / "benchmarks" / "tasks"):
+        if candidate.is_dir():
+            return candidate
+    raise TaskFileError("the shipped task suite is missing", hint="reinstall localagent, or pass --tasks DIR")
+
+
+def load_tasks(directory: Path | None = None, *, ids: Sequence[str] = (), tier: int | None = None) -> list[Task]:
+    """Every *.toml under `directory` (a folder, searched recursively, or one file), sorted by
+    (tier, id), optionally narrowed to `ids` and/or one `tier`."""
+    root = Path(directory) if directory is not None else default_tasks_dir()
+    if root.is_file():
+        files = [root]
+    elif root.is_dir():
+        files = sorted(root.rglob("*.toml"))
+    else:
+        raise TaskFileError(f"{root}: no such folder", hint="pass --tasks a folder of *.toml task files")
+    if not files:
+        raise TaskFileError(f"{root}: no *.toml task files", hint="see TASK_FORMAT.md for the task file format")
+    tasks: dict[str, Task] = {}
+    for file in files:
+        task = load_task_file(file)
+        if task.id in tasks:
+            raise TaskFileError(
+                f"{file}: task id '{task.id}' is already used by {tasks[task.id].source}",
+                hint="task ids must be unique in a suite",
+            )
+        tasks[task.id] = task
+    for wanted in ids:
+        if wanted not in tasks:
+            close = difflib.get_close_matches(wanted, list(tasks), n=3, cutoff=0.5)
+            hint = (
+                "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+                if close
+                else f"task ids in {root}: {', '.join(sorted(tasks))}"
+            )
+            raise TaskFileError(f"no task '{wanted}' in {root}", hint=hint)
+    selected = [t for t in tasks.values() if (not ids or t.id in ids) and (tier is None or t.tier == tier)]
+    if not selected:
+        raise TaskFileError(
+            f"no task in {root} matches" + (f" tier {tier}" if tier is not None else "") + (f" ids {', '.join(ids)}" if ids else ""),
+            hint="tiers go from 1 to 4",
+        )
+    return sorted(selected, key=lambda t: (t.tier, t.id))
+
+
+def make_workspace(task: Task, root: Path) -> Path:
+    """Write the task's fixture files into `root` (created; it must be empty) and return it.
+
+    Files are written as UTF-8 bytes with the newlines exactly as in the task file, so
+    'unchanged' checks compare against the same bytes."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if any(root.iterdir()):
+        raise FileExistsError(f"workspace {root} is not empty")
+    for rel, content in task.files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.encode("utf-8"))
+    return root.resolve()
