@@ -12,10 +12,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Hashable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
+from localagent.bench.checks import ANSWER_KINDS, COLLATERAL_KINDS
 from localagent.bench.schema import FailureMode
-
-ANSWER_CHECKS = frozenset({"answer_contains", "answer_regex", "answer_excludes"})
-COLLATERAL_CHECKS = frozenset({"unchanged", "no_extra_files"})
 
 # stop reasons that decide the failure mode whatever the checks say
 _STOP_FAILURES: dict[str, FailureMode] = {
@@ -145,9 +143,9 @@ def classify_failure(stop_reason: str, checks: Iterable[_Check]) -> FailureMode 
     if stop_reason in _STOP_FAILURES:
         return _STOP_FAILURES[stop_reason]
     failed = {c.kind for c in checks if not c.passed}
-    if failed - ANSWER_CHECKS - COLLATERAL_CHECKS:
+    if failed - ANSWER_KINDS - COLLATERAL_KINDS:
         return "wrong_state"
-    if failed & COLLATERAL_CHECKS:
+    if failed & COLLATERAL_KINDS:
         return "collateral_change"
     if failed or stop_reason != "answer":
         return "wrong_answer"
