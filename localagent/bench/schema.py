@@ -61,6 +61,10 @@ class RunInfo(_Record):
     temperature: float
     price_table: str = Field(description="the catalog files and the as_of dates of their prices")
     load_s: dict[str, float] = Field(default_factory=dict, description="model alias -> load seconds")
+    limits: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the agent's limits: max_steps (for tasks that set none), time_limit_s, max_tokens per call, n_ctx",
+    )
     argv: list[str] = Field(default_factory=list)
 
 
