@@ -1,0 +1,188 @@
+"""The loop: model -> tool calls -> results -> model, until an answer or a limit.
+
+`Agent.run` is a generator of step records (ModelStep, ToolStep, then one FinalStep); it
+never prints. The conversation only ever grows (messages are appended, never rewritten) and
+the system prompt never changes, so llama.cpp re-evaluates only the new tokens each step.
+The model's mistakes (invalid calls, failing tools) go back to it as tool results; engine
+failures end the run with a stop reason instead of an exception.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from localagent.engines.base import ChatModel
+from localagent.errors import ContextOverflowError, EngineError, HostedAPIError, ToolError
+from localagent.records import FinalStep, Message, ModelStep, Reply, Step, StopReason, ToolCall, ToolStep, Usage
+from localagent.tools import TOOLS, InvalidToolCall, Tool, Workspace, run_tool
+
+SYSTEM_PROMPT = (
+    "You are an assistant that works on the files in a workspace folder using tools. "
+    "Paths are relative to the workspace root. Use the tools to look at files before you "
+    "answer questions about them, and to create or change files when asked. Call one tool "
+    "at a time and read its result. When the task is done, reply with the answer and no "
+    "tool call."
+)
+
+# the same failing call this many times in one run means the model is stuck
+REPEAT_LIMIT = 3
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    max_steps: int = 20  # model calls
+    time_limit_s: float = 600.0  # checked between calls; a call in progress is not cut
+    max_tokens: int = 1024  # per model call
+    temperature: float = 0.0
+    seed: int | None = None
+    system_prompt: str | None = None  # None: SYSTEM_PROMPT
+
+
+@dataclass
+class _Totals:
+    usage: Usage = Usage()
+    model_s: float = 0.0
+    tool_s: float = 0.0
+    tool_calls: int = 0
+    invalid_tool_calls: int = 0
+    prompt_tokens_evaluated: int = 0
+
+
+def _call_key(call: ToolCall) -> str:
+    return json.dumps([call.name, call.arguments, call.raw if call.error else ""], sort_keys=True, default=str)
+
+
+def _stop_reason(exc: EngineError) -> StopReason:
+    if isinstance(exc, ContextOverflowError):
+        return "context_overflow"
+    if isinstance(exc, HostedAPIError):
+        return "api_error"
+    return "engine_error"
+
+
+class Agent:
+    def __init__(
+        self,
+        model: ChatModel,
+        workspace: Path | Workspace,
+        config: AgentConfig = AgentConfig(),
+        tools: Sequence[Tool] = TOOLS,
+    ):
+        self.model = model
+        self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        self.config = config
+        self.system_prompt = config.system_prompt or SYSTEM_PROMPT
+        self.tools = tuple(tools)
+        self.tool_specs = tuple(t.spec() for t in self.tools)
+
+    def run(self, prompt: str, on_token: Callable[[str], None] | None = None) -> Iterator[Step]:
+        started = time.perf_counter()
+        totals = _Totals()
+        failures: dict[str, int] = {}
+        messages: list[Message] = [
+            Message(role="system", content=self.system_prompt),
+            Message(role="user", content=prompt),
+        ]
+
+        def final(step: int, reason: StopReason, answer: str = "", error: str | None = None) -> FinalStep:
+            return FinalStep(
+                step=step,
+                answer=answer,
+                stop_reason=reason,
+                usage=totals.usage,
+                wall_s=time.perf_counter() - started,
+                model_s=totals.model_s,
+                tool_s=totals.tool_s,
+                tool_calls=totals.tool_calls,
+                invalid_tool_calls=totals.invalid_tool_calls,
+                prompt_tokens_evaluated=totals.prompt_tokens_evaluated,
+                error=error,
+            )
+
+        for step in range(1, self.config.max_steps + 1):
+            if time.perf_counter() - started >= self.config.time_limit_s:
+                yield final(step - 1, "timeout", error=f"time limit of {self.config.time_limit_s:g} s reached")
+                return
+            call_started = time.perf_counter()
+            try:
+                reply = self.model.chat(
+                    messages,
+                    self.tool_specs,
+                    max_tokens=self.config.max_tokens,
+                    temperature=self.config.temperature,
+                    seed=self.config.seed,
+                    on_token=on_token,
+                )
+            except EngineError as exc:
+                totals.model_s += time.perf_counter() - call_started
+                yield final(step, _stop_reason(exc), error=str(exc))
+                return
+            totals.model_s += time.perf_counter() - call_started
+            totals.usage += reply.usage
+            totals.prompt_tokens_evaluated += reply.timings.prompt_tokens_evaluated
+            reply = _with_call_ids(reply, step)
+            yield ModelStep(step=step, reply=reply, elapsed_s=time.perf_counter() - started)
+
+            if not reply.tool_calls:
+                yield final(step, "answer", answer=reply.text.strip())
+                return
+            messages.append(Message(role="assistant", content=reply.text, tool_calls=reply.tool_calls))
+            for call in reply.tool_calls:
+                tool_step = self._run_call(step, call, started)
+                totals.tool_calls += 1
+                totals.tool_s += tool_step.duration_s
+                totals.invalid_tool_calls += tool_step.invalid
+                messages.append(
+                    Message(role="tool", content=tool_step.result, tool_call_id=call.id, name=call.name)
+                )
+                yield tool_step
+                if tool_step.error is None:
+                    continue
+                key = _call_key(call)
+                failures[key] = failures.get(key, 0) + 1
+                if failures[key] >= REPEAT_LIMIT:
+                    reason: StopReason = "repeated_invalid_call" if tool_step.invalid else "repeated_failing_call"
+                    yield final(
+                        step, reason, error=f"the same call failed {REPEAT_LIMIT} times: {tool_step.error}"
+                    )
+                    return
+        yield final(self.config.max_steps, "max_steps", error=f"no answer after {self.config.max_steps} steps")
+
+    def _run_call(self, step: int, call: ToolCall, started: float) -> ToolStep:
+        t0 = time.perf_counter()
+        error: str | None = None
+        invalid = False
+        try:
+            result = run_tool(self.workspace, call, self.tools)
+        except InvalidToolCall as exc:
+            error, invalid = str(exc), True
+        except ToolError as exc:
+            error = str(exc)
+        if error is not None:
+            result = f"error: {error}"
+        now = time.perf_counter()
+        return ToolStep(
+            step=step,
+            call=call,
+            result=result,
+            duration_s=now - t0,
+            error=error,
+            invalid=invalid,
+            elapsed_s=now - started,
+        )
+
+
+def _with_call_ids(reply: Reply, step: int) -> Reply:
+    """Give every call an id (hosted APIs pair tool results with calls by id); ids the engine
+    set are kept."""
+    if all(c.id for c in reply.tool_calls):
+        return reply
+    calls = tuple(
+        c if c.id else dataclasses.replace(c, id=f"call_{step}_{i}") for i, c in enumerate(reply.tool_calls, 1)
+    )
+    return dataclasses.replace(reply, tool_calls=calls)
