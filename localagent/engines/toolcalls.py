@@ -1,0 +1,344 @@
+"""Tool calls as text: the `json` mode's schema and instructions, and parsers for what a model
+writes (grammar-constrained JSON, or the native formats of Hermes/Qwen, Llama 3.x, Mistral).
+
+Pure functions. A reply that cannot be parsed becomes a ToolCall with `error` set (an invalid
+call the loop reports back to the model), never an exception.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any, Iterable, Sequence
+
+from localagent.records import Message, ToolCall, ToolSpec
+
+# --- json mode -------------------------------------------------------------------------------
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with local `#/$defs/...` references replaced by their targets, so it can be
+    embedded inside another schema (pydantic puts nested models under `$defs`)."""
+    defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+
+    def visit(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [visit(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.split("/")[-1] in defs:
+            name = ref.split("/")[-1]
+            if name in seen:  # a recursive model: stop at an unconstrained object
+                return {"type": "object"}
+            return visit(defs[name], (*seen, name))
+        return {k: visit(v, seen) for k, v in node.items() if k not in ("$defs", "definitions")}
+
+    return visit(copy.deepcopy(schema), ())
+
+
+def json_mode_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """One schema for every reply in `json` mode: a call of one of the tools, or an answer."""
+    options: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {
+                "tool": {"const": tool.name},
+                "arguments": _object_schema(inline_refs(tool.parameters)),
+            },
+            "required": ["tool", "arguments"],
+        }
+        for tool in tools
+    ]
+    options.append(
+        {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    )
+    return {"anyOf": options}
+
+
+def _object_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    # a tool without parameters still takes `{}`; a bare {"type": "object"} would admit any keys
+    if not parameters.get("properties"):
+        return {"type": "object", "properties": {}}
+    return parameters
+
+
+def json_mode_instructions(tools: Sequence[ToolSpec]) -> str:
+    """The short, stable system-prompt addition that tells the model the tools and the format.
+    The grammar enforces the format; this text tells the model what the fields mean."""
+    lines = ["You can use these tools:"]
+    for tool in tools:
+        description = tool.description.strip().splitlines()[0] if tool.description.strip() else ""
+        lines.append(f"- {tool.name}({_signature(tool.parameters)})" + (f": {description}" if description else ""))
+    lines += [
+        "",
+        "Reply with exactly one JSON object. To call a tool:",
+        '{"tool": "<tool name>", "arguments": {<arguments>}}',
+        "You will get the tool's result and can call another tool. When you are done:",
+        '{"answer": "<your final answer>"}',
+    ]
+    return "\n".join(lines)
+
+
+def _signature(parameters: dict[str, Any]) -> str:
+    schema = inline_refs(parameters)
+    required = set(schema.get("required", ()))
+    parts = []
+    for name, prop in schema.get("properties", {}).items():
+        optional = "" if name in required else "?"
+        parts.append(f"{name}{optional}: {_type_name(prop)}")
+    return ", ".join(parts)
+
+
+def _type_name(prop: dict[str, Any]) -> str:
+    if "enum" in prop:
+        return " | ".join(json.dumps(v) for v in prop["enum"])
+    if "anyOf" in prop:
+        names = [_type_name(p) for p in prop["anyOf"] if p.get("type") != "null"]
+        return " | ".join(names) or "null"
+    kind = prop.get("type", "any")
+    if isinstance(kind, list):
+        return " | ".join(k for k in kind if k != "null")
+    if kind == "array" and isinstance(prop.get("items"), dict):
+        return f"array of {_type_name(prop['items'])}"
+    return str(kind)
+
+
+def render_json_call(call: ToolCall) -> str:
+    """An assistant's tool call as the model wrote it in `json` mode (its raw text when it came
+    from this engine, so the next prompt reproduces the generated tokens and the cache holds)."""
+    if call.raw:
+        return call.raw
+    return json.dumps({"tool": call.name, "arguments": call.arguments}, ensure_ascii=False)
+
+
+def render_json_answer(text: str) -> str:
+    return json.dumps({"answer": text}, ensure_ascii=False)
+
+
+def json_mode_messages(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """The conversation as plain system/user/assistant messages for any chat template: the
+    tool instructions appended to the system message, the assistant's calls and answers as the
+    JSON it wrote, and tool results as user messages (consecutive results merged, since some
+    templates insist that user and assistant alternate)."""
+    instructions = json_mode_instructions(tools)
+    out: list[dict[str, Any]] = []
+    if not messages or messages[0].role != "system":
+        out.append({"role": "system", "content": instructions})
+    after_tool = False
+    for i, m in enumerate(messages):
+        if m.role == "system" and i == 0:
+            out.append({"role": "system", "content": f"{m.content}\n\n{instructions}" if m.content else instructions})
+        elif m.role == "assistant":
+            content = "\n".join(render_json_call(c) for c in m.tool_calls) if m.tool_calls else render_json_answer(m.content)
+            out.append({"role": "assistant", "content": content})
+        elif m.role == "tool":
+            result = f"Result of {m.name}:\n{m.content}" if m.name else f"Tool result:\n{m.content}"
+            if after_tool:
+                out[-1]["content"] += "\n\n" + result
+            else:
+                out.append({"role": "user", "content": result})
+        else:
+            out.append({"role": m.role, "content": m.content})
+        after_tool = m.role == "tool"
+    return out
+
+
+def parse_json_reply(text: str, call_id: str, *, truncated: bool = False) -> tuple[str, tuple[ToolCall, ...]]:
+    """A `json`-mode reply -> (answer text, tool calls). Exactly one of the two is non-empty."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return "", (_malformed(text, call_id, exc, truncated),)
+    if isinstance(obj, dict) and isinstance(obj.get("tool"), str):
+        arguments = obj.get("arguments", {})
+        if not isinstance(arguments, dict):
+            return "", (ToolCall(obj["tool"], {}, call_id, "'arguments' must be a JSON object", text),)
+        return "", (ToolCall(obj["tool"], arguments, call_id, None, text),)
+    if isinstance(obj, dict) and isinstance(obj.get("answer"), str):
+        return obj["answer"], ()
+    return "", (
+        ToolCall("", {}, call_id, 'expected {"tool": ..., "arguments": {...}} or {"answer": "..."}', text),
+    )
+
+
+def _malformed(text: str, call_id: str, exc: json.JSONDecodeError, truncated: bool) -> ToolCall:
+    if truncated:
+        why = "the reply was cut off at max_tokens before its JSON was complete"
+    else:
+        why = f"the reply is not valid JSON ({exc.msg} at character {exc.pos})"
+    return ToolCall(_guess_name(text), {}, call_id, why, text)
+
+
+_NAME_RE = re.compile(r'"(?:name|tool)"\s*:\s*"([^"\\]{1,200})"')
+
+
+def _guess_name(text: str) -> str:
+    """The tool name of a call whose JSON is broken, when it can be read (for error messages
+    and for spotting the same failing call repeated)."""
+    m = _NAME_RE.search(text)
+    return m.group(1) if m else ""
+
+
+# --- native mode -----------------------------------------------------------------------------
+
+_TEMPLATE_TOOLS_RE = re.compile(r"\btools\b")
+
+
+def template_handles_tools(template: str | None) -> bool:
+    """True when a chat template renders a `tools` list (Qwen 2.5/3, Llama 3.x, Hermes...)."""
+    return bool(template) and bool(_TEMPLATE_TOOLS_RE.search(template or ""))
+
+
+def openai_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Tools in the OpenAI / Hugging Face chat-template shape."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
+
+
+def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Messages in the shape Hugging Face chat templates expect (arguments as objects, not
+    JSON strings: Qwen and Llama templates apply `tojson` to them)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            item["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in m.tool_calls
+            ]
+        if m.role == "tool":
+            item["tool_call_id"] = m.tool_call_id
+            item["name"] = m.name
+        out.append(item)
+    return out
+
+
+_THINK_RE = re.compile(r"<think>.*?(?:</think>|$)", re.S)
+_HERMES_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
+_FUNCTION_TAG_RE = re.compile(r"<function=([\w.\-]+)>(.*?)(?:</function>|$)", re.S)
+_PARAMETER_RE = re.compile(r"<parameter=([\w.\-]+)>\n?(.*?)\n?</parameter>", re.S)
+_FENCE_RE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+_PYTHON_TAG = "<|python_tag|>"
+_MISTRAL_TAG = "[TOOL_CALLS]"
+
+
+def parse_native(text: str, id_prefix: str = "call_") -> tuple[str, tuple[ToolCall, ...]]:
+    """Tool calls in a model's own format -> (remaining text, calls).
+
+    Formats: Hermes/Qwen `<tool_call>{...}</tool_call>` (several, or one cut off at the end),
+    `<function=NAME>{...}</function>` and Qwen3-Coder's `<parameter=...>` form, Llama 3.x
+    `<|python_tag|>` and bare `{"name": ..., "parameters": ...}` (several separated by `;` or
+    newlines), Mistral `[TOOL_CALLS][...]`, and a JSON list of calls. Text that is not a call
+    is returned as the answer.
+    """
+    visible = _THINK_RE.sub("", text)
+    ids = (f"{id_prefix}{i}" for i in range(1, 1_000_000))
+
+    blocks = _HERMES_RE.findall(visible)
+    if blocks:
+        calls = tuple(c for block in blocks for c in _calls_in_block(block.strip(), ids))
+        return _HERMES_RE.sub("", visible).strip(), calls
+
+    if _FUNCTION_TAG_RE.search(visible):
+        return _FUNCTION_TAG_RE.sub("", visible).strip(), tuple(_calls_in_block(visible, ids))
+
+    for tag in (_PYTHON_TAG, _MISTRAL_TAG):
+        if tag in visible:
+            before, _, after = visible.partition(tag)
+            return before.strip(), tuple(_calls_in_block(after.strip(), ids))
+
+    stripped = visible.strip()
+    fenced = _FENCE_RE.match(stripped)
+    candidate = fenced.group(1) if fenced else stripped
+    if candidate[:1] in ("{", "[") and _looks_like_call(candidate):
+        return "", tuple(_calls_in_block(candidate, ids))
+    return stripped, ()
+
+
+def _looks_like_call(text: str) -> bool:
+    return bool(re.search(r'"(name|function)"\s*:', text))
+
+
+def _calls_in_block(block: str, ids: Iterable[str]) -> list[ToolCall]:
+    """One or more calls: JSON objects or lists separated by `;`/whitespace, or
+    `<function=NAME>` tags."""
+    ids = iter(ids)
+    tags = _FUNCTION_TAG_RE.findall(block)
+    if tags:
+        return [_function_tag_call(name, body, next(ids)) for name, body in tags]
+    decoder = json.JSONDecoder()
+    calls: list[ToolCall] = []
+    pos = 0
+    while True:
+        while pos < len(block) and block[pos] in " \t\r\n;,":
+            pos += 1
+        if pos >= len(block):
+            break
+        try:
+            obj, end = decoder.raw_decode(block, pos)
+        except json.JSONDecodeError as exc:
+            rest = block[pos:]
+            why = f"tool call is not valid JSON ({exc.msg} at character {exc.pos - pos})"
+            calls.append(ToolCall(_guess_name(rest), {}, next(ids), why, rest))
+            break
+        items = obj if isinstance(obj, list) else [obj]
+        for item in items:
+            calls.append(_call_from_object(item, next(ids), block[pos:end]))
+        pos = end
+    if not calls:
+        calls.append(ToolCall("", {}, next(ids), "empty tool call", block))
+    return calls
+
+
+def _call_from_object(obj: Any, call_id: str, raw: str) -> ToolCall:
+    if not isinstance(obj, dict):
+        return ToolCall("", {}, call_id, "a tool call must be a JSON object", raw)
+    if isinstance(obj.get("function"), dict):  # OpenAI shape {"type": "function", "function": {...}}
+        obj = obj["function"]
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        return ToolCall("", {}, call_id, "the tool call has no 'name'", raw)
+    arguments = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            return ToolCall(name, {}, call_id, f"the arguments are not valid JSON ({exc.msg})", raw)
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        return ToolCall(name, {}, call_id, "the arguments must be a JSON object", raw)
+    return ToolCall(name, arguments, call_id, None, raw)
+
+
+def _function_tag_call(name: str, body: str, call_id: str) -> ToolCall:
+    raw = f"<function={name}>{body}"
+    body = body.strip()
+    if body.startswith("{"):
+        try:
+            arguments = json.loads(body)
+        except json.JSONDecodeError as exc:
+            return ToolCall(name, {}, call_id, f"the arguments are not valid JSON ({exc.msg})", raw)
+        if not isinstance(arguments, dict):
+            return ToolCall(name, {}, call_id, "the arguments must be a JSON object", raw)
+        return ToolCall(name, arguments, call_id, None, raw)
+    return ToolCall(name, {k: _parameter_value(v) for k, v in _PARAMETER_RE.findall(body)}, call_id, None, raw)
+
+
+def _parameter_value(text: str) -> Any:
+    """Qwen3-Coder writes parameter values bare: numbers, booleans and JSON stay typed."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
