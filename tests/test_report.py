@@ -1,0 +1,270 @@
+"""The bench report: figures from hand-made result records, and each renderer's output."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from localagent.bench import metrics
+from localagent.bench.report import (
+    fmt_interval,
+    fmt_tiers,
+    pareto_front,
+    render_html,
+    render_terminal,
+    summarize,
+    to_json,
+    to_markdown,
+)
+from localagent.bench.schema import HostInfo, RunInfo, TrialResult
+
+HOST = HostInfo(
+    cpu="Test CPU", physical_cores=2, logical_cores=2, ram_bytes=8_000_000_000, gpu="none", os="Linux", python="3.11"
+)
+TIERS = {"read": 1, "count": 1, "edit": 2, "rename": 3, "fix": 3, "aggregate": 3}
+# passes out of 3 trials per task
+PASSES = {
+    "small": {"read": 3, "count": 2, "edit": 1, "rename": 0, "fix": 0, "aggregate": 0},
+    "medium": {"read": 3, "count": 3, "edit": 2, "rename": 1, "fix": 1, "aggregate": 1},
+    "gpt-5-mini": {t: 3 for t in TIERS},
+}
+WALL = {"small": 10.0, "medium": 20.0, "gpt-5-mini": 4.0}
+
+
+def run_info(run_id="run-1", models=("small", "medium"), baselines=("gpt-5-mini",), trials=3, tasks=TIERS):
+    return RunInfo(
+        run_id=run_id,
+        started_at="2026-11-02T10:00:00Z",
+        finished_at="2026-11-02T11:00:00Z",
+        localagent_version="0.1.0",
+        host=HOST,
+        models=list(models),
+        baselines=list(baselines),
+        tasks_dir="benchmarks/tasks",
+        task_ids=list(tasks),
+        trials=trials,
+        tool_mode="auto",
+        temperature=0.0,
+        price_table="models.toml (prices as of 2026-10-01)",
+        load_s={m: 1.5 for m in models},
+    )
+
+
+def trial(model, task, i, success, run_id="run-1", **fields):
+    hosted = model.startswith("gpt")
+    values = dict(
+        schema_version=1,
+        run_id=run_id,
+        model=model,
+        model_kind="hosted" if hosted else "local",
+        task_id=task,
+        task_sha256=f"sha-{task}",
+        tier=TIERS[task],
+        trial=i,
+        seed=i,
+        temperature=0.0,
+        finished_at="2026-11-02T10:30:00Z",
+        success=success,
+        failure_mode=None if success else "wrong_answer",
+        stop_reason="answer",
+        steps=3,
+        tool_calls=2,
+        invalid_tool_calls=0,
+        input_tokens=1000,
+        cached_input_tokens=200,
+        output_tokens=100,
+        prompt_tokens_evaluated=800,
+        wall_s=WALL.get(model, 5.0),
+        model_s=WALL.get(model, 5.0) - 0.5,
+        tool_s=0.5,
+        ttft_s_mean=0.4 if hosted else 1.2,
+        decode_tokens_per_s=None if hosted else 30.0,
+        peak_rss_bytes=None if hosted else 700_000_000,
+        peak_anon_bytes=None if hosted else 200_000_000,
+        peak_file_bytes=None if hosted else 500_000_000,
+        model_file_bytes=None if hosted else 98_000_000,
+        cost_usd=0.01 if hosted else 0.0,
+        price_as_of="2026-10-01" if hosted else None,
+        trace_path=f"traces/{model}/{task}/{i}.jsonl",
+    )
+    values.update(fields)
+    return TrialResult(**values)
+
+
+def trials_for(models, k=3, run_id="run-1", passes=PASSES, **fields):
+    return [
+        trial(m, task, i, i < passes[m][task], run_id=run_id, **fields)
+        for m in models
+        for task in TIERS
+        for i in range(k)
+    ]
+
+
+@pytest.fixture(scope="module")
+def full():
+    return summarize(run_info(), trials_for(["small", "medium", "gpt-5-mini"]))
+
+
+def by_name(summary):
+    return {m.name: m for m in summary.models}
+
+
+def test_per_model_figures(full):
+    m = by_name(full)
+    assert [x.name for x in full.models] == ["small", "medium", "gpt-5-mini"]
+    small = m["small"]
+    assert (small.tasks, small.trials, small.k, small.passed.successes) == (6, 18, 3, 6)
+    assert (small.passed.lo, small.passed.hi) == metrics.wilson_interval(6, 18)
+    assert small.pass_hat_k == pytest.approx(1 / 6)  # only "read" passed all 3
+    assert m["medium"].pass_hat_k == pytest.approx(2 / 6)
+    assert m["gpt-5-mini"].pass_hat_k == 1.0
+    assert small.median_wall_s == 10.0
+    assert small.tokens_per_solved == pytest.approx(18 * 1100 / 6)
+    assert small.cost_per_solved == 0.0
+    assert small.load_s == 1.5 and m["gpt-5-mini"].load_s is None
+    assert (small.peak_rss_bytes, small.peak_anon_bytes, small.peak_file_bytes) == (700e6, 200e6, 500e6)
+    assert m["gpt-5-mini"].peak_rss_bytes is None
+    gpt = m["gpt-5-mini"]
+    assert gpt.total_cost_usd == pytest.approx(0.18)
+    assert gpt.suite_cost_usd == pytest.approx(0.06)  # one pass over 6 tasks
+    assert gpt.cost_per_solved == pytest.approx(0.01)
+    assert gpt.price_as_of == "2026-10-01" and gpt.source_date is None
+
+
+def test_tiers_grid_and_paired(full):
+    tiers = {(t.model, t.tier): t.passed for t in full.tiers}
+    assert (tiers[("small", 1)].successes, tiers[("small", 1)].n) == (5, 6)
+    assert (tiers[("small", 3)].successes, tiers[("small", 3)].n) == (0, 9)
+    assert (tiers[("small", 3)].lo, tiers[("small", 3)].hi) == metrics.wilson_interval(0, 9)
+    assert [r.tier for r in full.grid] == [1, 1, 2, 3, 3, 3]
+    count = next(r for r in full.grid if r.task_id == "count")
+    assert [(c.passes, c.trials) for c in count.cells] == [(2, 3), (3, 3), (3, 3)]
+    paired = {(p.model, p.baseline): p for p in full.paired}
+    assert set(paired) == {("small", "gpt-5-mini"), ("medium", "gpt-5-mini")}
+    small = paired[("small", "gpt-5-mini")]
+    assert (small.common, small.wins, small.losses, small.ties) == (6, 0, 5, 1)
+    assert small.p_value == metrics.sign_test(0, 5)
+
+
+def test_verdict_with_baseline(full):
+    verdicts = {v.model: v.text for v in full.verdicts}
+    assert set(verdicts) == {"small", "medium"}  # one per local model, none for the baseline
+    lo, hi = metrics.wilson_interval(6, 18)
+    assert verdicts["small"] == (
+        f"small passes 6/18 trials (33%, {fmt_interval(lo, hi)}), pass^3 17% vs gpt-5-mini 18/18 trials; "
+        "tier 1–2 parity; $0 vs $0.06 for the suite; 2.5x slower"
+    )
+    assert verdicts["medium"].endswith("$0 vs $0.06 for the suite; 5.0x slower")
+
+
+def test_verdict_without_baseline_k1():
+    info = run_info(models=("small",), baselines=(), trials=1)
+    s = summarize(info, trials_for(["small"], k=1))
+    assert s.paired == ()
+    (v,) = s.verdicts
+    lo, hi = metrics.wilson_interval(3, 6)
+    assert v.text == (
+        f"small solves 3/6 (50%, {fmt_interval(lo, hi)}); best on tier 1 (2/2), weakest on tier 3 (0/3); "
+        "$0 for the suite; median 10.0 s per task; peak RSS 700 MB"
+    )
+    assert s.models[0].pass_hat_k is None
+
+
+def test_hosted_only_run_gets_absolute_verdicts():
+    info = run_info(models=(), baselines=("gpt-5-mini",), trials=1)
+    s = summarize(info, trials_for(["gpt-5-mini"], k=1))
+    (v,) = s.verdicts
+    assert v.text.startswith("gpt-5-mini solves 6/6 (100%, ")
+    assert "$0.06 for the suite" in v.text and "peak RSS" not in v.text
+
+
+def test_zero_solved_has_no_per_solved_figures():
+    none_pass = {"small": {t: 0 for t in TIERS}}
+    s = summarize(run_info(models=("small",), baselines=(), trials=1), trials_for(["small"], k=1, passes=none_pass))
+    m = s.models[0]
+    assert m.passed.successes == 0 and m.tokens_per_solved is None and m.cost_per_solved is None
+    assert s.verdicts[0].text.startswith("small solves 0/6 (0%, 0–")
+    out = io.StringIO()
+    render_terminal(s, Console(file=out, width=100, color_system=None))
+    assert "—" in out.getvalue()
+
+
+def test_stored_baseline_only_on_same_task_versions():
+    info = run_info(models=("small",), trials=1)
+    stored = trials_for(["gpt-5-mini"], k=1, run_id="run-0", finished_at="2026-10-20T09:00:00Z")
+    stored[0] = stored[0].model_copy(update={"task_sha256": "older-version"})  # "read" changed since
+    stored.append(trial("gpt-5-mini", "read", 0, True, run_id="run-0", task_id="retired"))
+    s = summarize(info, trials_for(["small"], k=1), baseline_trials=stored)
+    gpt = by_name(s)["gpt-5-mini"]
+    assert gpt.trials == 5 and gpt.source_run_id == "run-0" and gpt.source_date == "2026-10-20"
+    assert s.paired[0].common == 5
+    assert "vs gpt-5-mini 5/5 (stored run of 2026-10-20)" in s.verdicts[0].text
+    # a baseline that ran in this run wins over stored results of it
+    again = summarize(run_info(trials=1), trials_for(["small", "gpt-5-mini"], k=1), baseline_trials=stored)
+    assert by_name(again)["gpt-5-mini"].source_run_id == "run-1"
+
+
+def test_baseline_with_no_results_is_noted():
+    s = summarize(run_info(models=("small",), trials=1), trials_for(["small"], k=1))
+    assert s.notes == ("gpt-5-mini: no results",)
+    assert s.paired == () and "vs" not in s.verdicts[0].text
+
+
+@pytest.mark.parametrize(
+    "tiers, text",
+    [([1], "tier 1"), ([1, 2], "tier 1–2"), ([1, 3], "tiers 1 and 3"), ([1, 2, 4], "tiers 1–2 and 4")],
+)
+def test_fmt_tiers(tiers, text):
+    assert fmt_tiers(tiers) == text
+
+
+def test_pareto_front():
+    points = [(0.0, 30.0), (0.5, 90.0), (0.2, 20.0), (0.6, 90.0), (0.0, 10.0)]
+    assert pareto_front(points) == [0, 1]
+
+
+def test_terminal_at_100_columns_without_colour(full):
+    out = io.StringIO()
+    render_terminal(full, Console(file=out, width=100, color_system=None, force_terminal=False))
+    text = out.getvalue()
+    assert "\x1b[" not in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for needle in ("small", "medium", "gpt-5-mini", "Task × model", "2/3", "pass^3", "Verdict", "tier 1–2 parity"):
+        assert needle in text
+    k1 = summarize(run_info(models=("small",), baselines=(), trials=1), trials_for(["small"], k=1))
+    out = io.StringIO()
+    render_terminal(k1, Console(file=out, width=100, color_system=None))
+    assert "✓" in out.getvalue() and "✗" in out.getvalue()
+
+
+def test_json_round_trip(full):
+    data = json.loads(to_json(full))
+    assert data["schema_version"] == 1
+    assert [m["name"] for m in data["models"]] == ["small", "medium", "gpt-5-mini"]
+    assert data["models"][0]["passed"]["successes"] == 6
+    assert len(data["trials"]) == 54
+
+
+def test_markdown_has_tables(full):
+    md = to_markdown(full)
+    assert "| Model | Kind | Tasks | Passed |" in md
+    assert "|---|---|---:|" in md
+    assert "| count | 1 | 2/3 | 3/3 | 3/3 |" in md
+
+
+def test_html_page_with_charts_and_traces(full, tmp_path):
+    run_dir = tmp_path / "runs" / "run-1"
+    for t in full.trials:
+        path = run_dir / t.trace_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"step": 0, "text": "<script>alert(1)</script>"}) + "\n")
+    page = render_html(full, run_dir, tmp_path / "out" / "report.html")
+    text = page.read_text()
+    assert text.count("<svg") == 2 and "Pareto frontier" in text
+    assert "href='../runs/run-1/traces/small/read/0.jsonl'" in text
+    assert text.count("<details>") == 54
+    assert "<script>" not in text and "&lt;script&gt;" in text
