@@ -257,9 +257,15 @@ def command_argv(argv: list[str]) -> list[str]:
     return list(argv)
 
 
+def _shown(argv: list[str]) -> str:
+    """The command for a detail line: a multi-line script argument becomes its first line."""
+    words = [arg.strip().splitlines()[0] + " …" if "\n" in arg.strip() else arg for arg in argv]
+    return cut(" ".join(words), 80)
+
+
 def command(check: t.Command, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    shown = " ".join(check.argv)
+    shown = _shown(check.argv)
     try:
         proc = subprocess.run(
             command_argv(check.argv),
