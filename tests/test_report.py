@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
+import os
+import subprocess
+import sys
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+import localagent.cli.report  # noqa: F401  registers `report`
+from localagent import settings
 from localagent.bench import metrics
 from localagent.bench.report import (
     fmt_interval,
@@ -20,7 +25,10 @@ from localagent.bench.report import (
     to_json,
     to_markdown,
 )
+from localagent.bench.results import ResultsDB, RunDir
 from localagent.bench.schema import HostInfo, RunInfo, TrialResult
+from localagent.cli.app import app
+from localagent.errors import ResultsError
 
 HOST = HostInfo(
     cpu="Test CPU", physical_cores=2, logical_cores=2, ram_bytes=8_000_000_000, gpu="none", os="Linux", python="3.11"
@@ -32,6 +40,7 @@ PASSES = {
     "medium": {"read": 3, "count": 3, "edit": 2, "rename": 1, "fix": 1, "aggregate": 1},
     "gpt-5-mini": {t: 3 for t in TIERS},
 }
+MIB = 2**20
 WALL = {"small": 10.0, "medium": 20.0, "gpt-5-mini": 4.0}
 
 
@@ -83,10 +92,10 @@ def trial(model, task, i, success, run_id="run-1", **fields):
         tool_s=0.5,
         ttft_s_mean=0.4 if hosted else 1.2,
         decode_tokens_per_s=None if hosted else 30.0,
-        peak_rss_bytes=None if hosted else 700_000_000,
-        peak_anon_bytes=None if hosted else 200_000_000,
-        peak_file_bytes=None if hosted else 500_000_000,
-        model_file_bytes=None if hosted else 98_000_000,
+        peak_rss_bytes=None if hosted else 700 * MIB,
+        peak_anon_bytes=None if hosted else 200 * MIB,
+        peak_file_bytes=None if hosted else 500 * MIB,
+        model_file_bytes=None if hosted else 98 * MIB,
         cost_usd=0.01 if hosted else 0.0,
         price_as_of="2026-10-01" if hosted else None,
         trace_path=f"traces/{model}/{task}/{i}.jsonl",
@@ -126,7 +135,7 @@ def test_per_model_figures(full):
     assert small.tokens_per_solved == pytest.approx(18 * 1100 / 6)
     assert small.cost_per_solved == 0.0
     assert small.load_s == 1.5 and m["gpt-5-mini"].load_s is None
-    assert (small.peak_rss_bytes, small.peak_anon_bytes, small.peak_file_bytes) == (700e6, 200e6, 500e6)
+    assert (small.peak_rss_bytes, small.peak_anon_bytes, small.peak_file_bytes) == (700 * MIB, 200 * MIB, 500 * MIB)
     assert m["gpt-5-mini"].peak_rss_bytes is None
     gpt = m["gpt-5-mini"]
     assert gpt.total_cost_usd == pytest.approx(0.18)
@@ -169,7 +178,7 @@ def test_verdict_without_baseline_k1():
     lo, hi = metrics.wilson_interval(3, 6)
     assert v.text == (
         f"small solves 3/6 (50%, {fmt_interval(lo, hi)}); best on tier 1 (2/2), weakest on tier 3 (0/3); "
-        "$0 for the suite; median 10.0 s per task; peak RSS 700 MB"
+        "$0 for the suite; median 10.0 s per task; peak RSS 700.0 MiB"
     )
     assert s.models[0].pass_hat_k is None
 
@@ -202,7 +211,7 @@ def test_stored_baseline_only_on_same_task_versions():
     gpt = by_name(s)["gpt-5-mini"]
     assert gpt.trials == 5 and gpt.source_run_id == "run-0" and gpt.source_date == "2026-10-20"
     assert s.paired[0].common == 5
-    assert "vs gpt-5-mini 5/5 (stored run of 2026-10-20)" in s.verdicts[0].text
+    assert "vs gpt-5-mini 5/5 (stored run of 2026-10-20); parity on every tier;" in s.verdicts[0].text
     # a baseline that ran in this run wins over stored results of it
     again = summarize(run_info(trials=1), trials_for(["small", "gpt-5-mini"], k=1), baseline_trials=stored)
     assert by_name(again)["gpt-5-mini"].source_run_id == "run-1"
@@ -268,3 +277,79 @@ def test_html_page_with_charts_and_traces(full, tmp_path):
     assert "href='../runs/run-1/traces/small/read/0.jsonl'" in text
     assert text.count("<details>") == 54
     assert "<script>" not in text and "&lt;script&gt;" in text
+
+
+# --- `localagent report`, on runs written by the results store ----------------------------
+
+
+def store_run(info, trials, *, traces=True):
+    """Write a run the way the bench does: run folder, results.jsonl, traces, database."""
+    run = RunDir.create(settings.runs_dir() / info.run_id, info)
+    with ResultsDB() as db:
+        db.save_run(info, run.path)
+        for t in trials:
+            t = t.model_copy(update={"trace_path": run.trace_path(t.model, t.task_id, t.trial)})
+            if traces:
+                path = run.path / t.trace_path
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"kind": "final", "answer": f"{t.model} on {t.task_id}"}) + "\n")
+            run.append(t)
+            db.add_trial(t)
+    return run
+
+
+@pytest.fixture
+def two_runs():
+    """An earlier run of the hosted baseline, then a local run that names it but did not run it."""
+    old = run_info("20261020-090000-aaaa", models=(), trials=1).model_copy(
+        update={"started_at": "2026-10-20T09:00:00Z"}
+    )
+    store_run(old, trials_for(["gpt-5-mini"], k=1, run_id=old.run_id, finished_at="2026-10-20T09:30:00Z"))
+    new = run_info("20261102-100000-bbbb", models=("small",), trials=1)
+    store_run(new, trials_for(["small"], k=1, run_id=new.run_id))
+    return old, new
+
+
+def test_cli_report_json_defaults_to_latest_run(two_runs):
+    result = CliRunner().invoke(app, ["report", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["run_id"] == "20261102-100000-bbbb"
+    small, gpt = data["models"]
+    assert (small["name"], small["passed"]["successes"], small["passed"]["n"]) == ("small", 3, 6)
+    assert (gpt["name"], gpt["source_run_id"], gpt["source_date"]) == ("gpt-5-mini", "20261020-090000-aaaa", "2026-10-20")
+    assert data["paired"][0]["common"] == 6 and data["paired"][0]["losses"] == 3
+    assert "(stored run of 2026-10-20)" in data["verdicts"][0]["text"]
+
+
+def test_cli_report_tables_markdown_and_html(two_runs, tmp_path):
+    old, _ = two_runs
+    result = CliRunner().invoke(app, ["report", old.run_id])
+    assert result.exit_code == 0, result.output
+    assert "gpt-5-mini solves 6/6" in result.stdout and "Task × model" in result.stdout
+    md = CliRunner().invoke(app, ["report", "--markdown"])
+    assert "| Model | Kind | Tasks |" in md.stdout
+    page = tmp_path / "page" / "report.html"
+    result = CliRunner().invoke(app, ["report", "--html", str(page)])
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert text.count("<svg") == 2
+    # the baseline's traces are in the earlier run's folder, linked relative to the page
+    old_trace = settings.runs_dir() / old.run_id / "traces" / "gpt-5-mini" / "read-0.jsonl"
+    assert f"href='{os.path.relpath(old_trace, page.parent)}'" in text
+    assert "small on read" in text and "gpt-5-mini on read" in text
+
+
+def test_cli_report_unknown_run_names_the_latest(two_runs):
+    result = subprocess.run(
+        [sys.executable, "-m", "localagent", "report", "no-such-run"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "error: no bench run 'no-such-run'" in result.stderr
+    assert "hint: latest runs: 20261102-100000-bbbb, 20261020-090000-aaaa" in result.stderr
+
+
+def test_cli_report_with_nothing_stored():
+    result = CliRunner().invoke(app, ["report"])
+    assert isinstance(result.exception, ResultsError)
+    assert result.exception.hint == "run `localagent bench` first"

@@ -13,10 +13,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from localagent.bench import metrics
+from localagent.bench.results import ResultsDB, locate_run
 from localagent.bench.schema import SCHEMA_VERSION, RunInfo, TrialResult
-from localagent.errors import MissingExtraError
+from localagent.errors import MissingExtraError, ResultsError
+from localagent.memory import format_bytes
 
 DASH = "—"
 
@@ -294,6 +297,55 @@ def _host_line(run_info: RunInfo) -> str:
     )
 
 
+# --- reading a run from the store ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredReport:
+    """What `summarize` and `render_html` need, read from a run folder and the database."""
+
+    info: RunInfo
+    trials: list[TrialResult]
+    baseline_trials: list[TrialResult]
+    run_dir: Path | None  # None: the run is in the database only (imported without traces)
+    other_runs: dict[str, Path | None]  # the runs stored baselines come from -> their folders
+
+
+def stored_baselines(db: ResultsDB, info: RunInfo, trials: Sequence[TrialResult]) -> list[TrialResult]:
+    """The latest stored results of each baseline that has no trial in this run, on this
+    run's task versions."""
+    ran = {t.model for t in trials}
+    versions = {t.task_sha256 for t in trials}
+    return [t for b in info.baselines if b not in ran for t in db.latest_results(b, versions)]
+
+
+def load_report(db: ResultsDB, ref: str | None = None) -> StoredReport:
+    """A run by id or folder (default: the latest stored run). The run folder's results.jsonl
+    is the source of truth; a run known only to the database is read from there."""
+    if ref is None:
+        latest = db.latest_run()
+        if latest is None:
+            raise ResultsError("no bench run is stored yet", hint="run `localagent bench` first")
+        ref = latest.info.run_id
+    try:
+        folder = locate_run(ref, db)
+    except ResultsError:
+        stored = db.run(ref)
+        if stored is None:
+            recent = [r.info.run_id for r in reversed(db.runs())][:5]
+            hint = f"latest runs: {', '.join(recent)}" if recent else "run `localagent bench` first"
+            raise ResultsError(f"no bench run '{ref}'", hint=hint) from None
+        info, trials, run_dir = stored.info, db.trials(run_id=stored.info.run_id), None
+    else:
+        info, trials, run_dir = folder.read_info(), folder.read_trials(), folder.path
+    baselines = stored_baselines(db, info, trials)
+    others = {}
+    for run_id in dict.fromkeys(t.run_id for t in baselines):
+        other = db.run(run_id)
+        others[run_id] = other.run_dir if other is not None else None
+    return StoredReport(info, trials, baselines, run_dir, others)
+
+
 # --- the verdict -------------------------------------------------------------------------
 
 
@@ -351,7 +403,11 @@ def _relative_verdict(m: ModelSummary, b: ModelSummary, tiers: dict[tuple[int, s
             parity.append(tier)
         elif mine.rate > theirs.rate:
             ahead.append(tier)
-    parts.append(f"{fmt_tiers(parity)} parity" if parity else "no tier at parity")
+    compared = sum(1 for name, tier in tiers if name == m.name and (b.name, tier) in tiers)
+    if not parity:
+        parts.append("no tier at parity")
+    else:
+        parts.append("parity on every tier" if len(parity) == compared > 1 else f"{fmt_tiers(parity)} parity")
     if ahead:
         parts.append(f"ahead on {fmt_tiers(ahead)}")
     parts.append(f"{fmt_usd(m.suite_cost_usd)} vs {fmt_usd(b.suite_cost_usd)} for the suite")
@@ -391,9 +447,7 @@ def fmt_seconds(x: float | None) -> str:
 
 
 def fmt_bytes(x: int | None) -> str:
-    if x is None:
-        return DASH
-    return f"{x / 1e9:.2f} GB" if x >= 1e9 else f"{x / 1e6:.0f} MB"
+    return DASH if x is None else format_bytes(x)
 
 
 def fmt_number(x: float | None, digits: int = 0) -> str:
@@ -692,7 +746,8 @@ def _figure(summary: Summary, field: str, xlabel: str, title: str):
     fig = Figure(figsize=(5.6, 3.8))
     ax = fig.subplots()
     for m, (x, y) in zip(models, points):
-        err = [[y - m.passed.lo * 100], [m.passed.hi * 100 - y]]
+        # clamped: at 0/n and n/n rounding can put a bound a hair past the rate
+        err = [[max(0.0, y - m.passed.lo * 100)], [max(0.0, m.passed.hi * 100 - y)]]
         ax.errorbar(x, y, yerr=err, fmt="o", color="#d62728" if m.kind == "hosted" else "#1f77b4", capsize=3)
         ax.annotate(m.name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     front = pareto_front(points)
@@ -733,6 +788,14 @@ def _html_table(spec: Table) -> str:
     return f"<h2>{_e(spec.title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _href(path: Path, page_dir: Path) -> str:
+    """Relative to the page, so the page and the runs can move together."""
+    try:
+        return quote(Path(os.path.relpath(path.resolve(), page_dir.resolve())).as_posix())
+    except ValueError:  # another drive (Windows): no relative path exists
+        return path.resolve().as_uri()
+
+
 def _html_trials(summary: Summary, folders: Mapping[str, Path | None], page_dir: Path) -> str:
     rows = []
     for ref in summary.trials:
@@ -745,7 +808,7 @@ def _html_trials(summary: Summary, folders: Mapping[str, Path | None], page_dir:
         elif not path.is_file():
             trace = f"missing: {_e(path)}"
         else:
-            href = Path(os.path.relpath(path.resolve(), page_dir.resolve())).as_posix()
+            href = _href(path, page_dir)
             text = path.read_text(encoding="utf-8", errors="replace")
             clipped = text[:TRACE_EMBED_LIMIT] + ("\n… (clipped; open the file)" if len(text) > TRACE_EMBED_LIMIT else "")
             trace = (
