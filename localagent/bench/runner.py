@@ -1,0 +1,537 @@
+"""The bench runner: every (model, task, trial) through the real agent loop and tools, each
+trial in a fresh workspace, each result appended the moment it ends.
+
+Local models are loaded once per run and run one trial at a time (they share the CPU, and
+concurrent trials would distort their timings). Hosted baselines run trials concurrently on a
+thread pool. A baseline that cannot be reached is reported in one line and replaced by its
+latest stored results on the same task versions, so the comparison still stands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Union
+
+from localagent import __version__, settings
+from localagent.bench import metrics
+from localagent.bench.checks import run_checks
+from localagent.bench.results import ResultsDB, RunDir, key_of, locate_run, new_run_id, utc_now
+from localagent.bench.schema import CheckResult, HostInfo, RunInfo, TrialResult
+from localagent.bench.tasks import Task, default_tasks_dir, load_tasks, make_workspace
+from localagent.catalog import PSEUDO_MODELS, Catalog, HostedModel, cost_usd, load_catalog
+from localagent.engines.base import ChatModel, EngineConfig, ToolMode
+from localagent.errors import ConfigError, LocalAgentError, ResultsError
+from localagent.records import FinalStep, Message, ModelStep, Usage
+
+ModelKind = Literal["local", "hosted", "pseudo"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    models: tuple[str, ...] = ()  # local or pseudo models; empty: the catalog's default
+    baselines: tuple[str, ...] = ()  # hosted aliases
+    tasks_dir: Path | None = None  # None: the shipped suite
+    task_ids: tuple[str, ...] = ()
+    tier: int | None = None
+    quick: bool = False  # only tasks tagged "quick"
+    trials: int = 1
+    tool_mode: ToolMode = "auto"
+    temperature: float = 0.0
+    jobs: int = 4  # concurrent trials of a hosted baseline
+    out: Path | None = None  # the run folder; None: settings.runs_dir()/<run id>
+    resume: str | None = None  # a run id or folder: its own settings replace the ones above
+    max_steps: int = 20  # for tasks that set none
+    time_limit_s: float = 600.0  # per trial
+    max_tokens: int = 1024  # per model call
+    n_ctx: int | None = None  # None: the engine's default
+    download_progress: bool = False  # show a bar when a local model must be pulled first
+    argv: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "jobs", "max_steps", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.time_limit_s <= 0:
+            raise ConfigError(f"the time limit must be positive, got {self.time_limit_s}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError(f"--temperature must be between 0 and 2, got {self.temperature}")
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        return {"max_steps": self.max_steps, "time_limit_s": self.time_limit_s, "max_tokens": self.max_tokens, "n_ctx": self.n_ctx}
+
+
+# --- events: what the CLI shows while a bench runs ---
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    info: RunInfo
+    run_dir: Path
+
+
+@dataclass(frozen=True)
+class Notice:
+    text: str  # one line for the user
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    model: str
+    load_s: float
+
+
+@dataclass(frozen=True)
+class TrialDone:
+    result: TrialResult
+    done: int  # trials finished in this run so far, resumed ones included
+    total: int
+
+
+BenchEvent = Union[RunStarted, Notice, ModelLoaded, TrialDone]
+
+
+@dataclass(frozen=True)
+class BenchOutcome:
+    info: RunInfo
+    run_dir: Path
+    trials: list[TrialResult]  # this run's, in the order they finished
+    baseline_trials: list[TrialResult]  # stored results standing in for baselines not run now
+    notices: list[str]
+
+
+# --- the plan ---
+
+
+@dataclass
+class _Plan:
+    config: BenchConfig  # the settings in force (a resumed run's own)
+    info: RunInfo
+    run: RunDir
+    tasks: list[Task]
+    kinds: dict[str, ModelKind]
+    done: dict[tuple[str, str, int], TrialResult] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.kinds) * len(self.tasks) * self.config.trials
+
+    def pending(self, model: str) -> list[tuple[Task, int]]:
+        return [(t, k) for t in self.tasks for k in range(self.config.trials) if (model, t.id, k) not in self.done]
+
+
+def model_kind(alias: str, catalog: Catalog) -> ModelKind:
+    """Local covers catalog aliases, alias:QUANT and paths to .gguf files (the store checks
+    them before the first trial)."""
+    if alias in PSEUDO_MODELS:
+        return "pseudo"
+    return "hosted" if alias in catalog.hosted else "local"
+
+
+def _kinds(config: BenchConfig, catalog: Catalog) -> dict[str, ModelKind]:
+    kinds: dict[str, ModelKind] = {}
+    for alias in dict.fromkeys(config.models or (catalog.default,)):
+        kinds[alias] = model_kind(alias, catalog)
+        if kinds[alias] == "hosted":
+            raise ConfigError(f"'{alias}' is a hosted model", hint=f"compare against it with --baseline {alias}")
+    for alias in dict.fromkeys(config.baselines):
+        if alias in kinds:
+            raise ConfigError(f"'{alias}' is given both as --model and --baseline")
+        kinds[alias] = model_kind(alias, catalog)
+        if kinds[alias] != "hosted":
+            if alias not in catalog.local and alias not in PSEUDO_MODELS:
+                catalog.get(alias)  # unknown: the catalog's error suggests close names
+            raise ConfigError(f"--baseline takes a hosted model; '{alias}' is {kinds[alias]}", hint=f"run it with --model {alias}")
+    return kinds
+
+
+def host_info() -> HostInfo:
+    from localagent import hardware
+
+    h = hardware.host(settings.models_dir())
+    return HostInfo(
+        cpu=h.cpu,
+        physical_cores=h.physical_cores or 0,
+        logical_cores=h.logical_cores or 0,
+        ram_bytes=h.ram_total,
+        gpu=h.backend if h.gpu_offload else "none",
+        os=h.os,
+        python=h.python,
+    )
+
+
+def price_table(catalog: Catalog, baselines: Iterable[str]) -> str:
+    """The catalog files the prices come from and the dates they were copied."""
+    dates = sorted({e.price.as_of for b in baselines if isinstance(e := catalog.get(b), HostedModel) and e.price})
+    files = "; ".join(str(s) for s in catalog.sources)
+    return f"{files} (prices as of {', '.join(dates)})" if dates else f"{files} (no hosted prices used)"
+
+
+def _select_tasks(config: BenchConfig) -> list[Task]:
+    tasks = load_tasks(config.tasks_dir, ids=config.task_ids, tier=config.tier)
+    if config.quick:
+        tasks = [t for t in tasks if "quick" in t.tags]
+        if not tasks:
+            raise ConfigError("no selected task is tagged 'quick'", hint="drop --quick, or tag some tasks with tags = [\"quick\"]")
+    return tasks
+
+
+def _check_local_models(kinds: dict[str, ModelKind], progress: bool) -> None:
+    """Fail before the first trial, not after an hour, when a local model is unknown or
+    cannot be had (a catalog model not yet on disk is pulled here)."""
+    from localagent import store
+
+    for alias, kind in kinds.items():
+        if kind == "local":
+            store.resolve(alias, progress=progress)
+
+
+def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB) -> _Plan:
+    kinds = _kinds(config, catalog)
+    tasks = _select_tasks(config)
+    _check_local_models(kinds, config.download_progress)
+    run_id = new_run_id()
+    info = RunInfo(
+        run_id=run_id,
+        started_at=utc_now(),
+        localagent_version=__version__,
+        host=host_info(),
+        models=[a for a, k in kinds.items() if k != "hosted"],
+        baselines=[a for a, k in kinds.items() if k == "hosted"],
+        tasks_dir=str((config.tasks_dir or default_tasks_dir()).resolve()),
+        task_ids=[t.id for t in tasks],
+        trials=config.trials,
+        tool_mode=config.tool_mode,
+        temperature=config.temperature,
+        price_table=price_table(catalog, config.baselines),
+        limits=config.limits,
+        argv=list(config.argv),
+    )
+    run = RunDir.create(config.out or settings.runs_dir() / run_id, info)
+    db.save_run(info, run.path)
+    return _Plan(config, info, run, tasks, kinds)
+
+
+def _resume_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB) -> _Plan:
+    run = locate_run(config.resume or "", db)
+    info = run.read_info()
+    run.repair()
+    done = {key_of(t): t for t in run.read_trials()}
+    limits = info.limits
+    config = dataclasses.replace(
+        config,
+        models=tuple(info.models),
+        baselines=tuple(info.baselines),
+        tasks_dir=Path(info.tasks_dir),
+        task_ids=tuple(info.task_ids),
+        tier=None,
+        quick=False,
+        trials=info.trials,
+        tool_mode=info.tool_mode,  # type: ignore[arg-type]
+        temperature=info.temperature,
+        max_steps=limits.get("max_steps", config.max_steps),
+        time_limit_s=limits.get("time_limit_s", config.time_limit_s),
+        max_tokens=limits.get("max_tokens", config.max_tokens),
+        n_ctx=limits.get("n_ctx", config.n_ctx),
+    )
+    kinds = _kinds(config, catalog)
+    tasks = load_tasks(config.tasks_dir, ids=config.task_ids)
+    versions = {t.id: t.sha256 for t in tasks}
+    for trial in done.values():
+        if versions.get(trial.task_id, trial.task_sha256) != trial.task_sha256:
+            raise ResultsError(
+                f"task '{trial.task_id}' changed since run {info.run_id} started (its file's sha256 differs)",
+                hint="results compare only on equal task versions: start a new run",
+            )
+    _check_local_models(kinds, config.download_progress)
+    # a kill between the results.jsonl append and the database insert leaves the database behind
+    db.save_run(info, run.path)
+    for trial in done.values():
+        db.add_trial(trial)
+    return _Plan(config, info, run, tasks, kinds, done)
+
+
+# --- one trial ---
+
+
+@dataclass(frozen=True)
+class _ModelFacts:
+    """What is the same for every trial of one model."""
+
+    kind: ModelKind
+    engine: dict[str, Any]
+    file_bytes: int | None = None
+    kv_cache_bytes: int | None = None
+    price: Any = None  # catalog.Price for hosted models
+
+
+def _oracle_script(task: Task) -> list[dict[str, Any]]:
+    return [{"answer": s.answer} if s.answer is not None else {"tool": s.tool, "arguments": s.arguments} for s in task.solution]
+
+
+def _pseudo_model(alias: str, task: Task) -> ChatModel:
+    from localagent.engines.scripted import NoopModel, OracleModel
+
+    return OracleModel(_oracle_script(task)) if alias == "oracle" else NoopModel()
+
+
+def run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, task: Task, trial: int) -> TrialResult:
+    """One trial in a fresh workspace; a failure of the harness itself becomes a runtime_error
+    result instead of ending the bench."""
+    from localagent.agent import Agent, AgentConfig
+    from localagent.memory import PeakMemory
+    from localagent.trace import TraceWriter
+
+    config = plan.config
+    seed = trial
+    trace_rel = plan.run.trace_path(alias, task.id, trial)
+    agent_config = AgentConfig(
+        max_steps=task.max_steps or config.max_steps,
+        time_limit_s=config.time_limit_s,
+        max_tokens=config.max_tokens,
+        temperature=config.temperature,
+        seed=seed,
+    )
+    header = {
+        "run_id": plan.info.run_id,
+        "model": alias,
+        "task_id": task.id,
+        "task_sha256": task.sha256,
+        "trial": trial,
+        "seed": seed,
+        "temperature": config.temperature,
+        "prompt": task.prompt,
+        "engine": facts.engine,
+    }
+    seen = _Observed(memory=PeakMemory() if facts.kind != "hosted" else None)
+    with tempfile.TemporaryDirectory(prefix="localagent-bench-") as tmp:
+        try:
+            workspace = make_workspace(task, Path(tmp) / "workspace")
+            agent = Agent(model, workspace, agent_config)
+            with TraceWriter(plan.run.path / trace_rel, header) as trace, (seen.memory or nullcontext()):
+                for step in agent.run(task.prompt):
+                    trace.write(step)
+                    if isinstance(step, ModelStep):
+                        seen.model_steps.append(step)
+                    elif isinstance(step, FinalStep):
+                        seen.final = step
+            if seen.final is not None:
+                outcomes = run_checks(task, workspace, seen.final.answer)
+                seen.checks = [CheckResult(kind=c.kind, passed=c.passed, detail=c.detail) for c in outcomes]
+        except Exception as exc:  # noqa: BLE001 - recorded as the trial's runtime error
+            seen.error = f"{type(exc).__name__}: {exc}"
+    return _result(plan, alias, facts, task, trial, seed, seen, trace_rel)
+
+
+@dataclass
+class _Observed:
+    """What one trial produced, gathered while it ran."""
+
+    memory: Any = None  # PeakMemory, except for hosted trials
+    model_steps: list[ModelStep] = field(default_factory=list)
+    final: FinalStep | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+    error: str | None = None  # the harness failed
+
+
+def _result(
+    plan: _Plan, alias: str, facts: _ModelFacts, task: Task, trial: int, seed: int, seen: _Observed, trace_rel: str
+) -> TrialResult:
+    final, memory, model_steps = seen.final, seen.memory, seen.model_steps
+    usage = final.usage if final else sum((s.reply.usage for s in model_steps), Usage())
+    stop_reason = final.stop_reason if final and seen.error is None else "runtime_error"
+    failure = "runtime_error" if stop_reason == "runtime_error" else metrics.classify_failure(stop_reason, seen.checks)
+    timings = [s.reply.timings for s in model_steps]
+    return TrialResult(
+        run_id=plan.info.run_id,
+        model=alias,
+        model_kind=facts.kind,
+        task_id=task.id,
+        task_sha256=task.sha256,
+        tier=task.tier,
+        trial=trial,
+        seed=seed,
+        temperature=plan.config.temperature,
+        finished_at=utc_now(),
+        success=failure is None,
+        failure_mode=failure,
+        checks=seen.checks,
+        stop_reason=stop_reason,
+        answer=final.answer if final else "",
+        error=seen.error or (final.error if final else None),
+        steps=len(model_steps),
+        tool_calls=final.tool_calls if final else 0,
+        invalid_tool_calls=final.invalid_tool_calls if final else 0,
+        input_tokens=usage.input_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        prompt_tokens_evaluated=sum(t.prompt_tokens_evaluated for t in timings),
+        wall_s=final.wall_s if final else sum(t.total_s for t in timings),
+        model_s=final.model_s if final else sum(t.total_s for t in timings),
+        tool_s=final.tool_s if final else 0.0,
+        ttft_s_mean=metrics.mean(t.ttft_s for t in timings),
+        prefill_tokens_per_s=metrics.throughput((t.prompt_tokens_evaluated, t.prefill_tokens_per_s) for t in timings),
+        decode_tokens_per_s=metrics.throughput(
+            (max(s.reply.usage.output_tokens - 1, 0), s.reply.timings.decode_tokens_per_s) for s in model_steps
+        ),
+        peak_rss_bytes=memory.peak_rss if memory else None,
+        peak_anon_bytes=memory.peak_anon if memory else None,
+        peak_file_bytes=memory.peak_file if memory else None,
+        model_file_bytes=facts.file_bytes,
+        kv_cache_bytes=facts.kv_cache_bytes,
+        cost_usd=cost_usd(usage, facts.price),
+        price_as_of=facts.price.as_of if facts.price else None,
+        engine=facts.engine,
+        trace_path=trace_rel,
+    )
+
+
+# --- models ---
+
+
+def _engine_config(config: BenchConfig, **overrides: Any) -> EngineConfig:
+    return EngineConfig(tool_mode=config.tool_mode, n_ctx=config.n_ctx, **overrides)
+
+
+def _local_facts(model: ChatModel) -> _ModelFacts:
+    from localagent import ggufinfo
+
+    engine = model.describe()
+    path = Path(engine.get("path", ""))
+    file_bytes = kv = None
+    if path.is_file():
+        file_bytes = path.stat().st_size
+        per_token = ggufinfo.read(path).kv_bytes_per_token
+        if per_token and engine.get("n_ctx"):
+            kv = per_token * int(engine["n_ctx"])
+    return _ModelFacts("local", engine, file_bytes, kv)
+
+
+def reach_baseline(alias: str, config: BenchConfig) -> str | None:
+    """None when the hosted model answers a tiny request; else why not, in a few words."""
+    from localagent.engines import open_model
+
+    try:
+        model = open_model(alias, _engine_config(config, max_retries=0, timeout_s=30.0))
+        try:
+            model.chat([Message(role="user", content="Reply with OK.")], [], max_tokens=16)
+        finally:
+            model.close()
+    except LocalAgentError as exc:
+        return " ".join(exc.message.split())
+    return None
+
+
+def _fallback_notice(alias: str, reason: str, stored: list[TrialResult], n_tasks: int) -> str:
+    head = f"baseline {alias} not run ({reason})"
+    if not stored:
+        return f"{head}; no stored results on these task versions to compare with"
+    days = sorted({t.finished_at[:10] for t in stored})
+    when = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    tasks = len({t.task_id for t in stored})
+    return f"{head}; comparing with its stored results from {when} ({tasks} of {n_tasks} tasks)"
+
+
+# --- the run ---
+
+
+class _Recorder:
+    """Appends each finished trial to results.jsonl and the database, then tells the CLI."""
+
+    def __init__(self, plan: _Plan, db: ResultsDB, emit: Callable[[BenchEvent], None]):
+        self.plan, self.db, self.emit = plan, db, emit
+        self.trials: list[TrialResult] = list(plan.done.values())
+
+    def __call__(self, result: TrialResult) -> None:
+        self.plan.run.append(result)
+        self.db.add_trial(result)
+        self.plan.done[key_of(result)] = result
+        self.trials.append(result)
+        self.emit(TrialDone(result, len(self.plan.done), self.plan.total))
+
+
+def _run_local(plan: _Plan, alias: str, record: _Recorder, emit: Callable[[BenchEvent], None]) -> None:
+    pending = plan.pending(alias)
+    if not pending:
+        return
+    if plan.kinds[alias] == "pseudo":
+        for task, trial in pending:
+            model = _pseudo_model(alias, task)
+            record(run_trial(plan, alias, model, _ModelFacts("pseudo", model.describe()), task, trial))
+        return
+    from localagent.engines import open_model
+
+    model = open_model(alias, _engine_config(plan.config))
+    try:
+        plan.info.load_s[alias] = round(model.load_s, 3)
+        plan.run.write_info(plan.info)
+        emit(ModelLoaded(alias, model.load_s))
+        facts = _local_facts(model)
+        for task, trial in pending:
+            record(run_trial(plan, alias, model, facts, task, trial))
+    finally:
+        model.close()
+
+
+def _run_hosted(plan: _Plan, alias: str, catalog: Catalog, record: _Recorder) -> None:
+    from localagent.engines import open_model
+
+    pending = plan.pending(alias)
+    entry = catalog.get(alias)
+    assert isinstance(entry, HostedModel)
+    model = open_model(alias, _engine_config(plan.config))
+    facts = _ModelFacts("hosted", model.describe(), price=entry.price)
+    pool = ThreadPoolExecutor(max_workers=plan.config.jobs, thread_name_prefix=f"bench-{alias}")
+    try:
+        futures: list[Future[TrialResult]] = [pool.submit(run_trial, plan, alias, model, facts, t, k) for t, k in pending]
+        for future in as_completed(futures):
+            record(future.result())
+    finally:
+        # on Ctrl-C, drop the queued trials instead of waiting for all of them
+        pool.shutdown(wait=False, cancel_futures=True)
+        model.close()
+
+
+def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None = None) -> BenchOutcome:
+    """Run (or resume) a bench. Every finished trial is on disk before the next starts, so an
+    interrupt loses only the trials in flight; `BenchConfig(resume=run_id)` finishes the rest."""
+    emit = on_event or (lambda event: None)
+    catalog = load_catalog()
+    notices: list[str] = []
+
+    def notify(text: str) -> None:
+        notices.append(text)
+        emit(Notice(text))
+
+    with ResultsDB() as db:
+        plan = _resume_plan(config, catalog, db) if config.resume else _new_plan(config, catalog, db)
+        emit(RunStarted(plan.info, plan.run.path))
+        if plan.done:
+            notify(f"resuming run {plan.info.run_id}: {len(plan.done)} of {plan.total} trials already done")
+        record = _Recorder(plan, db, emit)
+        baseline_trials: list[TrialResult] = []
+        shas = [t.sha256 for t in plan.tasks]
+        for alias in plan.info.baselines:
+            if not plan.pending(alias):
+                continue
+            reason = reach_baseline(alias, plan.config)
+            if reason is None:
+                _run_hosted(plan, alias, catalog, record)
+                continue
+            stored = [t for t in db.latest_results(alias, shas) if t.run_id != plan.info.run_id]
+            baseline_trials.extend(stored)
+            notify(_fallback_notice(alias, reason, stored, len(plan.tasks)))
+        for alias in plan.info.models:
+            _run_local(plan, alias, record, emit)
+        # baselines that could not run stay pending: a later --resume can still fill them in
+        plan.info.finished_at = utc_now()
+        plan.run.write_info(plan.info)
+        db.save_run(plan.info, plan.run.path)
+        return BenchOutcome(plan.info, plan.run.path, record.trials, baseline_trials, notices)
+

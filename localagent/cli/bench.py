@@ -1,0 +1,194 @@
+"""`localagent bench` and `localagent results export|import`: parse, call the runner or the
+results store, render."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from click.core import ParameterSource
+from rich.console import Console
+from rich.markup import escape
+
+from localagent.cli.app import app, results_app
+from localagent.cli.run import ToolModeChoice
+from localagent.errors import ConfigError
+
+# flags that choose what a run does: a resumed run keeps its own
+RUN_SETTINGS = ("model", "baseline", "tasks", "task", "tier", "trials", "tool_mode", "temperature", "max_steps", "max_tokens", "ctx", "out", "quick")
+
+
+class BenchProgress:
+    """One line per finished trial on stderr, only when stderr is a terminal; notices (a
+    baseline not run, a run resumed) always, since they change what the table means."""
+
+    def __init__(self, enabled: bool):
+        self.console = Console(stderr=True, highlight=False)
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self.run_dir: Path | None = None
+        self.done = 0
+
+    def __call__(self, event: Any) -> None:
+        from localagent.bench import runner
+
+        if isinstance(event, runner.RunStarted):
+            self.run_id, self.run_dir = event.info.run_id, event.run_dir
+            self._note(f"run {event.info.run_id}: {len(event.info.task_ids)} tasks x {event.info.trials} trial(s), results in {event.run_dir}")
+        elif isinstance(event, runner.Notice):
+            self.console.print(f"[yellow]{escape(event.text)}[/yellow]")
+        elif isinstance(event, runner.ModelLoaded):
+            self._note(f"loaded {event.model} in {event.load_s:.1f} s")
+        elif isinstance(event, runner.TrialDone):
+            self.done += 1
+            self._trial(event)
+
+    def _note(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(f"[dim]{escape(text)}[/dim]")
+
+    def _trial(self, event: Any) -> None:
+        if not self.enabled:
+            return
+        r = event.result
+        verdict = "[green]pass[/green]" if r.success else f"[red]fail[/red] ({escape(r.failure_mode or '')})"
+        self.console.print(
+            f"[dim][{event.done}/{event.total}][/dim] {escape(r.model)} {escape(r.task_id)} #{r.trial} {verdict} [dim]{r.wall_s:.1f} s[/dim]"
+        )
+
+
+def _reject_settings_on_resume(ctx: typer.Context) -> None:
+    given = [name for name in RUN_SETTINGS if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ConfigError(f"--resume continues a run with the settings it started with; {flag} cannot change them", hint=f"drop {flag}")
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Local model alias, or oracle / noop; repeat for several. Default: the catalog's default model."),
+    baseline: Optional[list[str]] = typer.Option(None, "--baseline", "-b", help="Hosted model to compare with; repeatable."),
+    tasks: Optional[Path] = typer.Option(None, "--tasks", help="Folder of task files. Default: the shipped suite."),
+    task: Optional[list[str]] = typer.Option(None, "--task", help="Only this task id; repeatable."),
+    tier: Optional[int] = typer.Option(None, "--tier", min=1, max=4, help="Only tasks of this tier."),
+    trials: int = typer.Option(1, "--trials", "-k", min=1, help="Trials per task (pass^k needs K > 1)."),
+    tool_mode: ToolModeChoice = typer.Option(ToolModeChoice.auto, "--tool-mode", help="How local models call tools."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=2.0, help="At 0 a local model repeats itself: raise it with --trials."),
+    max_steps: int = typer.Option(20, "--max-steps", min=1, help="Model calls per trial, for tasks that set none."),
+    max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Tokens per model call."),
+    ctx_tokens: Optional[int] = typer.Option(None, "--ctx", min=256, help="Context window of local models. Default: the engine's."),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="Concurrent trials of a hosted baseline."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder. Default: $LOCALAGENT_HOME/runs/RUN_ID."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (id or folder); finished trials are kept."),
+    quick: bool = typer.Option(False, "--quick", help="Only the tasks tagged 'quick'."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Run tasks on local models (and hosted baselines), grade them, and compare."""
+    from localagent.bench.runner import BenchConfig, run_bench
+
+    if resume:
+        _reject_settings_on_resume(ctx)
+    config = BenchConfig(
+        models=tuple(model or ()),
+        baselines=tuple(baseline or ()),
+        tasks_dir=tasks,
+        task_ids=tuple(task or ()),
+        tier=tier,
+        quick=quick,
+        trials=trials,
+        tool_mode=tool_mode.value,
+        temperature=temperature,
+        jobs=jobs,
+        out=out,
+        resume=resume,
+        max_steps=max_steps,
+        max_tokens=max_tokens,
+        n_ctx=ctx_tokens,
+        download_progress=sys.stderr.isatty(),
+        argv=tuple(sys.argv[1:]),
+    )
+    progress = BenchProgress(enabled=sys.stderr.isatty())
+    try:
+        outcome = run_bench(config, on_event=progress)
+    except KeyboardInterrupt:
+        if progress.run_id:
+            progress.console.print(
+                f"interrupted: finished trials are saved in {progress.run_dir}\n"
+                f"continue with: localagent bench --resume {progress.run_id}"
+            )
+        raise typer.Exit(130) from None
+    _show(outcome, json_output)
+
+
+def _show(outcome: Any, json_output: bool) -> None:
+    from localagent.bench import report
+
+    summary = report.summarize(outcome.info, outcome.trials, outcome.baseline_trials)
+    if json_output:
+        doc = {
+            "run": outcome.info.model_dump(mode="json"),
+            "run_dir": str(outcome.run_dir),
+            "notices": outcome.notices,
+            "summary": json.loads(report.to_json(summary)),
+            "trials": [t.model_dump(mode="json") for t in outcome.trials],
+            "baseline_trials": [t.model_dump(mode="json") for t in outcome.baseline_trials],
+        }
+        print(json.dumps(doc, indent=2))
+        return
+    console = Console(highlight=False)
+    report.render_terminal(summary, console)
+    console.print(f"[dim]run {outcome.info.run_id} in {escape(str(outcome.run_dir))}; `localagent report {outcome.info.run_id} --html FILE` for the page[/dim]")
+
+
+# --- results export / import ---
+
+
+@results_app.command("export")
+def export(
+    file: Path = typer.Argument(..., help="Destination: .json, .jsonl, or .tar.gz (with traces)."),
+    run: Optional[str] = typer.Option(None, "--run", help="Only this run."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this model's trials."),
+    json_output: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Write stored results to a file another machine can import."""
+    from localagent.bench.results import ResultsDB, export_results
+
+    with ResultsDB() as db:
+        summary = export_results(db, file, run_id=run, model=model)
+    if json_output:
+        print(json.dumps({"file": str(file), "runs": summary.runs, "trials": summary.trials, "traces": summary.traces}))
+    else:
+        print(f"exported {summary.runs} run(s), {summary.trials} trial(s), {summary.traces} trace(s) to {file}")
+
+
+@results_app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="A file made by `localagent results export`."),
+    json_output: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Add exported results to this machine's store; importing twice changes nothing."""
+    from localagent.bench.results import ResultsDB, import_results
+
+    with ResultsDB() as db:
+        summary = import_results(db, file)
+    if json_output:
+        print(
+            json.dumps(
+                {
+                    "file": str(file),
+                    "runs_added": summary.runs_added,
+                    "trials_added": summary.trials_added,
+                    "trials_skipped": summary.trials_skipped,
+                    "traces": summary.traces,
+                }
+            )
+        )
+    else:
+        print(
+            f"imported {summary.runs_added} run(s), {summary.trials_added} trial(s)"
+            f" ({summary.trials_skipped} already stored), {summary.traces} trace(s) from {file}"
+        )
