@@ -170,6 +170,21 @@ def test_verdict_with_baseline(full):
     assert verdicts["medium"].endswith("$0 vs $0.06 for the suite; 5.0x slower")
 
 
+def test_verdict_ahead_and_behind_by_tier():
+    passes = {
+        "small": {t: 3 if tier == 3 else 0 for t, tier in TIERS.items()},
+        "gpt-5-mini": {t: 0 if tier == 3 else 3 for t, tier in TIERS.items()},
+    }
+    s = summarize(run_info(models=("small",)), trials_for(["small", "gpt-5-mini"], passes=passes))
+    assert "; tier 2 parity; ahead on tier 3; " in s.verdicts[0].text
+    behind = {"small": {t: 0 for t in TIERS}, "gpt-5-mini": {t: 3 for t in TIERS}}
+    rows = trials_for(["small", "gpt-5-mini"], passes=behind)
+    s = summarize(run_info(models=("small",)), rows)
+    assert "; tier 2 parity; " in s.verdicts[0].text  # 0/3 against 3/3: too few trials to tell
+    s = summarize(run_info(models=("small",)), [t for t in rows if t.tier != 2])
+    assert "; no tier at parity; " in s.verdicts[0].text
+
+
 def test_verdict_without_baseline_k1():
     info = run_info(models=("small",), baselines=(), trials=1)
     s = summarize(info, trials_for(["small"], k=1))
@@ -184,11 +199,14 @@ def test_verdict_without_baseline_k1():
 
 
 def test_hosted_only_run_gets_absolute_verdicts():
-    info = run_info(models=(), baselines=("gpt-5-mini",), trials=1)
-    s = summarize(info, trials_for(["gpt-5-mini"], k=1))
-    (v,) = s.verdicts
-    assert v.text.startswith("gpt-5-mini solves 6/6 (100%, ")
-    assert "$0.06 for the suite" in v.text and "peak RSS" not in v.text
+    info = run_info(models=(), baselines=("gpt-5-mini", "gpt-5"), trials=1)
+    rows = trials_for(["gpt-5-mini"], k=1)
+    rows += [t.model_copy(update={"model": "gpt-5", "cost_usd": 0.05}) for t in rows]
+    s = summarize(info, rows)
+    assert [v.model for v in s.verdicts] == ["gpt-5-mini", "gpt-5"] and s.paired == ()
+    assert s.verdicts[0].text.startswith("gpt-5-mini solves 6/6 (100%, ")
+    assert "$0.06 for the suite" in s.verdicts[0].text and "peak RSS" not in s.verdicts[0].text
+    assert "$0.30 for the suite" in s.verdicts[1].text and " vs " not in s.verdicts[1].text
 
 
 def test_zero_solved_has_no_per_solved_figures():

@@ -350,18 +350,17 @@ def load_report(db: ResultsDB, ref: str | None = None) -> StoredReport:
 
 
 def _verdicts(s: Summary) -> tuple[Verdict, ...]:
+    """One per local (or pseudo) model, against the first baseline with results; a run with
+    no baseline, or with baselines only, gets figures that stand on their own."""
     hosted = [m for m in s.models if m.kind == "hosted"]
-    subjects = [m for m in s.models if m.kind != "hosted"] or hosted
-    tiers = {(t.model, t.tier): t.passed for t in s.tiers}
-    verdicts = []
-    for m in subjects:
-        baseline = next((b for b in hosted if b is not m), None)
-        if baseline is None:
-            text = _absolute_verdict(m, [(tier, r) for (name, tier), r in sorted(tiers.items()) if name == m.name])
-        else:
-            text = _relative_verdict(m, baseline, tiers)
-        verdicts.append(Verdict(m.name, text))
-    return tuple(verdicts)
+    others = [m for m in s.models if m.kind != "hosted"]
+    tiers: dict[str, dict[int, Rate]] = defaultdict(dict)
+    for t in s.tiers:
+        tiers[t.model][t.tier] = t.passed
+    if not others or not hosted:
+        return tuple(Verdict(m.name, _absolute_verdict(m, tiers[m.name])) for m in others or hosted)
+    b = hosted[0]
+    return tuple(Verdict(m.name, _relative_verdict(m, b, tiers[m.name], tiers[b.name])) for m in others)
 
 
 def _solves(m: ModelSummary) -> str:
@@ -372,15 +371,16 @@ def _solves(m: ModelSummary) -> str:
     return f"passes {r.successes}/{r.n} trials {figures}, pass^{m.k} {fmt_pct(m.pass_hat_k)}"
 
 
-def _absolute_verdict(m: ModelSummary, tiers: list[tuple[int, Rate]]) -> str:
+def _absolute_verdict(m: ModelSummary, tiers: dict[int, Rate]) -> str:
     parts = [f"{m.name} {_solves(m)}"]
     if len(tiers) > 1:
-        best = max(tiers, key=lambda tr: (tr[1].rate, -tr[0]))
-        worst = min(tiers, key=lambda tr: (tr[1].rate, -tr[0]))
-        if best[1].rate != worst[1].rate:
+        # ties go to the lower tier: the easier tier is the less surprising one to be best at
+        best = max(tiers, key=lambda tier: (tiers[tier].rate, -tier))
+        worst = min(tiers, key=lambda tier: (tiers[tier].rate, -tier))
+        if tiers[best].rate != tiers[worst].rate:
             parts.append(
-                f"best on tier {best[0]} ({best[1].successes}/{best[1].n}), "
-                f"weakest on tier {worst[0]} ({worst[1].successes}/{worst[1].n})"
+                f"best on tier {best} ({tiers[best].successes}/{tiers[best].n}), "
+                f"weakest on tier {worst} ({tiers[worst].successes}/{tiers[worst].n})"
             )
     parts.append(f"{fmt_usd(m.suite_cost_usd)} for the suite")
     parts.append(f"median {fmt_seconds(m.median_wall_s)} per task")
@@ -389,25 +389,20 @@ def _absolute_verdict(m: ModelSummary, tiers: list[tuple[int, Rate]]) -> str:
     return "; ".join(parts)
 
 
-def _relative_verdict(m: ModelSummary, b: ModelSummary, tiers: dict[tuple[int, str], Rate]) -> str:
+def _relative_verdict(m: ModelSummary, b: ModelSummary, mine: dict[int, Rate], theirs: dict[int, Rate]) -> str:
     base = f"{b.passed.successes}/{b.passed.n}" + ("" if b.k == 1 else " trials")
     if b.source_date:
         base += f" (stored run of {b.source_date})"
     parts = [f"{m.name} {_solves(m)} vs {b.name} {base}"]
-    parity, ahead = [], []
-    for (name, tier), mine in sorted(tiers.items(), key=lambda kv: kv[0][1]):
-        theirs = tiers.get((b.name, tier))
-        if name != m.name or theirs is None:
-            continue
-        if at_parity(mine, theirs):
-            parity.append(tier)
-        elif mine.rate > theirs.rate:
-            ahead.append(tier)
-    compared = sum(1 for name, tier in tiers if name == m.name and (b.name, tier) in tiers)
+    compared = sorted(mine.keys() & theirs.keys())
+    parity = [t for t in compared if at_parity(mine[t], theirs[t])]
+    ahead = [t for t in compared if t not in parity and mine[t].rate > theirs[t].rate]
     if not parity:
         parts.append("no tier at parity")
+    elif len(parity) == len(compared) > 1:
+        parts.append("parity on every tier")
     else:
-        parts.append("parity on every tier" if len(parity) == compared > 1 else f"{fmt_tiers(parity)} parity")
+        parts.append(f"{fmt_tiers(parity)} parity")
     if ahead:
         parts.append(f"ahead on {fmt_tiers(ahead)}")
     parts.append(f"{fmt_usd(m.suite_cost_usd)} vs {fmt_usd(b.suite_cost_usd)} for the suite")
