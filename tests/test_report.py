@@ -17,7 +17,10 @@ from localagent import settings
 from localagent.bench import metrics
 from localagent.bench.report import (
     fmt_interval,
+    fmt_seconds,
+    fmt_speed,
     fmt_tiers,
+    fmt_usd,
     pareto_front,
     render_html,
     render_terminal,
@@ -249,6 +252,26 @@ def test_fmt_tiers(tiers, text):
     assert fmt_tiers(tiers) == text
 
 
+@pytest.mark.parametrize(
+    "fmt, value, text",
+    [
+        (fmt_seconds, None, "—"),
+        (fmt_seconds, 0.0004, "0.4 ms"),
+        (fmt_seconds, 0.25, "250 ms"),
+        (fmt_seconds, 12.34, "12.3 s"),
+        (fmt_usd, 0.0, "$0"),
+        (fmt_usd, 0.0042, "$0.0042"),
+        (fmt_usd, 0.414, "$0.41"),
+        (fmt_usd, None, "—"),
+        (fmt_speed, 3.14, "3.1x slower"),
+        (fmt_speed, 0.5, "2.0x faster"),
+        (fmt_speed, 1.02, "as fast"),
+    ],
+)
+def test_formats(fmt, value, text):
+    assert fmt(value) == text
+
+
 def test_pareto_front():
     points = [(0.0, 30.0), (0.5, 90.0), (0.2, 20.0), (0.6, 90.0), (0.0, 10.0)]
     assert pareto_front(points) == [0, 1]
@@ -371,3 +394,23 @@ def test_cli_report_with_nothing_stored():
     result = CliRunner().invoke(app, ["report"])
     assert isinstance(result.exception, ResultsError)
     assert result.exception.hint == "run `localagent bench` first"
+
+
+def test_report_of_a_real_bench_run(tmp_path):
+    """The runner's own records (oracle and noop on tier 1) through `localagent report`."""
+    from localagent.bench.runner import BenchConfig, run_bench
+
+    outcome = run_bench(BenchConfig(models=("oracle", "noop"), tier=1))
+    result = CliRunner().invoke(app, ["report", "--json", "--html", str(tmp_path / "page.html")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    oracle, noop = data["models"]
+    n = len(outcome.info.task_ids)
+    assert (oracle["name"], oracle["passed"]["successes"], oracle["passed"]["n"]) == ("oracle", n, n)
+    assert (noop["name"], noop["passed"]["successes"], noop["cost_per_solved"]) == ("noop", 0, None)
+    assert [v["model"] for v in data["verdicts"]] == ["oracle", "noop"]
+    assert data["verdicts"][1]["text"].startswith(f"noop solves 0/{n} (0%, 0–")
+    page = (tmp_path / "page.html").read_text()
+    for t in outcome.trials:
+        assert (outcome.run_dir / t.trace_path).is_file()
+        assert os.path.relpath(outcome.run_dir / t.trace_path, tmp_path) in page

@@ -438,6 +438,8 @@ def fmt_usd(x: float | None) -> str:
 def fmt_seconds(x: float | None) -> str:
     if x is None:
         return DASH
+    if x < 0.01:
+        return f"{x * 1000:.1f} ms"
     return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.1f} s"
 
 
