@@ -113,8 +113,8 @@ def read(path: Path) -> GGUFInfo:
     except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
         # gguf raises these on short reads and bad counts: a truncated or damaged header
         raise IntegrityError(
-            f"{path} is not a readable GGUF (truncated or damaged: {exc})",
-            hint="download or copy the file again",
+            f"{path} is not a whole GGUF file: it is truncated or damaged ({size} bytes)",
+            hint="download or copy the file again (--debug shows the parser's error)",
         ) from exc
     data_end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=reader.data_offset)
     if data_end > size:
