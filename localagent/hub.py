@@ -112,9 +112,23 @@ def locate(repo: str, file: str, revision: str = "main") -> RemoteFile:
     return RemoteFile(repo, file, revision, commit, url, meta.size, sha)
 
 
+# called with (bytes done, bytes total) as a download advances: the MCP server's progress
+Progress = Callable[[int, int | None], None]
+
+
 @contextmanager
-def _progress_bar(label: str, total: int | None, done: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """Yields advance(n); a rich bar on stderr when enabled and stderr is a terminal."""
+def _progress_bar(label: str, total: int | None, done: int, enabled: bool | Progress) -> Iterator[Callable[[int], None]]:
+    """Yields advance(n); a rich bar on stderr when enabled and stderr is a terminal, or a
+    call of `enabled(done, total)` when it is a callback."""
+    if callable(enabled):
+        so_far = [done]
+
+        def report(n: int) -> None:
+            so_far[0] = so_far[0] + n if n >= 0 else 0  # n < 0: the server ignored Range
+            enabled(so_far[0], total)
+
+        yield report
+        return
     if not (enabled and sys.stderr.isatty()):
         yield lambda n: None
         return
@@ -149,7 +163,7 @@ def _hash_prefix(part: Path, size: int | None) -> tuple[int, "hashlib._Hash"]:
     return done, digest
 
 
-def download(remote: RemoteFile, part: Path, *, progress: bool = True) -> str:
+def download(remote: RemoteFile, part: Path, *, progress: bool | Progress = True) -> str:
     """Fetch `remote` into `part`, continuing after the bytes already there; the sha256 of
     the whole part file. A dropped connection is resumed at once while bytes keep coming;
     when none come, DownloadError, and the part stays for the next call to continue."""

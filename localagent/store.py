@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -378,7 +378,7 @@ def _looks_like_path(alias: str) -> bool:
     return alias.lower().endswith(".gguf") or (has_sep and Path(alias).expanduser().exists())
 
 
-def resolve(alias: str, *, offline: bool | None = None, quant: str | None = None, progress: bool = False) -> ResolvedModel:
+def resolve(alias: str, *, offline: bool | None = None, quant: str | None = None, progress: bool | Callable[[int, int | None], None] = False) -> ResolvedModel:
     """The verified GGUF for `alias` (or `alias:QUANT`, or a path to a .gguf file).
 
     Installed -> its path, with no network at all. A bundled model -> registered where pip
@@ -405,7 +405,7 @@ def resolve(alias: str, *, offline: bool | None = None, quant: str | None = None
     return _pull_from_hub(entry, quant, progress=progress)
 
 
-def pull(alias: str, *, quant: str | None = None, progress: bool = True) -> ResolvedModel:
+def pull(alias: str, *, quant: str | None = None, progress: bool | Callable[[int, int | None], None] = True) -> ResolvedModel:
     """Download and verify `alias` (at `quant`) unless it is installed and verified already,
     in which case no network is touched. A bundled model is registered, not downloaded."""
     alias, tagged = split_quant(alias)
@@ -438,7 +438,7 @@ def _quant_key(entry: LocalModel, quant: str | None) -> str:
     return next(q for q in entry.quants if q.upper() == quant.upper())
 
 
-def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool) -> ResolvedModel:
+def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Callable[[int, int | None], None]) -> ResolvedModel:
     from huggingface_hub.utils import WeakFileLock
 
     from localagent import hub
