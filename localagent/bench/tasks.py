@@ -1,4 +1,4 @@
-"""Benchmark tasks: TOML files (see TASK_FORMAT.md) loaded into validated pydantic models.
+"""Benchmark tasks: TOML files (benchmarks/tasks/FORMAT.md) loaded into validated pydantic models.
 
 Users write their own task files, so every error names the file, the task, the field and,
 where it can be found, the line. `make_workspace` turns a task's [files] into a fresh folder.
@@ -13,10 +13,10 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Sequence, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from localagent.errors import TaskFileError
-from localagent.tools import TOOLS
+from localagent.tools import TOOLS, _describe_validation
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -191,19 +191,23 @@ class SolutionStep(_Strict):
             raise ValueError(f"unknown tool '{v}'{_did_you_mean(v, TOOL_NAMES)}; tools: {', '.join(TOOL_NAMES)}")
         return v
 
+    @field_validator("arguments")
+    @classmethod
+    def _fit_the_tool(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        tool = next((t for t in TOOLS if t.name == info.data.get("tool")), None)
+        if tool is not None:
+            try:
+                tool.args_model.model_validate(v)
+            except ValidationError as exc:
+                raise ValueError(_describe_validation(tool, exc)) from None
+        return v
+
     @model_validator(mode="after")
     def _one_of(self) -> SolutionStep:
         if (self.tool is None) == (self.answer is None):
             raise ValueError("a step has either 'tool' (with 'arguments') or 'answer', not both or neither")
         if self.answer is not None and self.arguments:
             raise ValueError("an 'answer' step takes no 'arguments'")
-        if self.tool is not None:
-            tool = next(t for t in TOOLS if t.name == self.tool)
-            try:
-                tool.args_model.model_validate(self.arguments)
-            except ValidationError as exc:
-                problems = "; ".join(f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
-                raise ValueError(f"arguments do not fit {tool.signature()}: {problems}") from None
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -214,23 +218,25 @@ class SolutionStep(_Strict):
 
 
 class Task(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", description="kebab-case, unique in the suite")
+    id: str = Field(description="kebab-case, unique in the suite")
     title: str = Field(min_length=1)
     tier: int = Field(ge=1, le=4)
     tags: list[str] = Field(default_factory=list)
     max_steps: int | None = Field(default=None, gt=0)
     prompt: str = Field(min_length=1)
-    files: dict[str, str] = Field(default_factory=dict, description="the workspace before the run")
+    files: dict[Annotated[str, AfterValidator(_relative_path)], str] = Field(
+        default_factory=dict, description="the workspace before the run"
+    )
     checks: list[Check] = Field(min_length=1)
     solution: list[SolutionStep] = Field(min_length=1)
     source: Path = Field(description="the task file")
     sha256: str = Field(description="of the task file's bytes: results compare only on equal versions")
 
-    @field_validator("files")
+    @field_validator("id")
     @classmethod
-    def _fixture_paths(cls, v: dict[str, str]) -> dict[str, str]:
-        for path in v:
-            _relative_path(path)
+    def _kebab_case(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", v):
+            raise ValueError(f"'{v}' is not kebab-case (lowercase letters and digits joined by '-', e.g. 'sum-csv')")
         return v
 
     @field_validator("solution")
@@ -240,15 +246,6 @@ class Task(_Strict):
         if answers != [len(v) - 1]:
             raise ValueError("the solution must end with exactly one [[solution]] step holding 'answer' (and only the last step)")
         return v
-
-    @model_validator(mode="after")
-    def _unchanged_globs_match(self) -> Task:
-        for check in self.checks:
-            if isinstance(check, Unchanged):
-                for pattern in check.paths:
-                    if not any(glob_match(pattern, path) for path in self.files):
-                        raise ValueError(f"'unchanged' glob '{pattern}' matches no file in [files]")
-        return self
 
     @property
     def tool_steps(self) -> list[SolutionStep]:
@@ -265,6 +262,23 @@ class Task(_Strict):
 
 
 FILE_KEYS = set(Task.model_fields) - {"source", "sha256"}
+
+
+Located = tuple[tuple[str | int, ...], str]  # (pydantic-style location, problem)
+
+
+def _inconsistencies(task: Task) -> list[Located]:
+    """What no single field can see wrong."""
+    out: list[Located] = []
+    # one model call per solution step: fewer steps allowed means even the oracle fails
+    if task.max_steps is not None and len(task.solution) > task.max_steps:
+        out.append((("max_steps",), f"{task.max_steps} is below the {len(task.solution)} steps of the reference solution"))
+    for i, check in enumerate(task.checks):
+        if isinstance(check, Unchanged):
+            for pattern in check.paths:
+                if not any(glob_match(pattern, path) for path in task.files):
+                    out.append((("checks", i, "paths"), f"the glob '{pattern}' matches no file in [files]"))
+    return out
 
 
 def _did_you_mean(name: str, known: Sequence[str]) -> str:
@@ -334,32 +348,33 @@ def line_of(text: str, loc: Sequence[str | int]) -> int | None:
 
 def _field_name(loc: Sequence[str | int]) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in CHECK_KINDS:
+        elif part in CHECK_KINDS or part == "[key]":
             continue
+        elif i == 1 and loc[0] == "files":
+            out += f'."{part}"'
         else:
             out += f".{part}" if out else str(part)
     return out or "(task)"
 
 
-def _error_message(err: dict[str, Any], data: dict[str, Any]) -> str:
-    loc = err["loc"]
+def _located(err: dict[str, Any]) -> Located:
+    """A pydantic error as (location, message) in the words of the task format."""
+    loc = tuple(err["loc"])
     if err["type"] == "union_tag_invalid" and loc and loc[0] == "checks":
-        kind = err.get("ctx", {}).get("tag")
-        return f"unknown check kind '{kind}'{_did_you_mean(str(kind), CHECK_KINDS)}; kinds: {', '.join(CHECK_KINDS)}"
+        kind = str(err.get("ctx", {}).get("tag"))
+        return loc + ("kind",), f"unknown check kind '{kind}'{_did_you_mean(kind, CHECK_KINDS)}; kinds: {', '.join(CHECK_KINDS)}"
     if err["type"] == "union_tag_not_found":
-        return f"a check needs a 'kind' ({', '.join(CHECK_KINDS)})"
+        return loc, f"a check needs a 'kind' ({', '.join(CHECK_KINDS)})"
     if err["type"] == "extra_forbidden":
         name = str(loc[-1])
-        known = _known_fields(loc, data)
-        return f"unknown field '{name}'{_did_you_mean(name, known)}"
-    msg = err["msg"]
-    return msg.removeprefix("Value error, ")
+        return loc, f"unknown field '{name}'{_did_you_mean(name, _known_fields(loc))}"
+    return loc, err["msg"].removeprefix("Value error, ")
 
 
-def _known_fields(loc: Sequence[str | int], data: dict[str, Any]) -> list[str]:
+def _known_fields(loc: Sequence[str | int]) -> list[str]:
     if len(loc) == 1:
         return sorted(FILE_KEYS)
     if loc[0] == "solution":
@@ -372,6 +387,14 @@ def _known_fields(loc: Sequence[str | int], data: dict[str, Any]) -> list[str]:
 def _syntax_line(exc: tomllib.TOMLDecodeError) -> str:
     m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
     return f":{m.group(1)}:{m.group(2)}" if m else ""
+
+
+def format_hint() -> str:
+    """Where the task format is described: FORMAT.md beside the shipped suite."""
+    try:
+        return f"the task format is described in {default_tasks_dir() / 'FORMAT.md'}"
+    except TaskFileError:
+        return "the task format is described in benchmarks/tasks/FORMAT.md"
 
 
 def load_task_file(path: Path) -> Task:
@@ -390,7 +413,7 @@ def load_task_file(path: Path) -> Task:
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise TaskFileError(
             f"{path}{_syntax_line(exc)}: not valid TOML: {message}",
-            hint="see TASK_FORMAT.md for the task file format",
+            hint=format_hint(),
         ) from exc
     task_id = data.get("id") if isinstance(data.get("id"), str) else path.stem
     for reserved in ("source", "sha256"):
@@ -402,16 +425,27 @@ def load_task_file(path: Path) -> Task:
                 hint=f"remove '{reserved}'",
             )
     try:
-        return Task(**data, source=path.resolve(), sha256=hashlib.sha256(raw).hexdigest())
+        task = Task(**data, source=path.resolve(), sha256=hashlib.sha256(raw).hexdigest())
     except ValidationError as exc:
-        err = exc.errors()[0]
-        line = line_of(text, err["loc"])
-        where = f"{path}:{line}" if line else str(path)
-        more = len(exc.errors()) - 1
-        raise TaskFileError(
-            f"{where}: task '{task_id}', field '{_field_name(err['loc'])}': {_error_message(err, data)}",
-            hint=(f"{more} more error(s) in this file; " if more else "") + "see TASK_FORMAT.md for the task file format",
-        ) from exc
+        # an unknown field first: a typo also makes the intended field "missing"
+        errors = sorted(exc.errors(), key=lambda err: err["type"] != "extra_forbidden")
+        raise _task_error(path, text, task_id, [_located(err) for err in errors]) from exc
+    problems = _inconsistencies(task)
+    if problems:
+        raise _task_error(path, text, task_id, problems)
+    return task
+
+
+def _task_error(path: Path, text: str, task_id: str, errors: Sequence[Located]) -> TaskFileError:
+    """The first error, located; the count of the others in the hint."""
+    loc, message = errors[0]
+    line = line_of(text, loc)
+    where = f"{path}:{line}" if line else str(path)
+    more = len(errors) - 1
+    return TaskFileError(
+        f"{where}: task '{task_id}', field '{_field_name(loc)}': {message}",
+        hint=(f"{more} more error(s) in this file; " if more else "") + format_hint(),
+    )
 
 
 def default_tasks_dir() -> Path:
@@ -434,7 +468,7 @@ def load_tasks(directory: Path | None = None, *, ids: Sequence[str] = (), tier: 
     else:
         raise TaskFileError(f"{root}: no such folder", hint="pass --tasks a folder of *.toml task files")
     if not files:
-        raise TaskFileError(f"{root}: no *.toml task files", hint="see TASK_FORMAT.md for the task file format")
+        raise TaskFileError(f"{root}: no *.toml task files", hint=format_hint())
     tasks: dict[str, Task] = {}
     for file in files:
         task = load_task_file(file)
