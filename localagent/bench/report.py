@@ -479,7 +479,7 @@ Mark = Literal["", "pass", "fail", "partial", "none"]
 @dataclass(frozen=True)
 class Table:
     title: str
-    headers: tuple[str, ...]
+    headers: tuple[str, ...]  # a newline breaks a header in the terminal and HTML
     rows: tuple[tuple[str, ...], ...]
     marks: tuple[tuple[Mark, ...], ...] = ()  # per cell, for colour; empty: no marks
     numeric_from: int = 1  # columns from this index on are right-aligned
@@ -506,7 +506,7 @@ def _tables(s: Summary) -> list[Table]:
     )
     speed = Table(
         "Speed and cost",
-        ("Model", "Wall/task", "TTFT", "Decode tok/s", "Load", "Tokens/solved", "$/solved", "Suite $"),
+        ("Model", "Wall\nper task", "TTFT", "Decode\ntok/s", "Load", "Tokens\nper solved", "$ per\nsolved", "Suite\n$"),
         tuple(
             (
                 m.name,
@@ -636,7 +636,7 @@ def render_terminal(summary: Summary, console) -> None:
     for spec in _tables(summary):
         table = RichTable(title=spec.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for i, header in enumerate(spec.headers):
-            table.add_column(header, justify="right" if i >= spec.numeric_from else "left", overflow="fold")
+            table.add_column(header, justify="right" if i >= spec.numeric_from else "left", no_wrap=i == 0)
         for r, row in enumerate(spec.rows):
             marks = spec.marks[r] if spec.marks else ("",) * len(row)
             table.add_row(*(Text(cell, style=_STYLES[mark]) for cell, mark in zip(row, marks)))
@@ -663,7 +663,7 @@ def to_markdown(summary: Summary) -> str:
     if summary.verdicts:
         out += ["**Verdict**", "", *(f"- {v.text}" for v in summary.verdicts), ""]
     for spec in _tables(summary):
-        out += [f"### {spec.title}", "", _md_row(spec.headers)]
+        out += [f"### {spec.title}", "", _md_row([h.replace("\n", " ") for h in spec.headers])]
         out.append(
             "|" + "|".join("---:" if i >= spec.numeric_from else "---" for i in range(len(spec.headers))) + "|"
         )
@@ -773,7 +773,7 @@ def _svg(fig) -> str:
 
 
 def _html_table(spec: Table) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in spec.headers)
+    head = "".join(f"<th>{_e(h).replace(chr(10), '<br>')}</th>" for h in spec.headers)
     rows = []
     for r, row in enumerate(spec.rows):
         marks = spec.marks[r] if spec.marks else ("",) * len(row)
