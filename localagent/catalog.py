@@ -164,7 +164,8 @@ def shipped_catalog_path() -> Path:
 
 
 def _line_of(text: str, section: str, alias: str) -> int | None:
-    pattern = re.compile(rf'^\s*\[\s*{section}\s*\.\s*"?{re.escape(alias)}"?\s*[\].]', re.M)
+    # [ \t]* not \s*: \s would swallow the blank lines above and report the wrong line
+    pattern = re.compile(rf'^[ \t]*\[\s*{section}\s*\.\s*"?{re.escape(alias)}"?\s*[\].]', re.M)
     m = pattern.search(text)
     return text.count("\n", 0, m.start()) + 1 if m else None
 
@@ -185,13 +186,21 @@ def _parse(path: Path) -> tuple[dict[str, LocalModel], dict[str, HostedModel], s
         )
     out: dict[str, dict] = {"local": {}, "hosted": {}}
     for section, cls in (("local", LocalModel), ("hosted", HostedModel)):
-        for alias, fields in data.get(section, {}).items():
+        entries = data.get(section, {})
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{path}: '{section}' must be a table of entries", hint=f"write [{section}.ALIAS] tables")
+        for alias, fields in entries.items():
             where = f"{path}"
             line = _line_of(text, section, alias)
             if line:
                 where += f":{line}"
             if not isinstance(fields, dict):
                 raise ConfigError(f"{where}: [{section}.{alias}] must be a table")
+            if "alias" in fields:
+                raise ConfigError(
+                    f"{where}: entry [{section}.{alias}], field 'alias': not allowed",
+                    hint="the table's name is the alias",
+                )
             try:
                 out[section][alias] = cls(alias=alias, **fields)
             except ValidationError as exc:
@@ -215,7 +224,7 @@ def load_catalog(user_file: Path | None = None) -> Catalog:
         sources.append(user)
     local: dict[str, LocalModel] = {}
     hosted: dict[str, HostedModel] = {}
-    default = "smollm2-135m"
+    default, default_from = "smollm2-135m", sources[0]
     for source in sources:
         more_local, more_hosted, more_default = _parse(source)
         for alias in more_local:
@@ -224,5 +233,11 @@ def load_catalog(user_file: Path | None = None) -> Catalog:
             local.pop(alias, None)
         local.update(more_local)
         hosted.update(more_hosted)
-        default = more_default or default
+        if more_default:
+            default, default_from = more_default, source
+    if default not in local and default not in hosted:
+        raise ConfigError(
+            f"{default_from}: 'default' names '{default}', which no catalog entry defines",
+            hint=suggest(default, [*local, *hosted]),
+        )
     return Catalog(local, hosted, default, sources)
