@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
 
@@ -18,7 +17,7 @@ from localagent.cli.run import ToolModeChoice
 from localagent.errors import ConfigError
 
 # flags that choose what a run does: a resumed run keeps its own
-RUN_SETTINGS = ("model", "baseline", "tasks", "task", "tier", "trials", "tool_mode", "temperature", "max_steps", "max_tokens", "ctx", "out", "quick")
+RUN_SETTINGS = ("model", "baseline", "tasks", "task", "tier", "trials", "tool_mode", "temperature", "max_steps", "max_tokens", "ctx_tokens", "out", "quick")
 
 
 class BenchProgress:
@@ -61,9 +60,10 @@ class BenchProgress:
 
 
 def _reject_settings_on_resume(ctx: typer.Context) -> None:
-    given = [name for name in RUN_SETTINGS if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    # by name: typer bundles its own click, whose ParameterSource is not click's
+    given = [name for name in RUN_SETTINGS if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"]
     if given:
-        flag = "--" + given[0].replace("_", "-")
+        flag = "--" + ("ctx" if given[0] == "ctx_tokens" else given[0].replace("_", "-"))
         raise ConfigError(f"--resume continues a run with the settings it started with; {flag} cannot change them", hint=f"drop {flag}")
 
 
@@ -120,7 +120,8 @@ def bench(
                 f"interrupted: finished trials are saved in {progress.run_dir}\n"
                 f"continue with: localagent bench --resume {progress.run_id}"
             )
-        raise typer.Exit(130) from None
+        # sys.exit, not typer.Exit: in standalone_mode=False click returns Exit's code instead of exiting
+        sys.exit(130)
     _show(outcome, json_output)
 
 
@@ -141,7 +142,10 @@ def _show(outcome: Any, json_output: bool) -> None:
         return
     console = Console(highlight=False)
     report.render_terminal(summary, console)
-    console.print(f"[dim]run {outcome.info.run_id} in {escape(str(outcome.run_dir))}; `localagent report {outcome.info.run_id} --html FILE` for the page[/dim]")
+    console.print(
+        f"[dim]run {outcome.info.run_id} in {escape(str(outcome.run_dir))}; `localagent report {outcome.info.run_id} --html FILE` for the page[/dim]",
+        soft_wrap=True,
+    )
 
 
 # --- results export / import ---
