@@ -1,0 +1,41 @@
+"""`localagent mcp`: serve the agent to MCP clients over stdio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from localagent import settings
+from localagent.agent import AgentConfig
+from localagent.cli.app import app
+
+
+@app.command("mcp")
+def mcp_command(
+    root: Path = typer.Option(Path("."), "--root", help="The folder run_agent may work in (its subfolders too); nothing outside it."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Default model alias for run_agent; default: the catalog's default."),
+    keep_alive: float = typer.Option(300.0, "--keep-alive", help="Seconds a loaded model stays loaded after a call (0: unload at once, -1: until the server stops)."),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", help="Append the server's log (and llama.cpp's) here instead of stderr."),
+    max_tokens: int = typer.Option(AgentConfig.max_tokens, "--max-tokens", min=1, help="Most tokens per model reply."),
+    time_limit: float = typer.Option(AgentConfig.time_limit_s, "--time-limit", min=1, help="Wall-clock limit of one run_agent call, in seconds."),
+    n_ctx: Optional[int] = typer.Option(None, "--n-ctx", min=256, help="Context length to load local models with; default: the engine's."),
+    offline: bool = typer.Option(False, "--offline", help="Never touch the network (no pulls)."),
+) -> None:
+    """Serve the agent to MCP clients (Claude Code, Claude Desktop, Cursor) over stdio.
+
+    The client starts this command itself; stdout carries only the protocol."""
+    from localagent.mcp_server import ServerConfig, serve
+    from localagent.tools import Workspace
+
+    config = ServerConfig(
+        root=Workspace(root).root,  # ConfigError now, not at the first call, for a missing root
+        default_model=model,
+        keep_alive_s=keep_alive,
+        max_tokens=max_tokens,
+        time_limit_s=time_limit,
+        n_ctx=n_ctx,
+        offline=offline or settings.offline(),
+    )
+    serve(config, log_file)

@@ -1,0 +1,476 @@
+"""The agent as an MCP server over stdio: `localagent mcp`.
+
+An MCP client (Claude Code, Claude Desktop, Cursor) spawns this process and hands work to
+the local agent the way it would to a sub-agent. Three tools: `run_agent`, `list_models`,
+`pull_model`.
+
+- stdout carries nothing but JSON-RPC. The SDK's stdio transport (mcp >= 2.0) claims fd 1
+  while it serves: it writes the protocol to a private duplicate of fd 1 and points fd 1 at
+  stderr, so print() and llama.cpp's C-level writes land on stderr. It finds the wire
+  through `sys.stdout`, so sys.stdout must be left alone until then (replacing it would send
+  the protocol to stderr). `--log-file` moves fd 2 itself, so everything not protocol goes
+  to the file.
+- One model stays loaded between calls and is unloaded after `keep_alive_s` idle seconds
+  (Ollama's keep_alive), or when a call asks for another model.
+- Workspaces are folders inside the root fixed at start-up; no argument can widen it.
+- A bad request is a tool error (isError) carrying the message and hint a CLI user would
+  see; the server keeps serving.
+"""
+
+# No `from __future__ import annotations`: the SDK reads the tools' annotations with
+# typing.get_type_hints, which cannot see names local to build_server.
+
+import inspect
+import logging
+import os
+import threading
+import time
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, AsyncIterator, Callable, Iterator, Literal
+
+from pydantic import BaseModel, Field
+
+from localagent import __version__, settings, store
+from localagent.agent import Agent, AgentConfig
+from localagent.catalog import PSEUDO_MODELS, Price, cost_usd, load_catalog
+from localagent.errors import ConfigError, LocalAgentError, MissingExtraError
+from localagent.memory import PeakMemory
+from localagent.records import FinalStep, ModelStep, Step
+from localagent.tools import Workspace
+
+try:
+    import anyio
+    import anyio.from_thread
+    import anyio.to_thread
+    from mcp.server.mcpserver import Context, MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.types import ToolAnnotations
+except ImportError as exc:  # mcp 1.x lacks mcp.server.mcpserver too
+    raise MissingExtraError("mcp>=2", "mcp", "`localagent mcp`") from exc
+
+log = logging.getLogger("localagent.mcp")
+
+ToolMode = Literal["auto", "json", "native"]
+Report = Callable[[float, float | None, str], None]  # progress, total, message
+
+INSTRUCTIONS = (
+    "A local AI agent running on this machine with a local GGUF model: private, offline, no API "
+    "cost. Hand it self-contained file tasks inside the server's root folder: reading, searching, "
+    "summarising, creating or editing files. Its file tools (read, list, search, write, edit) are "
+    "confined to the workspace folder. Small local models are much weaker than you: give short, "
+    "explicit instructions and check the answer. list_models shows what can run here."
+)
+PULL_REPORT_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What `localagent mcp` was started with. Nothing here can be changed by a client."""
+
+    root: Path
+    default_model: str | None = None  # None: the catalog's default
+    keep_alive_s: float = 300.0  # idle seconds before the model is unloaded; 0: at once; < 0: never
+    max_tokens: int = AgentConfig.max_tokens  # per model reply
+    time_limit_s: float = AgentConfig.time_limit_s  # per run_agent call
+    n_ctx: int | None = None  # None: the engine's default for the model
+    offline: bool = False
+
+
+class RunResult(BaseModel):
+    """What one run_agent call did and what it cost."""
+
+    success: bool = Field(description="True when the agent finished with an answer.")
+    answer: str = Field(description="The agent's final answer; empty when it did not finish.")
+    stop_reason: str = Field(description="answer, max_steps, timeout, context_overflow, repeated_invalid_call, ...")
+    error: str | None = Field(description="Why the run stopped without an answer; null after an answer.")
+    steps: int = Field(description="Model calls made.")
+    tool_calls: int = Field(description="File-tool calls the agent made, invalid ones included.")
+    invalid_tool_calls: int = Field(description="Tool calls the model got wrong (unknown tool, bad arguments).")
+    tokens_in: int = Field(description="Input tokens over all model calls.")
+    tokens_out: int = Field(description="Output tokens over all model calls.")
+    wall_s: float = Field(description="Seconds the agent ran, model load excluded.")
+    load_s: float = Field(description="Seconds spent loading the model in this call; 0 when it was still loaded.")
+    model_loaded_fresh: bool = Field(description="False when the model was still loaded from an earlier call.")
+    peak_rss_bytes: int = Field(description="Peak resident memory of the server process during the call.")
+    cost_usd: float = Field(description="Dollars at the catalog's prices; 0 for local models.")
+    model: str = Field(description="The model alias that ran.")
+    tool_mode: str | None = Field(description="How the model called tools: json (grammar-constrained) or native.")
+    workspace: str = Field(description="The workspace folder, relative to the server's root.")
+
+
+class HostedStatus(BaseModel):
+    alias: str
+    provider: str
+    api_key_set: bool = Field(description="Whether this server has the API key's environment variable.")
+    price: Price | None = Field(description="USD per 1M tokens, from the catalog.")
+
+
+class ModelList(BaseModel):
+    """What list_models returns."""
+
+    default_model: str = Field(description="What run_agent uses when no model is given.")
+    loaded_model: str | None = Field(description="The model kept loaded now: a call with it starts at once.")
+    available_ram_bytes: int = Field(description="RAM available on this machine now.")
+    local: list[store.ModelStatus] = Field(description="Catalog and installed local models; `fits`: fits in available RAM.")
+    hosted: list[HostedStatus] = Field(description="Hosted models: they need an API key and the network.")
+
+
+class PullResult(BaseModel):
+    alias: str
+    quant: str | None
+    path: str
+    sha256: str
+    size_bytes: int
+    source: str = Field(description="hub (downloaded), bundled (shipped in a Python package), import or path.")
+
+
+# ---------------------------------------------------------------- the kept model
+
+
+class ModelKeeper:
+    """One loaded model at a time, kept `keep_alive_s` seconds after its last use.
+
+    `use()` holds a lock for the whole run: a llama.cpp model serves one call at a time, so a
+    second run_agent waits for the first. The unload timer re-checks under the same lock, so
+    a model is never closed under a running agent."""
+
+    def __init__(self, keep_alive_s: float, opener: Callable[[str, ToolMode], Any]):
+        self.keep_alive_s = keep_alive_s
+        self._open = opener
+        self._lock = threading.Lock()
+        self._key: tuple[str, ToolMode] | None = None
+        self._model: Any = None
+        self._timer: threading.Timer | None = None
+        self._last_used = 0.0
+
+    @contextmanager
+    def use(self, alias: str, tool_mode: ToolMode, before_load: Callable[[], None]) -> Iterator[tuple[Any, bool]]:
+        """Yields (model, loaded_fresh). `before_load` runs when a load is needed, before the
+        kept model is unloaded: a request it refuses leaves the kept model loaded."""
+        with self._lock:
+            self._cancel_timer()
+            fresh = self._key != (alias, tool_mode)
+            try:
+                if fresh:
+                    before_load()
+                    self._unload(f"{alias} ({tool_mode}) was asked for")
+                    self._model = self._open(alias, tool_mode)
+                    self._key = (alias, tool_mode)
+                    log.info("loaded %s (tool mode %s) in %.2f s", alias, tool_mode, self._model.load_s)
+                yield self._model, fresh
+            finally:
+                self._last_used = time.monotonic()
+                self._schedule_unload()
+
+    def loaded(self) -> str | None:
+        key = self._key
+        return key[0] if key else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._cancel_timer()
+            self._unload("the server is stopping")
+
+    def _schedule_unload(self) -> None:
+        if self._model is None or self.keep_alive_s < 0:
+            return
+        if self.keep_alive_s == 0:
+            self._unload("keep-alive is 0")
+            return
+        self._timer = threading.Timer(self.keep_alive_s, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._last_used >= self.keep_alive_s:
+                self._unload(f"idle for {self.keep_alive_s:g} s")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _unload(self, why: str) -> None:
+        if self._model is not None:
+            log.info("unloading %s: %s", self._key[0], why)
+            self._model.close()
+        self._model, self._key = None, None
+
+
+# ---------------------------------------------------------------- workspace
+
+
+def confine(root: Path, requested: str) -> Path:
+    """The folder `requested` names: relative to `root`, or absolute but inside it. Symlinks
+    are followed before the check, so a link out of the root is refused like `..`."""
+    text = requested.strip() or "."
+    if "\0" in text:
+        raise ConfigError("the workspace path contains a NUL character")
+    sandbox = Workspace(root)
+    real = Path(os.path.realpath(sandbox.root / Path(text).expanduser()))
+    if not sandbox.contains(real):
+        raise ConfigError(
+            f"workspace '{requested}' is outside the server's root {sandbox.root}",
+            hint="give a folder inside the root, relative to it ('.' is the root itself); the root is "
+            "fixed when the server starts (`localagent mcp --root DIR`)",
+        )
+    if not real.is_dir():
+        raise ConfigError(
+            f"workspace '{requested}' is not an existing folder under {sandbox.root}",
+            hint="create the folder first, or give '.' for the root itself",
+        )
+    return real
+
+
+# ---------------------------------------------------------------- the work, synchronous
+
+
+class AgentService:
+    """What the tools do, without MCP: blocking calls for worker threads, reporting progress
+    through a callback."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.root = Workspace(config.root).root
+        self.offline = config.offline or settings.offline()
+        self.keeper = ModelKeeper(config.keep_alive_s, self._open_model)
+
+    def _open_model(self, alias: str, tool_mode: ToolMode) -> Any:
+        from localagent.engines import open_model
+        from localagent.engines.base import EngineConfig
+
+        return open_model(alias, EngineConfig(tool_mode=tool_mode, n_ctx=self.config.n_ctx, offline=self.offline))
+
+    def _check_model(self, alias: str, report: Report) -> None:
+        """Refuse an unknown model before the kept one is unloaded; pull a missing one."""
+        catalog = load_catalog()
+        if alias in catalog.hosted or alias in PSEUDO_MODELS:
+            return
+        store.resolve(alias, offline=self.offline, progress=_pull_reporter(alias, report))
+
+    def run(self, prompt: str, *, model: str | None, workspace: str, max_steps: int, tool_mode: ToolMode, report: Report) -> RunResult:
+        if not prompt.strip():
+            raise ConfigError("the prompt is empty", hint="say what the agent should do")
+        folder = confine(self.root, workspace)
+        catalog = load_catalog()
+        alias = model or self.config.default_model or catalog.default
+        agent_config = AgentConfig(max_steps=max_steps, time_limit_s=self.config.time_limit_s, max_tokens=self.config.max_tokens)
+
+        def before_load() -> None:
+            self._check_model(alias, report)
+            report(0, max_steps, f"loading {alias}")
+
+        final: FinalStep | None = None
+        with PeakMemory() as memory, self.keeper.use(alias, tool_mode, before_load) as (chat_model, fresh):
+            engine = chat_model.describe()
+            for step in Agent(chat_model, folder, agent_config).run(prompt):
+                log.info("%s", _log_line(step))
+                if isinstance(step, ModelStep):
+                    report(step.step, max_steps, _progress_line(step))
+                elif isinstance(step, FinalStep):
+                    final = step
+        assert final is not None, "Agent.run always ends with a FinalStep"
+        hosted = catalog.hosted.get(alias)
+        return RunResult(
+            success=final.stop_reason == "answer",
+            answer=final.answer,
+            stop_reason=final.stop_reason,
+            error=final.error,
+            steps=final.step,
+            tool_calls=final.tool_calls,
+            invalid_tool_calls=final.invalid_tool_calls,
+            tokens_in=final.usage.input_tokens,
+            tokens_out=final.usage.output_tokens,
+            wall_s=round(final.wall_s, 3),
+            load_s=round(chat_model.load_s if fresh else 0.0, 3),
+            model_loaded_fresh=fresh,
+            peak_rss_bytes=memory.peak_rss,
+            cost_usd=cost_usd(final.usage, hosted.price if hosted else None),
+            model=chat_model.name,
+            tool_mode=engine.get("tool_mode"),
+            workspace=folder.relative_to(self.root).as_posix() or ".",
+        )
+
+    def list_models(self) -> ModelList:
+        from localagent import hardware
+
+        catalog = load_catalog()
+        available = hardware.available_ram()
+        return ModelList(
+            default_model=self.config.default_model or catalog.default,
+            loaded_model=self.keeper.loaded(),
+            available_ram_bytes=available,
+            local=store.overview(available),
+            hosted=[
+                HostedStatus(
+                    alias=h.alias,
+                    provider=h.provider,
+                    api_key_set=h.api_key_env is None or settings.env(h.api_key_env) is not None,
+                    price=h.price,
+                )
+                for h in catalog.hosted.values()
+            ],
+        )
+
+    def pull(self, alias: str, report: Report) -> PullResult:
+        if self.offline:
+            raise ConfigError(
+                "this server was started offline: it cannot download models",
+                hint="pull it from a shell while online: `localagent models pull " + alias + "`",
+            )
+        resolved = store.pull(alias, progress=_pull_reporter(alias, report))
+        return PullResult(
+            alias=resolved.alias,
+            quant=resolved.quant,
+            path=str(resolved.path),
+            sha256=resolved.sha256,
+            size_bytes=resolved.size_bytes,
+            source=resolved.source,
+        )
+
+
+def _pull_reporter(alias: str, report: Report) -> Callable[[int, int | None], None]:
+    """A download callback (bytes done, bytes total) that sends at most one progress
+    notification per PULL_REPORT_EVERY_S, and always the last one."""
+    last = [0.0]
+
+    def on_bytes(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if done != total and now - last[0] < PULL_REPORT_EVERY_S:
+            return
+        last[0] = now
+        of = f" of {total / 1e6:.1f}" if total else ""
+        report(done, total, f"downloading {alias}: {done / 1e6:.1f}{of} MB")
+
+    return on_bytes
+
+
+def _progress_line(step: ModelStep) -> str:
+    """`step 2: read_file(path='README.md')`, or `step 3: answer`."""
+    from localagent.cli.run import _call_text  # the CLI's rendering of a call, so both read alike
+
+    calls = ", ".join(_call_text(c) for c in step.reply.tool_calls)
+    return f"step {step.step}: {calls or 'answer'}"
+
+
+def _log_line(step: Step) -> str:
+    if isinstance(step, ModelStep):
+        u = step.reply.usage
+        return f"step {step.step}: model {u.input_tokens} tokens in / {u.output_tokens} out, {step.reply.timings.total_s:.2f} s"
+    if isinstance(step, FinalStep):
+        why = f" ({step.error})" if step.error else ""
+        return f"run ended: {step.stop_reason} after {step.step} steps, {step.wall_s:.2f} s{why}"
+    outcome = f"error: {step.error}" if step.error else f"{len(step.result)} chars"
+    return f"step {step.step}: {step.call.name} -> {outcome}"
+
+
+# ---------------------------------------------------------------- the MCP layer
+
+
+class _Cancelled(Exception):
+    """Raised on a worker thread to stop work whose request was cancelled."""
+
+
+async def _in_thread(ctx: Context, work: Callable[[Report], Any]) -> Any:
+    """Run blocking `work(report)` on a worker thread, where `report` sends a progress
+    notification. A cancelled request stops the work at its next report. LocalAgentError
+    becomes a tool error with its hint."""
+    cancelled = threading.Event()
+
+    def report(progress: float, total: float | None, message: str) -> None:
+        if cancelled.is_set():
+            raise _Cancelled
+        anyio.from_thread.run(ctx.report_progress, progress, total, message)
+
+    try:
+        return await anyio.to_thread.run_sync(work, report, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        cancelled.set()
+        raise
+    except LocalAgentError as exc:
+        log.info("refused: %s", exc.message)
+        raise ToolError(exc.message + (f"\nhint: {exc.hint}" if exc.hint else "")) from exc
+
+
+def build_server(config: ServerConfig) -> MCPServer:
+    service = AgentService(config)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[None]:
+        log.info(
+            "localagent %s MCP server: root %s, default model %s, keep-alive %g s",
+            __version__, service.root, config.default_model or "(the catalog's default)", config.keep_alive_s,
+        )
+        try:
+            yield
+        finally:
+            service.keeper.close()
+
+    server = MCPServer("localagent", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
+
+    def tool(annotations: ToolAnnotations) -> Callable[[Callable[..., Any]], Any]:
+        """server.tool with the docstring, dedented, as the description the client reads."""
+        return lambda fn: server.tool(description=inspect.cleandoc(fn.__doc__), annotations=annotations)(fn)
+
+    @tool(ToolAnnotations(title="Run the local agent", destructive_hint=True, open_world_hint=False))
+    async def run_agent(
+        prompt: Annotated[str, Field(description="The task, self-contained: the agent sees nothing of your conversation.")],
+        ctx: Context,
+        model: Annotated[str | None, Field(description="A model alias from list_models; default: the server's default.")] = None,
+        workspace: Annotated[str, Field(description="The folder to work in, relative to the server's root ('.' is the root).")] = ".",
+        max_steps: Annotated[int, Field(ge=1, le=100, description="Most model calls before the agent gives up.")] = AgentConfig.max_steps,
+        tool_mode: Annotated[
+            ToolMode, Field(description="How the model calls tools: auto (the catalog's advice), json (grammar-constrained) or native.")
+        ] = "auto",
+    ) -> RunResult:
+        """Run the local agent on a task in a workspace folder; it can read, list, search,
+        write and edit files there. Returns its answer with steps, tokens, time, memory and
+        cost. Reports progress once per agent step."""
+        return await _in_thread(
+            ctx,
+            lambda report: service.run(
+                prompt, model=model, workspace=workspace, max_steps=max_steps, tool_mode=tool_mode, report=report
+            ),
+        )
+
+    @tool(ToolAnnotations(title="List models", read_only_hint=True, open_world_hint=False))
+    async def list_models(ctx: Context) -> ModelList:
+        """The models run_agent can use: local ones (installed or not, size, RAM needed,
+        whether they fit in the RAM available now) and hosted ones."""
+        return await _in_thread(ctx, lambda report: service.list_models())
+
+    @tool(ToolAnnotations(title="Download a model", idempotent_hint=True, open_world_hint=True))
+    async def pull_model(
+        alias: Annotated[str, Field(description="A local model alias from list_models, or ALIAS:QUANT.")],
+        ctx: Context,
+    ) -> PullResult:
+        """Download a local model from Hugging Face into the model store and verify its
+        sha256 (nothing is downloaded when it is installed already). Reports download progress."""
+        return await _in_thread(ctx, lambda report: service.pull(alias, report))
+
+    return server
+
+
+def serve(config: ServerConfig, log_file: Path | None = None) -> None:
+    """Serve on stdin/stdout until the client closes stdin."""
+    if log_file is not None:
+        _stderr_to(log_file)
+    # before MCPServer's own basicConfig, which is a no-op once the root logger has a handler
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    build_server(config).run("stdio")
+
+
+def _stderr_to(path: Path) -> None:
+    """Point fd 2 at `path`, appending: Python logging, warnings and llama.cpp's own log go
+    there, and so does fd 1 once the transport diverts it to fd 2."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot open the log file {path}: {exc.strerror}", hint="give a writable path to --log-file") from exc
+    os.dup2(fd, 2)
+    os.close(fd)
