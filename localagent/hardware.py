@@ -104,7 +104,10 @@ def backend_of(system_info: str, gpu_offload: bool) -> str:
     if not gpu_offload:
         return "CPU only"
     names = [n for n in re.findall(r"(\w+)\s*:", system_info) if n.upper() not in {"CPU", "CPU_REPACK"}]
-    known = {"CUDA": "CUDA", "METAL": "Metal", "MTL": "Metal", "VULKAN": "Vulkan", "HIP": "ROCm", "ROCM": "ROCm", "SYCL": "SYCL", "OPENCL": "OpenCL", "CANN": "CANN", "MUSA": "MUSA"}
+    known = {
+        "CUDA": "CUDA", "METAL": "Metal", "MTL": "Metal", "VULKAN": "Vulkan", "HIP": "ROCm", "ROCM": "ROCm",
+        "SYCL": "SYCL", "OPENCL": "OpenCL", "CANN": "CANN", "MUSA": "MUSA",
+    }
     for name in names:
         if name.upper() in known:
             return known[name.upper()]

@@ -27,8 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Literal
-from urllib.parse import quote, unquote
+from typing import Iterator, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -36,6 +36,7 @@ from localagent import ggufinfo, hardware, settings
 from localagent.catalog import Catalog, LocalModel, load_catalog, suggest
 from localagent.errors import ConfigError, IntegrityError, ModelNotFoundError, OfflineError, StoreError
 from localagent.ggufinfo import GGUFInfo
+from localagent.hub import Progress  # (done, total) callback, or True for a terminal bar
 
 CHUNK = 1024 * 1024
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -156,7 +157,7 @@ def _read_manifest(path: Path) -> Manifest | None:
     except (OSError, ValidationError, ValueError) as exc:
         raise StoreError(
             f"{path}: unreadable model manifest ({str(exc).splitlines()[0]})",
-            hint=f"delete it and pull or import the model again",
+            hint="delete it and pull or import the model again",
         ) from exc
 
 
@@ -230,7 +231,9 @@ def _resolved(manifest: Manifest, entry: LocalModel | None) -> ResolvedModel:
 
 def _register(path: Path, sha: str, info: GGUFInfo, **fields) -> Manifest:
     st = path.stat()
-    manifest = Manifest(path=str(path), sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=_now(), gguf=info, **fields)
+    manifest = Manifest(
+        path=str(path), sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=_now(), gguf=info, **fields
+    )
     _write_manifest(manifest)
     return manifest
 
@@ -378,7 +381,9 @@ def _looks_like_path(alias: str) -> bool:
     return alias.lower().endswith(".gguf") or (has_sep and Path(alias).expanduser().exists())
 
 
-def resolve(alias: str, *, offline: bool | None = None, quant: str | None = None, progress: bool | Callable[[int, int | None], None] = False) -> ResolvedModel:
+def resolve(
+    alias: str, *, offline: bool | None = None, quant: str | None = None, progress: bool | Progress = False
+) -> ResolvedModel:
     """The verified GGUF for `alias` (or `alias:QUANT`, or a path to a .gguf file).
 
     Installed -> its path, with no network at all. A bundled model -> registered where pip
@@ -405,7 +410,7 @@ def resolve(alias: str, *, offline: bool | None = None, quant: str | None = None
     return _pull_from_hub(entry, quant, progress=progress)
 
 
-def pull(alias: str, *, quant: str | None = None, progress: bool | Callable[[int, int | None], None] = True) -> ResolvedModel:
+def pull(alias: str, *, quant: str | None = None, progress: bool | Progress = True) -> ResolvedModel:
     """Download and verify `alias` (at `quant`) unless it is installed and verified already,
     in which case no network is touched. A bundled model is registered, not downloaded."""
     alias, tagged = split_quant(alias)
@@ -438,7 +443,7 @@ def _quant_key(entry: LocalModel, quant: str | None) -> str:
     return next(q for q in entry.quants if q.upper() == quant.upper())
 
 
-def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Callable[[int, int | None], None]) -> ResolvedModel:
+def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Progress) -> ResolvedModel:
     from huggingface_hub.utils import WeakFileLock
 
     from localagent import hub
@@ -495,7 +500,9 @@ def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Callable[[
 def _resolve_path(path: Path) -> ResolvedModel:
     """A .gguf used by path: verified once, remembered by (path, size, mtime)."""
     if not path.is_file():
-        raise ModelNotFoundError(f"no such model file: {path}", hint="give an alias from `localagent models list` or a path to a .gguf file")
+        raise ModelNotFoundError(
+            f"no such model file: {path}", hint="give an alias from `localagent models list` or a path to a .gguf file"
+        )
     path = path.resolve()
     key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
     record = settings.models_dir() / ".paths" / f"{key}.json"
