@@ -20,7 +20,13 @@ for _module in ("models", "run", "bench", "report", "mcp"):
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # without standalone mode typer returns the exit code of typer.Exit, and turns Ctrl-C
+        # into Exit(130): pass both on instead of exiting 0
+        code = app(standalone_mode=False)
+        if code == 130:
+            print("interrupted", file=sys.stderr)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except LocalAgentError as exc:
         if state["debug"]:
             raise
