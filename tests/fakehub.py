@@ -6,7 +6,7 @@ Unknown repos, revisions and files answer 404 with X-Error-Code as the hub does.
 
 Switches for the failure tests: `corrupt` (serve one flipped byte, the advertised sha256 stays
 right), `drop_at` + `drops` (close the connection after sending up to that byte offset, for
-the next `drops` GETs), `ranges` (the Range header of every GET received), `requests` (every
+the next `drops` GETs), `block_delay` (a slow link), `ranges` (the Range header of every GET received), `requests` (every
 request line), and `stop()`.
 """
 
@@ -16,6 +16,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,6 +42,7 @@ class FakeHub:
     corrupt: bool = False
     drop_at: int | None = None
     drops: int = 0
+    block_delay: float = 0.0  # seconds to wait after each 1 MiB block: a slow link
     ranges: list[str | None] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     url: str = ""
@@ -220,6 +222,8 @@ class FakeHub:
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 pos += len(block)
+                if self.block_delay:
+                    time.sleep(self.block_delay)
 
 
 # ---------------------------------------------------------------- fixtures (import them)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gguf
@@ -280,3 +282,27 @@ def test_overview_rows_carry_the_fit_arithmetic(tmp_path):
     assert tiny.status == "installed" and not tiny.kv_estimated and tiny.kv_bytes == 2 * 2 * 2048 * 2 * 16 * 2
     assert tiny.fits is True
     assert rows["qwen3-4b"].fits is False  # 2.5 GB of weights in 2 GiB
+
+
+def test_ctrl_c_during_a_pull_keeps_the_part_for_the_next_one(fake_hub, bundled_sha256, localagent_home):
+    fake_hub.block_delay = 0.05  # ~20 MiB/s, so the pull is still running when interrupted
+    env = {**os.environ, "LOCALAGENT_HOME": str(localagent_home), "HF_ENDPOINT": fake_hub.url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localagent", "models", "pull", "fake-smol"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a background shell starts children with SIGINT ignored, and Python keeps that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    part = settings.models_dir() / ".partial" / f"{bundled_sha256}.part"
+    deadline = time.monotonic() + 60
+    while not (part.exists() and part.stat().st_size > 5 * 2**20) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    kept = part.stat().st_size
+    assert 0 < kept < 98362432
+
+    fake_hub.block_delay = 0
+    assert store.pull("fake-smol", progress=False).sha256 == bundled_sha256
+    assert fake_hub.ranges[-1] == f"bytes={kept}-"
