@@ -386,52 +386,42 @@ def resolve(
 ) -> ResolvedModel:
     """The verified GGUF for `alias` (or `alias:QUANT`, or a path to a .gguf file).
 
-    Installed -> its path, with no network at all. A bundled model -> registered where pip
-    put it. Missing -> pulled first, unless offline (None: settings.offline()), then
-    OfflineError naming the ways out."""
+    Installed -> its path, with no network at all (without a quant: the catalog's quant if
+    installed, else the latest installed one). A bundled model -> registered where pip put
+    it. Missing -> pulled first, unless offline (None: settings.offline()), then OfflineError
+    naming the ways out."""
     if _looks_like_path(alias):
         return _resolve_path(Path(alias).expanduser())
+    offline = settings.offline() if offline is None else offline
+    return _obtain(alias, quant, offline=offline, progress=progress, any_installed_quant=True)
+
+
+def pull(alias: str, *, quant: str | None = None, progress: bool | Progress = True) -> ResolvedModel:
+    """Download and verify `alias` at `quant` (default: the catalog's) unless it is installed
+    and verified already, in which case no network is touched. A bundled model is
+    registered, not downloaded."""
+    return _obtain(alias, quant, offline=settings.offline(), progress=progress, any_installed_quant=False)
+
+
+def _obtain(
+    alias: str, quant: str | None, *, offline: bool, progress: bool | Progress, any_installed_quant: bool
+) -> ResolvedModel:
     alias, tagged = split_quant(alias)
     quant = quant or tagged
     catalog = load_catalog()
     entry = catalog.local.get(alias)
+    if entry is not None and not any_installed_quant:
+        quant = _quant_key(entry, quant)
     manifest = _installed_manifest(alias, quant, entry)
     if manifest and (checked := _checked(manifest)):
         return _resolved(checked, entry)
     if entry is None:
-        if manifest:
-            raise _gone(manifest)
-        raise _unknown(alias, catalog)
+        raise _gone(manifest) if manifest else _unknown(alias, catalog)
     quant = _quant_key(entry, quant)
     if quant == entry.quant and (manifest := _register_bundled(entry)):
         return _resolved(manifest, entry)
-    if settings.offline() if offline is None else offline:
+    if offline:
         raise _offline_error(alias if quant == entry.quant else f"{alias}:{quant}", catalog)
-    return _pull_from_hub(entry, quant, progress=progress)
-
-
-def pull(alias: str, *, quant: str | None = None, progress: bool | Progress = True) -> ResolvedModel:
-    """Download and verify `alias` (at `quant`) unless it is installed and verified already,
-    in which case no network is touched. A bundled model is registered, not downloaded."""
-    alias, tagged = split_quant(alias)
-    quant = quant or tagged
-    catalog = load_catalog()
-    entry = catalog.local.get(alias)
-    if entry is None:
-        manifest = _installed_manifest(alias, quant, None)
-        if manifest and (checked := _checked(manifest)):
-            return _resolved(checked, None)  # an imported model: nothing to pull
-        if manifest:
-            raise _gone(manifest)
-        raise _unknown(alias, catalog)
-    quant = _quant_key(entry, quant)
-    manifest = _installed_manifest(alias, quant, entry)
-    if manifest and (manifest := _checked(manifest)):
-        return _resolved(manifest, entry)
-    if quant == entry.quant and (manifest := _register_bundled(entry)):
-        return _resolved(manifest, entry)
-    if settings.offline():
-        raise _offline_error(alias, catalog)
     return _pull_from_hub(entry, quant, progress=progress)
 
 

@@ -230,6 +230,7 @@ class FakeHub:
 
 REPO = "fakeorg/SmolLM2-135M-Instruct-GGUF"
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FILE_Q8 = "SmolLM2-135M-Instruct.Q8_0.gguf"
 
 # aliases in the user's models.toml that point at the fake hub
 USER_CATALOG = f"""
@@ -238,7 +239,7 @@ description = "the bundled SmolLM2 served by the fake hub"
 repo = "{REPO}"
 file = "{FILE}"
 quant = "Q4_1"
-quants = {{ Q8_0 = "SmolLM2-135M-Instruct.Q8_0.gguf" }}
+quants = {{ Q8_0 = "SmolLM2-135M-Instruct.Q8_0.gguf", Q5_K_M = "SmolLM2-135M-Instruct.Q5_K_M.gguf" }}
 params = "135M"
 size_mb = 98
 context = 8192
@@ -273,7 +274,9 @@ def bundled_sha256(bundled_gguf: Path) -> str:
 def fake_hub(bundled_gguf: Path, bundled_sha256: str, localagent_home: Path, monkeypatch) -> Iterator[FakeHub]:
     """The fake hub serving the bundled GGUF as REPO/FILE, HF_ENDPOINT pointing at it, and the
     fake-* aliases in the user's models.toml."""
-    hub = FakeHub({REPO: {FILE: HubFile(bundled_gguf, bundled_sha256, bundled_gguf.stat().st_size)}}).start()
+    served = HubFile(bundled_gguf, bundled_sha256, bundled_gguf.stat().st_size)
+    # the Q8_0 "quant" is the same bytes under another name; Q5_K_M is missing (404)
+    hub = FakeHub({REPO: {FILE: served, FILE_Q8: served}}).start()
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     (localagent_home / "models.toml").write_text(USER_CATALOG)
     try:

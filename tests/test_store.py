@@ -100,6 +100,19 @@ def test_catalog_sha256_that_the_hub_contradicts_stops_before_downloading(fake_h
     assert store.installed() == []
 
 
+def test_another_quant_is_used_offline_but_pull_wants_the_catalogs(fake_hub, monkeypatch):
+    q8 = store.pull("fake-smol", quant="q8_0", progress=False)
+    assert q8.quant == "Q8_0" and q8.path.name == "SmolLM2-135M-Instruct.Q8_0.gguf"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert store.resolve("fake-smol").path == q8.path  # what is installed, no download
+    assert store.resolve("fake-smol:Q8_0").path == q8.path
+    with pytest.raises(OfflineError):
+        store.pull("fake-smol")  # the catalog's Q4_1 is not installed
+    with pytest.raises(OfflineError):
+        store.resolve("fake-smol", quant="Q4_1")
+    assert [m.quant for m in store.installed()] == ["Q8_0"]
+
+
 def test_dropped_connection_is_resumed_in_the_same_pull(fake_hub, bundled_sha256):
     fake_hub.drop_at, fake_hub.drops = DROP_AT, 1
     pulled = store.pull("fake-smol", progress=False)
@@ -129,7 +142,7 @@ def test_interrupted_pull_resumes_in_a_new_process(fake_hub, bundled_sha256, loc
 
 @pytest.mark.parametrize(
     "alias, words",
-    [("fake-smol:Q8_0", "has no file 'SmolLM2-135M-Instruct.Q8_0.gguf'"), ("fake-norepo", "no repository 'fakeorg/no-such-repo'")],
+    [("fake-smol:Q5_K_M", "has no file 'SmolLM2-135M-Instruct.Q5_K_M.gguf'"), ("fake-norepo", "no repository 'fakeorg/no-such-repo'")],
 )
 def test_missing_on_the_hub(fake_hub, alias, words):
     with pytest.raises(ModelNotFoundError) as err:
