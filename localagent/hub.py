@@ -133,10 +133,11 @@ def _progress_bar(label: str, total: int | None, done: int, enabled: bool | Prog
         yield lambda n: None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import Progress as Bar
 
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with Bar(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(label, total=total, completed=done)
 
         def advance(n: int) -> None:

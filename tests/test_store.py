@@ -115,9 +115,13 @@ def test_another_quant_is_used_offline_but_pull_wants_the_catalogs(fake_hub, mon
 
 def test_dropped_connection_is_resumed_in_the_same_pull(fake_hub, bundled_sha256):
     fake_hub.drop_at, fake_hub.drops = DROP_AT, 1
-    pulled = store.pull("fake-smol", progress=False)
+    reports = []
+    pulled = store.pull("fake-smol", progress=lambda done, total: reports.append((done, total)))
     assert pulled.sha256 == bundled_sha256
     assert fake_hub.ranges == [None, f"bytes={DROP_AT}-"]
+    size = pulled.size_bytes
+    assert reports[-1] == (size, size) and (DROP_AT, size) in reports
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)
 
 
 def test_interrupted_pull_resumes_in_a_new_process(fake_hub, bundled_sha256, localagent_home):
