@@ -323,3 +323,38 @@ def test_ctrl_c_during_a_pull_keeps_the_part_for_the_next_one(fake_hub, bundled_
     fake_hub.block_delay = 0
     assert store.pull("fake-smol", progress=False).sha256 == bundled_sha256
     assert fake_hub.ranges[-1] == f"bytes={kept}-"
+
+
+@pytest.mark.parametrize("right_sha", [True, False])
+def test_chunked_bundle_is_assembled_into_the_store_and_verified(tmp_path, localagent_home, monkeypatch, right_sha):
+    whole = write_tiny_gguf(tmp_path / "whole.gguf").read_bytes()
+    site = tmp_path / "site"
+    for i, piece in enumerate((whole[:2000], whole[2000:])):
+        (site / f"tinychunk_part{i}" / "data").mkdir(parents=True)
+        (site / f"tinychunk_part{i}" / "__init__.py").write_text("raise ImportError('located, never imported')")
+        (site / f"tinychunk_part{i}" / "data" / f"tiny.gguf.part{i}").write_bytes(piece)
+    monkeypatch.syspath_prepend(str(site))
+    sha = store.sha256_file(tmp_path / "whole.gguf") if right_sha else "f" * 64
+    (localagent_home / "models.toml").write_text(
+        f"""
+[local.tiny-chunked]
+repo = "nobody/tiny"
+file = "tiny.gguf"
+quant = "F32"
+sha256 = "{sha}"
+context = 2048
+bundled = {{ distribution = "tinychunk", path = "tinychunk_part0", extra = "tiny", chunks = [
+  "tinychunk_part0/data/tiny.gguf.part0", "tinychunk_part1/data/tiny.gguf.part1"] }}
+"""
+    )
+    if not right_sha:
+        with pytest.raises(IntegrityError) as err:
+            store.resolve("tiny-chunked", offline=True)
+        assert "assembled from 2 chunks" in err.value.message and "nothing was kept" in err.value.message
+        assert not any(p.suffix == ".gguf" for p in settings.models_dir().rglob("*"))
+        return
+    resolved = store.resolve("tiny-chunked", offline=True)
+    assert resolved.path == settings.models_dir() / "bundled" / "tiny-chunked" / "tiny.gguf"
+    assert resolved.path.read_bytes() == whole and resolved.source == "bundled" and resolved.sha256 == sha
+    assert store.resolve("tiny-chunked", offline=True).path == resolved.path  # assembled once, then found
+    assert store_files() == ["bundled/tiny-chunked/tiny.gguf", "manifests/tiny-chunked/F32.json"]
