@@ -1,5 +1,6 @@
-"""`localagent models ...` and `localagent doctor` as a user runs them: a real subprocess,
-exit codes, `error:`/`hint:` lines without tracebacks, and --json that parses."""
+"""`localagent models ...` and `localagent doctor` as a user runs them: the real entry point
+(in a subprocess where the process boundary matters, in-process otherwise, for speed), exit
+codes, `error:`/`hint:` lines without tracebacks, and --json that parses."""
 
 from __future__ import annotations
 
@@ -8,22 +9,48 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 from fakehub import bundled_sha256, fake_hub  # noqa: F401 (fixtures)
 
+from localagent.cli import main
 
-def cli(*args: str, home, endpoint: str | None = None, offline: bool = False) -> subprocess.CompletedProcess:
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def subprocess_cli(*args: str, home, endpoint: str | None = None) -> Done:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "LOCALAGENT_OFFLINE", "HF_ENDPOINT")}
     env["LOCALAGENT_HOME"] = str(home)
     if endpoint:
         env["HF_ENDPOINT"] = endpoint
-    if offline:
-        env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run([sys.executable, "-m", "localagent", *args], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "localagent", *args], env=env, capture_output=True, text=True, timeout=120)
+    return Done(done.returncode, done.stdout, done.stderr)
 
 
-def assert_user_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Runs `localagent ARGS` through the console script's main() in this process."""
+
+    def run(*args: str) -> Done:
+        monkeypatch.setattr(sys, "argv", ["localagent", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return Done(code, out, err)
+
+    return run
+
+
+def assert_user_error(done: Done, *fragments: str) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
@@ -32,51 +59,51 @@ def assert_user_error(done: subprocess.CompletedProcess, *fragments: str) -> Non
         assert fragment in done.stderr
 
 
-def test_pull_info_list_rm_round_trip(fake_hub, bundled_sha256, localagent_home):
-    home = localagent_home
-    pulled = cli("models", "pull", "fake-smol", home=home, endpoint=fake_hub.url)
+def test_pull_info_list_rm_round_trip(fake_hub, bundled_sha256, localagent_home, cli):
+    pulled = subprocess_cli("models", "pull", "fake-smol", home=localagent_home, endpoint=fake_hub.url)
     assert pulled.returncode == 0, pulled.stderr
     assert bundled_sha256 in pulled.stdout and "ready" in pulled.stdout
     assert pulled.stderr == ""  # no progress bar when stderr is not a terminal
 
     fake_hub.stop()  # everything below works without the hub
-    info = json.loads(cli("models", "info", "fake-smol", "--json", home=home).stdout)
+    info = json.loads(cli("models", "info", "fake-smol", "--json").stdout)
     assert info["installed"] and info["sha256"] == bundled_sha256 and info["size_bytes"] == 98362432
     assert info["gguf"]["architecture"] == "llama" and info["gguf"]["context_length"] == 8192
     assert info["gguf"]["template_knows_tools"] is False and info["default_n_ctx"] == 8192
     assert info["kv_bytes_at_default_n_ctx"] == 23040 * 8192
 
-    table = cli("models", "info", "fake-smol", home=home)
+    table = cli("models", "info", "fake-smol")
     assert table.returncode == 0 and "architecture" in table.stdout and bundled_sha256 in table.stdout
 
-    listed = json.loads(cli("models", "list", "--json", home=home).stdout)
+    listed = json.loads(cli("models", "list", "--json").stdout)
     rows = {r["alias"]: r for r in listed["models"]}
     assert listed["available_ram"] > 0
     assert rows["fake-smol"]["status"] == "installed" and rows["fake-smol"]["kv_estimated"] is False
     assert isinstance(rows["fake-smol"]["fits"], bool)
     assert rows["smollm2-135m"]["status"] == "bundled" and rows["qwen-small"]["status"] == "not installed"
 
-    removed = cli("models", "rm", "fake-smol", home=home)
+    removed = cli("models", "rm", "fake-smol")
     assert removed.returncode == 0 and "removed fake-smol" in removed.stdout
-    gone = json.loads(cli("models", "list", "--json", home=home).stdout)
+    gone = json.loads(cli("models", "list", "--json").stdout)
     assert {r["alias"]: r["status"] for r in gone["models"]}["fake-smol"] == "not installed"
 
 
-def test_list_table():
-    done = cli("models", "list", home=os.environ["LOCALAGENT_HOME"])
+def test_list_table(cli):
+    done = cli("models", "list")
     assert done.returncode == 0
     assert done.stdout.splitlines()[0].split()[:2] == ["MODEL", "QUANT"]
     assert any(line.startswith("qwen-small ") for line in done.stdout.splitlines())
 
 
-def test_info_of_a_model_not_installed_uses_only_the_catalog(localagent_home):
-    done = cli("models", "info", "qwen-small", "--json", home=localagent_home, offline=True)
+def test_info_of_a_model_not_installed_uses_only_the_catalog(cli, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    done = cli("models", "info", "qwen-small", "--json")
     data = json.loads(done.stdout)
     assert data["installed"] is False and data["catalog"]["repo"] == "Qwen/Qwen2.5-1.5B-Instruct-GGUF"
 
 
-def test_doctor_json(localagent_home):
-    done = cli("doctor", "--json", home=localagent_home)
+def test_doctor_json(cli, localagent_home):
+    done = cli("doctor", "--json")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     host = data["host"]
@@ -86,8 +113,8 @@ def test_doctor_json(localagent_home):
     assert {r["alias"] for r in data["models"]} >= {"smollm2-135m", "qwen-small"}
 
 
-def test_doctor_table(localagent_home):
-    done = cli("doctor", home=localagent_home)
+def test_doctor_table(cli):
+    done = cli("doctor")
     assert done.returncode == 0
     assert "llama.cpp system info" in done.stdout and "fit in available RAM" in done.stdout
 
@@ -101,40 +128,43 @@ def test_doctor_table(localagent_home):
         (("models", "pull", "qwen-small", "--quant", "Q1"), ("has no quant 'Q1'", "Q8_0")),
     ],
 )
-def test_user_errors(localagent_home, args, fragments):
-    assert_user_error(cli(*args, home=localagent_home), *fragments)
+def test_user_errors(cli, args, fragments):
+    assert_user_error(cli(*args), *fragments)
 
 
-def test_offline_pull_is_one_line(localagent_home):
+def test_user_error_from_the_console_script(localagent_home):
+    assert_user_error(subprocess_cli("models", "pull", "qwen-smal", home=localagent_home), "'qwen-small'")
+
+
+def test_offline_pull_is_one_line(cli, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert_user_error(
-        cli("models", "pull", "qwen-small", home=localagent_home, offline=True),
+        cli("models", "pull", "qwen-small"),
         "model 'qwen-small' is not on this machine and offline mode is on",
         "models import",
     )
 
 
-def test_unreachable_hub_is_one_line(localagent_home):
+def test_unreachable_hub_is_one_line(cli, monkeypatch):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert_user_error(
-        cli("models", "pull", "qwen-small", home=localagent_home, endpoint=f"http://127.0.0.1:{port}"),
-        "cannot reach the hub",
-    )
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert_user_error(cli("models", "pull", "qwen-small"), "cannot reach the hub")
 
 
-def test_import_truncated_gguf(localagent_home, bundled_gguf, tmp_path):
+def test_import_truncated_gguf(cli, localagent_home, bundled_gguf, tmp_path):
     cut = tmp_path / "cut.gguf"
     with bundled_gguf.open("rb") as fh:
         cut.write_bytes(fh.read(1_000_000))
-    assert_user_error(cli("models", "import", str(cut), "--name", "cut", home=localagent_home), "truncated", str(cut))
+    assert_user_error(cli("models", "import", str(cut), "--name", "cut"), "truncated", str(cut))
     assert not (localagent_home / "models" / "imported").exists() or not any((localagent_home / "models" / "imported").rglob("*.gguf"))
 
 
-def test_unwritable_store(localagent_home, bundled_gguf):
+def test_unwritable_store(cli, localagent_home, bundled_gguf):
     (localagent_home / "models").write_text("not a folder")
     assert_user_error(
-        cli("models", "import", str(bundled_gguf), "--name", "smol", home=localagent_home),
+        cli("models", "import", str(bundled_gguf), "--name", "smol"),
         "cannot write to the model store",
         "LOCALAGENT_HOME",
     )
