@@ -23,7 +23,7 @@ from localagent.bench.checks import run_checks
 from localagent.bench.results import ResultsDB, RunDir, key_of, locate_run, new_run_id, utc_now
 from localagent.bench.schema import CheckResult, HostInfo, RunInfo, TrialResult
 from localagent.bench.tasks import Task, default_tasks_dir, load_tasks, make_workspace
-from localagent.catalog import PSEUDO_MODELS, Catalog, HostedModel, cost_usd, load_catalog
+from localagent.catalog import PSEUDO_MODELS, Catalog, HostedModel, Price, cost_usd, load_catalog
 from localagent.engines.base import ChatModel, EngineConfig, ToolMode
 from localagent.errors import ConfigError, LocalAgentError, ResultsError
 from localagent.records import FinalStep, Message, ModelStep, Usage
@@ -81,6 +81,11 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class ModelLoading:
+    model: str
+
+
+@dataclass(frozen=True)
 class ModelLoaded:
     model: str
     load_s: float
@@ -93,7 +98,7 @@ class TrialDone:
     total: int
 
 
-BenchEvent = Union[RunStarted, Notice, ModelLoaded, TrialDone]
+BenchEvent = Union[RunStarted, Notice, ModelLoading, ModelLoaded, TrialDone]
 
 
 @dataclass(frozen=True)
@@ -267,7 +272,7 @@ class _ModelFacts:
     engine: dict[str, Any]
     file_bytes: int | None = None
     kv_cache_bytes: int | None = None
-    price: Any = None  # catalog.Price for hosted models
+    price: Price | None = None  # hosted models only
 
 
 def _oracle_script(task: Task) -> list[dict[str, Any]]:
@@ -280,7 +285,7 @@ def _pseudo_model(alias: str, task: Task) -> ChatModel:
     return OracleModel(_oracle_script(task)) if alias == "oracle" else NoopModel()
 
 
-def run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, task: Task, trial: int) -> TrialResult:
+def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, task: Task, trial: int) -> TrialResult:
     """One trial in a fresh workspace; a failure of the harness itself becomes a runtime_error
     result instead of ending the bench."""
     from localagent.agent import Agent, AgentConfig
@@ -463,10 +468,11 @@ def _run_local(plan: _Plan, alias: str, record: _Recorder, emit: Callable[[Bench
     if plan.kinds[alias] == "pseudo":
         for task, trial in pending:
             model = _pseudo_model(alias, task)
-            record(run_trial(plan, alias, model, _ModelFacts("pseudo", model.describe()), task, trial))
+            record(_run_trial(plan, alias, model, _ModelFacts("pseudo", model.describe()), task, trial))
         return
     from localagent.engines import open_model
 
+    emit(ModelLoading(alias))
     model = open_model(alias, _engine_config(plan.config))
     try:
         plan.info.load_s[alias] = round(model.load_s, 3)
@@ -474,7 +480,7 @@ def _run_local(plan: _Plan, alias: str, record: _Recorder, emit: Callable[[Bench
         emit(ModelLoaded(alias, model.load_s))
         facts = _local_facts(model)
         for task, trial in pending:
-            record(run_trial(plan, alias, model, facts, task, trial))
+            record(_run_trial(plan, alias, model, facts, task, trial))
     finally:
         model.close()
 
@@ -489,7 +495,7 @@ def _run_hosted(plan: _Plan, alias: str, catalog: Catalog, record: _Recorder) ->
     facts = _ModelFacts("hosted", model.describe(), price=entry.price)
     pool = ThreadPoolExecutor(max_workers=plan.config.jobs, thread_name_prefix=f"bench-{alias}")
     try:
-        futures: list[Future[TrialResult]] = [pool.submit(run_trial, plan, alias, model, facts, t, k) for t, k in pending]
+        futures: list[Future[TrialResult]] = [pool.submit(_run_trial, plan, alias, model, facts, t, k) for t, k in pending]
         for future in as_completed(futures):
             record(future.result())
     finally:

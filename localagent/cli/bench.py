@@ -39,6 +39,8 @@ class BenchProgress:
             self._note(f"run {event.info.run_id}: {len(event.info.task_ids)} tasks x {event.info.trials} trial(s), results in {event.run_dir}")
         elif isinstance(event, runner.Notice):
             self.console.print(f"[yellow]{escape(event.text)}[/yellow]")
+        elif isinstance(event, runner.ModelLoading):
+            self._note(f"loading {event.model} ...")
         elif isinstance(event, runner.ModelLoaded):
             self._note(f"loaded {event.model} in {event.load_s:.1f} s")
         elif isinstance(event, runner.TrialDone):
