@@ -44,7 +44,11 @@ def main() -> None:
 
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
+        try:  # typer >= 0.23 bundles its own copy of click, whose errors are not click's
+            from typer._click.exceptions import ClickException as TyperClickException
+        except ImportError:
+            TyperClickException = click.ClickException
+        if isinstance(exc, (click.ClickException, TyperClickException)):
             exc.show()
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
