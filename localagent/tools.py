@@ -227,7 +227,7 @@ def _count_lines(path: Path) -> int:
     return count + (last != b"\n")
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -270,7 +270,7 @@ def read_file(ws: Workspace, args: ReadFileArgs) -> str:
     if total == 0:
         return f"({args.path} is empty)"
     if start > total:
-        raise ToolError(f"start_line {start} is past the end of {args.path} ({_plural(total, 'line')})")
+        raise ToolError(f"start_line {start} is past the end of {args.path} ({plural(total, 'line')})")
     text = "".join(shown)
     notes = []
     if long_line is not None:

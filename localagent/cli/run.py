@@ -1,0 +1,220 @@
+"""`localagent run PROMPT`: one agent run in a workspace, shown as it happens."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from localagent import __version__, settings
+from localagent.agent import Agent, AgentConfig
+from localagent.catalog import load_catalog
+from localagent.cli.app import app
+from localagent.engines.base import ChatModel, EngineConfig
+from localagent.engines.scripted import NoopModel
+from localagent.errors import ConfigError
+from localagent.memory import PeakMemory, format_bytes
+from localagent.records import FinalStep, ModelStep, Step, ToolCall, ToolStep, as_dict
+from localagent.tools import Workspace, plural
+from localagent.trace import TraceWriter
+
+STOP_HINTS = {
+    "max_steps": "raise --max-steps, or split the task",
+    "timeout": "raise --time-limit",
+    "context_overflow": "the conversation outgrew the model's context; use a model with a longer context or a smaller task",
+    "repeated_invalid_call": "the model kept making the same invalid call; try a larger model or --tool-mode json",
+    "repeated_failing_call": "the model kept repeating a call that fails; try a larger model",
+    "engine_error": "run with --debug, or check the model with `localagent models verify`",
+    "api_error": "check the API key, the endpoint and your quota",
+}
+
+
+class ToolModeChoice(str, enum.Enum):
+    auto = "auto"
+    json = "json"
+    native = "native"
+
+
+def _call_text(call: ToolCall, width: int = 60) -> str:
+    """read_file(path='README.md'), long values shortened."""
+    if not call.valid and not call.arguments:
+        return call.name or "(unparsed call)"
+    parts = []
+    for key, value in call.arguments.items():
+        shown = repr(value)
+        if len(shown) > width:
+            shown = shown[: width - 5] + "...'"
+        parts.append(f"{key}={shown}")
+    return f"{call.name}({', '.join(parts)})"
+
+
+class Progress:
+    """Tokens and tool calls on stderr as they happen; silent when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.enabled = enabled
+        self._mid_line = False
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self._end_line()
+            self.console.print(f"[dim]{escape(text)}[/dim]")
+
+    def token(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(escape(text), end="", style="dim")
+            self._mid_line = True
+
+    def _end_line(self) -> None:
+        if self._mid_line:
+            self.console.print()
+            self._mid_line = False
+
+    def step(self, step: Step) -> None:
+        if not self.enabled or isinstance(step, FinalStep):
+            return
+        self._end_line()
+        if isinstance(step, ModelStep):
+            usage = step.reply.usage
+            self.console.print(
+                f"[dim]step {step.step}: {usage.input_tokens} tokens in, {usage.output_tokens} out, "
+                f"{step.reply.timings.total_s:.2f} s[/dim]"
+            )
+        elif isinstance(step, ToolStep):
+            mark = "[red]✗[/red]" if step.error else "[green]→[/green]"
+            self.console.print(f"{mark} {escape(_call_text(step.call))}")
+            if step.error:
+                self.console.print(f"  [red]{escape(step.error)}[/red]")
+            else:
+                lines = step.result.count("\n") + 1
+                self.console.print(f"  [dim]{lines} lines, {len(step.result)} chars[/dim]")
+
+
+def summary_line(final: FinalStep, load_s: float, memory: PeakMemory) -> str:
+    usage = final.usage
+    cached = f" ({usage.cached_input_tokens} cached)" if usage.cached_input_tokens else ""
+    invalid = f" ({final.invalid_tool_calls} invalid)" if final.invalid_tool_calls else ""
+    return (
+        f"{final.stop_reason} · {plural(final.step, 'step')} · {plural(final.tool_calls, 'tool call')}{invalid} · "
+        f"tokens {usage.input_tokens} in{cached} / {usage.output_tokens} out · "
+        f"{final.wall_s:.2f} s (model {final.model_s:.2f} s, load {load_s:.2f} s) · "
+        f"peak RSS {format_bytes(memory.peak_rss)} (anon {format_bytes(memory.peak_anon)})"
+    )
+
+
+def result_json(final: FinalStep, model: ChatModel, engine: dict[str, Any], memory: PeakMemory, workspace: Workspace, trace: Path | None) -> dict[str, Any]:
+    return {
+        "answer": final.answer,
+        "stop_reason": final.stop_reason,
+        "error": final.error,
+        "model": model.name,
+        "tool_mode": engine.get("tool_mode"),
+        "engine": engine,
+        "steps": final.step,
+        "tool_calls": final.tool_calls,
+        "invalid_tool_calls": final.invalid_tool_calls,
+        "usage": as_dict(final.usage),
+        "prompt_tokens_evaluated": final.prompt_tokens_evaluated,
+        "timings": {"wall_s": final.wall_s, "model_s": final.model_s, "tool_s": final.tool_s, "load_s": model.load_s},
+        "memory": memory.as_dict(),
+        "workspace": str(workspace.root),
+        "trace": str(trace) if trace else None,
+    }
+
+
+def _open(alias: str, config: EngineConfig) -> ChatModel:
+    if alias == "noop":
+        return NoopModel()
+    if alias == "oracle":
+        raise ConfigError(
+            "the oracle replays a benchmark task's reference solution; it has none for a free prompt",
+            hint="use it with `localagent bench --model oracle`",
+        )
+    from localagent.engines import open_model  # loads engine modules only when a run starts
+
+    return open_model(alias, config)
+
+
+@app.command()
+def run(
+    prompt: str = typer.Argument(..., help="What the agent should do."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model alias (local or hosted); default: the catalog's default."),
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w", help="The folder the tools may read and write."),
+    max_steps: int = typer.Option(AgentConfig.max_steps, "--max-steps", min=1, help="Most model calls."),
+    time_limit: float = typer.Option(AgentConfig.time_limit_s, "--time-limit", min=1, help="Wall-clock limit in seconds."),
+    max_tokens: int = typer.Option(AgentConfig.max_tokens, "--max-tokens", min=1, help="Most tokens per model reply."),
+    tool_mode: ToolModeChoice = typer.Option(ToolModeChoice.auto, "--tool-mode", help="How local models call tools."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Write a JSONL trace of every step here."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    offline: bool = typer.Option(False, "--offline", help="Never touch the network."),
+    cpu: bool = typer.Option(False, "--cpu", help="Keep every layer on the CPU."),
+) -> None:
+    """Run the agent on PROMPT in a workspace and print its answer."""
+    ws = Workspace(workspace)
+    alias = model or load_catalog().default
+    engine_config = EngineConfig(tool_mode=tool_mode.value, cpu_only=cpu, offline=offline or settings.offline())
+    agent_config = AgentConfig(max_steps=max_steps, time_limit_s=time_limit, max_tokens=max_tokens)
+    progress = Progress(enabled=sys.stderr.isatty())
+
+    progress.note(f"loading {alias} ...")
+    with PeakMemory() as memory:
+        chat_model = _open(alias, engine_config)
+        try:
+            engine = chat_model.describe()
+            progress.note(f"{alias} ready in {chat_model.load_s:.2f} s ({engine.get('tool_mode') or 'scripted'} tool calls)")
+            agent = Agent(chat_model, ws, agent_config)
+            final = _drive(agent, prompt, progress, trace, _trace_header(alias, engine, prompt, agent))
+        finally:
+            chat_model.close()
+
+    if json_output:
+        print(json.dumps(result_json(final, chat_model, engine, memory, ws, trace), indent=2))
+    else:
+        if final.stop_reason == "answer":
+            print(final.answer)
+        progress.console.print(f"[dim]{escape(summary_line(final, chat_model.load_s, memory))}[/dim]")
+    if final.stop_reason != "answer":
+        if not json_output:
+            print(f"error: the run stopped without an answer ({final.stop_reason}): {final.error}", file=sys.stderr)
+            print(f"hint: {STOP_HINTS[final.stop_reason]}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _trace_header(alias: str, engine: dict[str, Any], prompt: str, agent: Agent) -> dict[str, Any]:
+    return {
+        "model": alias,
+        "engine": engine,
+        "tool_mode": engine.get("tool_mode"),
+        "prompt": prompt,
+        "workspace": str(agent.workspace.root),
+        "localagent_version": __version__,
+        "agent_config": as_dict(agent.config),
+        "system_prompt": agent.system_prompt,
+        "tools": [t.name for t in agent.tools],
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _drive(agent: Agent, prompt: str, progress: Progress, trace: Path | None, header: dict[str, Any]) -> FinalStep:
+    """Run the agent to its end, showing and tracing every step."""
+    final: FinalStep | None = None
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(TraceWriter(trace, header)) if trace else None
+        for step in agent.run(prompt, on_token=progress.token if progress.enabled else None):
+            if writer is not None:
+                writer.write(step)
+            progress.step(step)
+            if isinstance(step, FinalStep):
+                final = step
+    assert final is not None, "Agent.run always ends with a FinalStep"
+    return final
+

@@ -1,0 +1,113 @@
+"""`localagent run` through the real console script, in a subprocess, with the real model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localagent.engines.scripted import NOOP_ANSWER
+
+SCRIPT = Path(sys.executable).with_name("localagent")
+
+
+def localagent(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    # LOCALAGENT_HOME comes from the autouse fixture through os.environ
+    return subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=dict(os.environ)
+    )
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "README.md").write_text("# Demo\n\nThe secret word is banana.\n")
+    return ws
+
+
+def test_unknown_model_is_a_user_error(workspace: Path) -> None:
+    done = localagent("run", "hello", "--model", "smollm2-135n", "--workspace", str(workspace))
+    assert done.returncode == 1
+    assert "error: unknown model 'smollm2-135n'" in done.stderr
+    assert "hint: did you mean 'smollm2-135m'" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_missing_workspace_is_a_user_error(tmp_path: Path) -> None:
+    done = localagent("run", "hello", "--model", "noop", "--workspace", str(tmp_path / "nope"))
+    assert done.returncode == 1
+    assert "error: workspace" in done.stderr and "is not a directory" in done.stderr
+    assert "hint: pass an existing folder" in done.stderr
+
+
+def test_noop_prints_the_answer_then_a_summary_line(workspace: Path) -> None:
+    done = localagent("run", "what is the secret word?", "--model", "noop", cwd=workspace)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == NOOP_ANSWER + "\n"
+    summary = done.stderr.strip().splitlines()[-1]
+    assert summary.startswith("answer · 1 step · 0 tool calls · tokens 0 in / 0 out")
+    assert "peak RSS" in summary
+    assert "step 1" not in done.stderr  # progress is quiet when stderr is not a terminal
+
+
+def test_noop_json_output(workspace: Path) -> None:
+    done = localagent("run", "x", "--model", "noop", "--json", "-w", str(workspace))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["answer"] == NOOP_ANSWER and result["stop_reason"] == "answer" and result["steps"] == 1
+    assert result["model"] == "noop" and result["tool_mode"] is None and result["error"] is None
+    assert set(result["timings"]) == {"wall_s", "model_s", "tool_s", "load_s"}
+    assert result["memory"]["peak_rss_bytes"] > 0 and result["workspace"] == str(workspace.resolve())
+
+
+def test_bad_flag_is_a_usage_error(workspace: Path) -> None:
+    done = localagent("run", "x", "--model", "noop", "--max-steps", "0", "-w", str(workspace))
+    assert done.returncode == 2 and "--max-steps" in done.stderr
+
+
+def test_real_model_end_to_end_json_mode(workspace: Path, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    done = localagent(
+        "run", "Read README.md and tell me the secret word.",
+        "--workspace", str(workspace),
+        "--tool-mode", "json",
+        "--max-steps", "4",
+        "--max-tokens", "64",
+        "--trace", str(trace),
+        "--offline",
+        "--json",
+    )
+    assert done.returncode in (0, 1), done.stderr
+    result = json.loads(done.stdout)
+    assert result["model"] == "smollm2-135m" and result["tool_mode"] == "json"
+    assert result["engine"]["engine"] == "llama.cpp"
+    assert result["stop_reason"] in {"answer", "max_steps", "repeated_invalid_call", "repeated_failing_call"}
+    assert (done.returncode == 0) == (result["stop_reason"] == "answer")
+    assert result["usage"]["input_tokens"] > 0 and result["usage"]["output_tokens"] > 0
+    assert result["prompt_tokens_evaluated"] > 0
+    assert result["timings"]["model_s"] > 0 and result["timings"]["load_s"] > 0
+    assert result["memory"]["peak_rss_bytes"] >= result["memory"]["peak_anon_bytes"] > 0
+
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    header, steps, final = records[0], records[1:-1], records[-1]
+    assert header["kind"] == "header" and header["model"] == "smollm2-135m" and header["tool_mode"] == "json"
+    assert header["prompt"].startswith("Read README.md") and header["workspace"] == str(workspace.resolve())
+    assert header["engine"]["n_ctx"] > 0 and header["localagent_version"]
+    assert final["kind"] == "final" and final["stop_reason"] == result["stop_reason"]
+    assert final["usage"] == result["usage"]
+    models = [r for r in steps if r["kind"] == "model"]
+    assert len(models) == final["step"] and all(r["reply"]["usage"]["input_tokens"] > 0 for r in models)
+    # the conversation grows append-only, so later calls evaluate only the new tokens
+    for r in models[1:]:
+        assert r["reply"]["timings"]["prompt_tokens_evaluated"] < r["reply"]["usage"]["input_tokens"]
+    # json mode: the 135M model's first reply is a valid call of a reading tool
+    tools = [r for r in steps if r["kind"] == "tool"]
+    assert tools, f"the model answered without reading: {final}"
+    first = tools[0]
+    assert first["call"]["name"] in {"read_file", "list_directory", "search_files", "get_file_info"}
+    assert first["invalid"] is False and first["result_chars"] > 0
