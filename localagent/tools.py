@@ -90,6 +90,15 @@ class Tool:
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, flat_schema(self.args_model))
 
+    def parse_arguments(self, arguments: Any) -> BaseModel:
+        """The call's arguments validated against the schema; InvalidToolCall says what is wrong."""
+        if not isinstance(arguments, dict):
+            raise InvalidToolCall(f"arguments for {self.name} must be a JSON object. Expected {self.signature()}")
+        try:
+            return self.args_model.model_validate(arguments)
+        except ValidationError as exc:
+            raise InvalidToolCall(_describe_validation(self, exc)) from exc
+
     def signature(self) -> str:
         """`read_file(path: string, start_line?: integer)`: for error messages."""
         schema = flat_schema(self.args_model)
@@ -476,12 +485,7 @@ def run_tool(workspace: Workspace, call: ToolCall, tools: Sequence[Tool] = TOOLS
     if tool is None:
         names = ", ".join(t.name for t in tools)
         raise InvalidToolCall(f"unknown tool '{call.name}'; the tools are: {names}")
-    if not isinstance(call.arguments, dict):
-        raise InvalidToolCall(f"arguments for {tool.name} must be a JSON object. Expected {tool.signature()}")
-    try:
-        args = tool.args_model.model_validate(call.arguments)
-    except ValidationError as exc:
-        raise InvalidToolCall(_describe_validation(tool, exc)) from exc
+    args = tool.parse_arguments(call.arguments)
     try:
         return tool.fn(workspace, args)
     except OSError as exc:
