@@ -219,6 +219,7 @@ ERROR_CASES = [
     ("escaping-path", edit('"a.txt" = "hello\\n"', '"../a.txt" = "hello\\n"'), 'files."../a.txt"', "inside the workspace", '"../a.txt" ='),
     ("absolute-check-path", edit('kind = "answer_contains"\ntext = "hello"', 'kind = "file_exists"\npath = "/etc/passwd"'), "checks[0].path", "relative to the workspace", 'path = "/etc/passwd"'),
     ("glob-matches-nothing", edit('paths = ["data/**"]', 'paths = ["dta/**"]'), "checks[1].paths", "'dta/**' matches no file", 'paths = ["dta/**"]'),
+    ("file-and-folder", edit('"a.txt" = "hello\\n"', '"a.txt" = "hello\\n"\n"a.txt/b" = "x"'), 'files."a.txt/b"', "both a file and the folder", '"a.txt/b" ='),
     ("too-few-steps", edit("max_steps = 5", "max_steps = 1"), "max_steps", "below the 2 steps", "max_steps = 1"),
     ("reserved-field", edit('tags = ["read"]', 'tags = ["read"]\nsha256 = "abc"'), "sha256", "set by the loader", 'sha256 = "abc"'),
     ("wrong-type", edit('tags = ["read"]', 'tags = "read"'), "tags", "valid list", 'tags = "read"'),

@@ -273,6 +273,11 @@ def _inconsistencies(task: Task) -> list[Located]:
     # one model call per solution step: fewer steps allowed means even the oracle fails
     if task.max_steps is not None and len(task.solution) > task.max_steps:
         out.append((("max_steps",), f"{task.max_steps} is below the {len(task.solution)} steps of the reference solution"))
+    for path in task.files:
+        folders = {"/".join(path.split("/")[:n]) for n in range(1, path.count("/") + 1)}
+        clash = sorted(folders & set(task.files))
+        if clash:
+            out.append((("files", path), f"'{clash[0]}' cannot be both a file and the folder of '{path}'"))
     for i, check in enumerate(task.checks):
         if isinstance(check, Unchanged):
             for pattern in check.paths:
