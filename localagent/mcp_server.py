@@ -251,7 +251,18 @@ class AgentService:
             return
         store.resolve(alias, offline=self.offline, progress=_pull_reporter(alias, report))
 
-    def run(self, prompt: str, *, model: str | None, workspace: str, max_steps: int, tool_mode: ToolMode, report: Report) -> RunResult:
+    def run(
+        self,
+        prompt: str,
+        *,
+        model: str | None,
+        workspace: str,
+        max_steps: int,
+        tool_mode: ToolMode,
+        report: Report,
+        check: Callable[[], None] = lambda: None,
+    ) -> RunResult:
+        """`check` is called between generated tokens; it raises to stop the run."""
         if not prompt.strip():
             raise ConfigError("the prompt is empty", hint="say what the agent should do")
         folder = confine(self.root, workspace)
@@ -266,7 +277,7 @@ class AgentService:
         final: FinalStep | None = None
         with PeakMemory() as memory, self.keeper.use(alias, tool_mode, before_load) as (chat_model, fresh):
             engine = chat_model.describe()
-            for step in Agent(chat_model, folder, agent_config).run(prompt):
+            for step in Agent(chat_model, folder, agent_config).run(prompt, on_token=lambda _: check()):
                 log.info("%s", _log_line(step))
                 if isinstance(step, ModelStep):
                     report(step.step, max_steps, _progress_line(step))
@@ -374,21 +385,39 @@ class _Cancelled(Exception):
     """Raised on a worker thread to stop work whose request was cancelled."""
 
 
-async def _in_thread(ctx: Context, work: Callable[[Report], Any]) -> Any:
-    """Run blocking `work(report)` on a worker thread, where `report` sends a progress
-    notification. A cancelled request stops the work at its next report. LocalAgentError
-    becomes a tool error with its hint."""
-    cancelled = threading.Event()
+class _Channel:
+    """A worker thread's line back to its request: progress notifications, and whether the
+    request was cancelled (the client gave up, or the server is stopping)."""
 
-    def report(progress: float, total: float | None, message: str) -> None:
-        if cancelled.is_set():
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.cancelled = threading.Event()
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
             raise _Cancelled
-        anyio.from_thread.run(ctx.report_progress, progress, total, message)
+
+    def report(self, progress: float, total: float | None, message: str) -> None:
+        self.check()
+        anyio.from_thread.run(self.ctx.report_progress, progress, total, message)
+
+
+async def _in_thread(ctx: Context, work: Callable[[_Channel], Any]) -> Any:
+    """Run blocking `work(channel)` on a worker thread. A cancelled request stops the work
+    at its next check or report. LocalAgentError becomes a tool error with its hint."""
+    channel = _Channel(ctx)
+
+    def guarded(channel: _Channel) -> Any:
+        try:
+            return work(channel)
+        except _Cancelled:
+            log.info("stopped: the request was cancelled")
+            raise
 
     try:
-        return await anyio.to_thread.run_sync(work, report, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(guarded, channel, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
-        cancelled.set()
+        channel.cancelled.set()
         raise
     except LocalAgentError as exc:
         log.info("refused: %s", exc.message)
@@ -407,7 +436,9 @@ def build_server(config: ServerConfig) -> MCPServer:
         try:
             yield
         finally:
-            service.keeper.close()
+            # on a worker thread: a run still holding the model needs the event loop to see
+            # its cancellation (at its next progress report) and let go
+            await anyio.to_thread.run_sync(service.keeper.close)
 
     server = MCPServer("localagent", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
 
@@ -431,8 +462,14 @@ def build_server(config: ServerConfig) -> MCPServer:
         cost. Reports progress once per agent step."""
         return await _in_thread(
             ctx,
-            lambda report: service.run(
-                prompt, model=model, workspace=workspace, max_steps=max_steps, tool_mode=tool_mode, report=report
+            lambda channel: service.run(
+                prompt,
+                model=model,
+                workspace=workspace,
+                max_steps=max_steps,
+                tool_mode=tool_mode,
+                report=channel.report,
+                check=channel.check,
             ),
         )
 
@@ -440,7 +477,7 @@ def build_server(config: ServerConfig) -> MCPServer:
     async def list_models(ctx: Context) -> ModelList:
         """The models run_agent can use: local ones (installed or not, size, RAM needed,
         whether they fit in the RAM available now) and hosted ones."""
-        return await _in_thread(ctx, lambda report: service.list_models())
+        return await _in_thread(ctx, lambda channel: service.list_models())
 
     @tool(ToolAnnotations(title="Download a model", idempotent_hint=True, open_world_hint=True))
     async def pull_model(
@@ -449,7 +486,7 @@ def build_server(config: ServerConfig) -> MCPServer:
     ) -> PullResult:
         """Download a local model from Hugging Face into the model store and verify its
         sha256 (nothing is downloaded when it is installed already). Reports download progress."""
-        return await _in_thread(ctx, lambda report: service.pull(alias, report))
+        return await _in_thread(ctx, lambda channel: service.pull(alias, channel.report))
 
     return server
 
