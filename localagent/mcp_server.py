@@ -35,8 +35,8 @@ from pydantic import BaseModel, Field
 from localagent import __version__, settings, store
 from localagent.agent import Agent, AgentConfig
 from localagent.catalog import PSEUDO_MODELS, Price, cost_usd, load_catalog
-from localagent.errors import ConfigError, LocalAgentError, MissingExtraError
-from localagent.memory import PeakMemory
+from localagent.errors import ConfigError, LocalAgentError, MissingExtraError, ModelLoadError, OfflineError
+from localagent.memory import PeakMemory, format_bytes
 from localagent.records import FinalStep, ModelStep, Step
 from localagent.tools import Workspace
 
@@ -147,15 +147,15 @@ class ModelKeeper:
 
     @contextmanager
     def use(self, alias: str, tool_mode: ToolMode, before_load: Callable[[], None]) -> Iterator[tuple[Any, bool]]:
-        """Yields (model, loaded_fresh). `before_load` runs when a load is needed, before the
-        kept model is unloaded: a request it refuses leaves the kept model loaded."""
+        """Yields (model, loaded_fresh). When a load is needed, the kept model is unloaded
+        first (its memory is what the next one may need), then `before_load` runs."""
         with self._lock:
             self._cancel_timer()
             fresh = self._key != (alias, tool_mode)
             try:
                 if fresh:
-                    before_load()
                     self._unload(f"{alias} ({tool_mode}) was asked for")
+                    before_load()
                     self._model = self._open(alias, tool_mode)
                     self._key = (alias, tool_mode)
                     log.info("loaded %s (tool mode %s) in %.2f s", alias, tool_mode, self._model.load_s)
@@ -244,11 +244,35 @@ class AgentService:
 
         return open_model(alias, EngineConfig(tool_mode=tool_mode, n_ctx=self.config.n_ctx, offline=self.offline))
 
-    def _check_model(self, alias: str, report: Report) -> None:
-        """Refuse an unknown model before the kept one is unloaded; pull a missing one."""
-        catalog = load_catalog()
-        if alias in catalog.hosted or alias in PSEUDO_MODELS:
+    def _is_local(self, alias: str) -> bool:
+        return alias not in load_catalog().hosted and alias not in PSEUDO_MODELS
+
+    def _check_known(self, alias: str) -> None:
+        """ModelNotFoundError, with suggestions, for an alias neither installed nor in the
+        catalog; no network, no download."""
+        if self._is_local(alias):
+            try:
+                store.resolve(alias, offline=True)
+            except OfflineError:
+                pass  # in the catalog, not downloaded yet
+
+    def _prepare(self, alias: str, report: Report) -> None:
+        """With no model loaded: refuse a model too big for the RAM available now (before any
+        download), then pull it if it is missing."""
+        if not self._is_local(alias):
             return
+        from localagent import hardware
+
+        name, quant = store.split_quant(alias)
+        available = hardware.available_ram()
+        rows = store.overview(available)
+        row = next((r for r in rows if r.alias == name and (quant is None or r.quant.upper() == quant.upper())), None)
+        if row is not None and row.fits is False:
+            raise ModelLoadError(
+                f"{alias} needs about {format_bytes(row.required_bytes)} of RAM (weights, KV cache at "
+                f"{row.n_ctx} tokens, headroom); {format_bytes(available)} is available",
+                hint="pick a model that fits (list_models: `fits`), a smaller quant (ALIAS:QUANT), or free memory",
+            )
         store.resolve(alias, offline=self.offline, progress=_pull_reporter(alias, report))
 
     def run(
@@ -268,10 +292,11 @@ class AgentService:
         folder = confine(self.root, workspace)
         catalog = load_catalog()
         alias = model or self.config.default_model or catalog.default
+        self._check_known(alias)  # before the kept model is unloaded for it
         agent_config = AgentConfig(max_steps=max_steps, time_limit_s=self.config.time_limit_s, max_tokens=self.config.max_tokens)
 
         def before_load() -> None:
-            self._check_model(alias, report)
+            self._prepare(alias, report)
             report(0, max_steps, f"loading {alias}")
 
         final: FinalStep | None = None

@@ -220,7 +220,8 @@ def test_pull_keep_alive_and_unreachable_hub(
     root: Path, localagent_home: Path, tmp_path: Path, bundled_gguf: Path, bundled_sha256: str
 ) -> None:
     hub = FakeHub({REPO: {FILE: HubFile(bundled_gguf, bundled_sha256, bundled_gguf.stat().st_size)}}).start()
-    (localagent_home / "models.toml").write_text(USER_CATALOG)
+    huge = '[local.fake-huge]\nrepo = "fakeorg/huge"\nfile = "huge.gguf"\nquant = "Q4_K_M"\nsize_mb = 900000000\ncontext = 8192\n'
+    (localagent_home / "models.toml").write_text(USER_CATALOG + huge)
     log_file = tmp_path / "logs" / "mcp.log"
     params = server_params(root, localagent_home, "--keep-alive", "1", "--log-file", str(log_file), HF_ENDPOINT=hub.url)
 
@@ -241,6 +242,10 @@ def test_pull_keep_alive_and_unreachable_hub(
 
             unknown, _ = await client.call("pull_model", alias="fake-smoll")
             assert unknown.is_error and "did you mean 'fake-smol'" in text_of(unknown)
+
+            too_big, _ = await client.call("run_agent", prompt="hi", model="fake-huge", **CALL)
+            assert too_big.is_error and "fake-huge needs about" in text_of(too_big) and "of RAM" in text_of(too_big)
+            assert not any("/huge/" in r for r in hub.requests), "a model too big for RAM is not downloaded"
 
             ran, _ = await client.call("run_agent", prompt="Say hello.", model="fake-smol", tool_mode="json", max_steps=1)
             assert not ran.is_error and ran.structured_content["model_loaded_fresh"] is True
