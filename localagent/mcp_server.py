@@ -203,6 +203,20 @@ class ModelKeeper:
 # ---------------------------------------------------------------- workspace
 
 
+def server_root(path: Path) -> Path:
+    """The resolved root for `--root`. The filesystem's root is refused: a client that starts
+    the server from `/` (Claude Desktop does) without --root would expose every file."""
+    if not path.expanduser().is_dir():
+        raise ConfigError(f"the server's root {path} is not an existing folder", hint="pass one to --root")
+    root = Workspace(path).root
+    if root == Path(root.anchor):
+        raise ConfigError(
+            f"the server's root would be {root}, the whole filesystem",
+            hint="pass the folder the agent may work in: `localagent mcp --root /path/to/project`",
+        )
+    return root
+
+
 def confine(root: Path, requested: str) -> Path:
     """The folder `requested` names: relative to `root`, or absolute but inside it. Symlinks
     are followed before the check, so a link out of the root is refused like `..`."""
@@ -234,7 +248,7 @@ class AgentService:
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self.root = Workspace(config.root).root
+        self.root = server_root(config.root)
         self.offline = config.offline or settings.offline()
         self.keeper = ModelKeeper(config.keep_alive_s, self._open_model)
 

@@ -274,3 +274,13 @@ def test_pull_keep_alive_and_unreachable_hub(
     log = log_file.read_text()
     assert "unloading fake-smol: idle for 1 s" in log
     assert (tmp_path / "stderr.txt").read_text() == "", "--log-file takes everything stderr would get"
+
+
+def test_started_from_the_filesystem_root_without_root_refuses(localagent_home: Path) -> None:
+    """Claude Desktop starts servers in `/`: without --root that would expose every file."""
+    done = subprocess.run(
+        [sys.executable, "-m", "localagent", "mcp"], cwd="/", stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        env={**os.environ, "LOCALAGENT_HOME": str(localagent_home)}, timeout=60,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "the whole filesystem" in done.stderr and "--root" in done.stderr

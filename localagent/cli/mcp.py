@@ -26,11 +26,10 @@ def mcp_command(
     """Serve the agent to MCP clients (Claude Code, Claude Desktop, Cursor) over stdio.
 
     The client starts this command itself; stdout carries only the protocol."""
-    from localagent.mcp_server import ServerConfig, serve
-    from localagent.tools import Workspace
+    from localagent.mcp_server import ServerConfig, serve, server_root
 
     config = ServerConfig(
-        root=Workspace(root).root,  # ConfigError now, not at the first call, for a missing root
+        root=server_root(root),
         default_model=model,
         keep_alive_s=keep_alive,
         max_tokens=max_tokens,
