@@ -19,12 +19,11 @@ from typing import Any, Callable, Sequence
 
 import psutil
 
+from localagent import hardware
 from localagent.engines import toolcalls
 from localagent.engines.base import EngineConfig
 from localagent.errors import ContextOverflowError, ModelLoadError, ModelNotFoundError
 from localagent.records import Message, Reply, ToolCall, ToolSpec, Timings, Usage
-
-CONTEXT_CAP = 8192  # KV cache grows with n_ctx; agents on small models rarely need more
 
 # The ChatML template, for a GGUF that carries no chat template of its own.
 CHATML_TEMPLATE = (
@@ -71,14 +70,14 @@ class LlamaCppModel:
         sha256: str | None = None,
         preferred_tool_mode: str | None = None,
     ):
-        """`context`: the model's trained context (catalog or GGUF header), capped at
-        CONTEXT_CAP unless `config.n_ctx` says otherwise. `preferred_tool_mode`: the catalog's
+        """`context`: the model's trained context (catalog or GGUF header), capped by
+        hardware.capped_context unless `config.n_ctx` says otherwise. `preferred_tool_mode`: the catalog's
         `tool_calling` advice, followed by `auto` where the template allows it."""
         self.path = Path(path)
         self.name = name or self.path.stem
         self.config = config
         self.sha256 = sha256
-        self.n_ctx = config.n_ctx or min(context or CONTEXT_CAP, CONTEXT_CAP)
+        self.n_ctx = config.n_ctx or hardware.capped_context(context)
         self.n_threads = config.n_threads or physical_cores()
         started = time.perf_counter()
         self._llama, self.n_gpu_layers = _load(self.path, self.n_ctx, self.n_threads, config)

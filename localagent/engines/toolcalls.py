@@ -294,14 +294,16 @@ def _calls_in_block(block: str, ids: Iterable[str]) -> list[ToolCall]:
             break
         items = obj if isinstance(obj, list) else [obj]
         for item in items:
-            calls.append(_call_from_object(item, next(ids), block[pos:end]))
+            calls.append(call_from_object(item, next(ids), block[pos:end]))
         pos = end
     if not calls:
         calls.append(ToolCall("", {}, next(ids), "empty tool call", block))
     return calls
 
 
-def _call_from_object(obj: Any, call_id: str, raw: str) -> ToolCall:
+def call_from_object(obj: Any, call_id: str, raw: str) -> ToolCall:
+    """{"name": ..., "arguments": {...} or JSON text} (or "parameters", or the OpenAI
+    {"function": {...}} shape) -> a ToolCall, with `error` set when it is not a valid call."""
     if not isinstance(obj, dict):
         return ToolCall("", {}, call_id, "a tool call must be a JSON object", raw)
     if isinstance(obj.get("function"), dict):  # OpenAI shape {"type": "function", "function": {...}}
