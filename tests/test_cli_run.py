@@ -73,11 +73,11 @@ def test_bad_flag_is_a_usage_error(workspace: Path) -> None:
 def test_real_model_end_to_end_json_mode(workspace: Path, tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     done = localagent(
-        "run", "Read README.md and tell me the secret word.",
+        "run", "Use the read_file tool to read README.md.",
         "--workspace", str(workspace),
         "--tool-mode", "json",
-        "--max-steps", "4",
-        "--max-tokens", "64",
+        "--max-steps", "2",
+        "--max-tokens", "48",
         "--trace", str(trace),
         "--offline",
         "--json",
@@ -96,7 +96,7 @@ def test_real_model_end_to_end_json_mode(workspace: Path, tmp_path: Path) -> Non
     records = [json.loads(line) for line in trace.read_text().splitlines()]
     header, steps, final = records[0], records[1:-1], records[-1]
     assert header["kind"] == "header" and header["model"] == "smollm2-135m" and header["tool_mode"] == "json"
-    assert header["prompt"].startswith("Read README.md") and header["workspace"] == str(workspace.resolve())
+    assert header["prompt"].startswith("Use the read_file tool") and header["workspace"] == str(workspace.resolve())
     assert header["engine"]["n_ctx"] > 0 and header["localagent_version"]
     assert final["kind"] == "final" and final["stop_reason"] == result["stop_reason"]
     assert final["usage"] == result["usage"]
@@ -105,9 +105,8 @@ def test_real_model_end_to_end_json_mode(workspace: Path, tmp_path: Path) -> Non
     # the conversation grows append-only, so later calls evaluate only the new tokens
     for r in models[1:]:
         assert r["reply"]["timings"]["prompt_tokens_evaluated"] < r["reply"]["usage"]["input_tokens"]
-    # json mode: the 135M model's first reply is a valid call of a reading tool
+    # json mode: the 135M model makes a valid call of a reading tool (what it reads is its call)
     tools = [r for r in steps if r["kind"] == "tool"]
-    assert tools, f"the model answered without reading: {final}"
-    first = tools[0]
-    assert first["call"]["name"] in {"read_file", "list_directory", "search_files", "get_file_info"}
-    assert first["invalid"] is False and first["result_chars"] > 0
+    reading = {"read_file", "list_directory", "search_files", "get_file_info"}
+    assert any(r["call"]["name"] in reading and not r["invalid"] for r in tools), f"no valid call in {tools}"
+    assert all(r["result_chars"] > 0 and r["duration_s"] >= 0 for r in tools)

@@ -19,8 +19,6 @@ from localagent.agent import Agent, AgentConfig
 from localagent.catalog import load_catalog
 from localagent.cli.app import app
 from localagent.engines.base import ChatModel, EngineConfig
-from localagent.engines.scripted import NoopModel
-from localagent.errors import ConfigError
 from localagent.memory import PeakMemory, format_bytes
 from localagent.records import FinalStep, ModelStep, Step, ToolCall, ToolStep, as_dict
 from localagent.tools import Workspace, plural
@@ -95,8 +93,8 @@ class Progress:
             if step.error:
                 self.console.print(f"  [red]{escape(step.error)}[/red]")
             else:
-                lines = step.result.count("\n") + 1
-                self.console.print(f"  [dim]{lines} lines, {len(step.result)} chars[/dim]")
+                lines = len(step.result.splitlines())
+                self.console.print(f"  [dim]{plural(lines, 'line')}, {plural(len(step.result), 'char')}[/dim]")
 
 
 def summary_line(final: FinalStep, load_s: float, memory: PeakMemory) -> str:
@@ -131,19 +129,6 @@ def result_json(final: FinalStep, model: ChatModel, engine: dict[str, Any], memo
     }
 
 
-def _open(alias: str, config: EngineConfig) -> ChatModel:
-    if alias == "noop":
-        return NoopModel()
-    if alias == "oracle":
-        raise ConfigError(
-            "the oracle replays a benchmark task's reference solution; it has none for a free prompt",
-            hint="use it with `localagent bench --model oracle`",
-        )
-    from localagent.engines import open_model  # loads engine modules only when a run starts
-
-    return open_model(alias, config)
-
-
 @app.command()
 def run(
     prompt: str = typer.Argument(..., help="What the agent should do."),
@@ -167,7 +152,9 @@ def run(
 
     progress.note(f"loading {alias} ...")
     with PeakMemory() as memory:
-        chat_model = _open(alias, engine_config)
+        from localagent.engines import open_model  # engine modules load only when a run starts
+
+        chat_model = open_model(alias, engine_config)
         try:
             engine = chat_model.describe()
             progress.note(f"{alias} ready in {chat_model.load_s:.2f} s ({engine.get('tool_mode') or 'scripted'} tool calls)")
