@@ -110,3 +110,28 @@ def test_real_model_end_to_end_json_mode(workspace: Path, tmp_path: Path) -> Non
     reading = {"read_file", "list_directory", "search_files", "get_file_info"}
     assert any(r["call"]["name"] in reading and not r["invalid"] for r in tools), f"no valid call in {tools}"
     assert all(r["result_chars"] > 0 and r["duration_s"] >= 0 for r in tools)
+
+
+def test_progress_shows_tokens_and_tool_calls_on_a_terminal(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from localagent.agent import Agent
+    from localagent.cli.run import Progress
+    from localagent.engines.scripted import OracleModel
+
+    oracle = OracleModel([
+        {"tool": "read_file", "arguments": {"path": "README.md"}},
+        {"tool": "write_file", "arguments": {"path": "notes.txt", "content": "banana " * 40}},
+        {"tool": "read_file", "arguments": {"path": "missing.md"}},
+        {"answer": "banana"},
+    ])
+    progress = Progress(enabled=True)
+    for step in Agent(oracle, workspace).run("x", on_token=progress.token):
+        progress.step(step)
+    err = capsys.readouterr().err
+    assert "→ read_file(path='README.md')" in err and "3 lines, 35 chars" in err
+    assert "→ write_file(path='notes.txt', content='banana banana" in err and "...'" in err  # long value cut
+    assert "✗ read_file(path='missing.md')" in err and "missing.md does not exist" in err
+    streamed, last = err.splitlines()[-2:]
+    assert streamed == "banana" and last.startswith("step 4: 0 tokens in, 0 out")  # tokens, then the step
+
+    Progress(enabled=False).step(step)
+    assert capsys.readouterr().err == ""
