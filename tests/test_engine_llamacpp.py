@@ -279,3 +279,32 @@ def test_native_mode_renders_calls_and_results_and_reuses_the_prefix(native_mode
     second = native_model.chat(history, TOOLS, max_tokens=4)
     assert second.usage.cached_input_tokens >= first.usage.input_tokens - 1
     assert second.timings.prompt_tokens_evaluated < 0.25 * second.usage.input_tokens
+
+
+# --- open_model ---
+
+
+def test_open_model_loads_a_catalog_alias_through_the_store(bundled_gguf):
+    from localagent.engines import open_model
+
+    m = open_model("smollm2-135m", EngineConfig(n_ctx=512, offline=True))
+    try:
+        assert isinstance(m, LlamaCppModel)
+        d = m.describe()
+        assert d["model"] == "smollm2-135m" and d["n_ctx"] == 512 and d["tool_mode"] == "json"
+        assert d["sha256"] and len(d["sha256"]) == 64
+        assert Path(d["path"]).stat().st_size == bundled_gguf.stat().st_size
+    finally:
+        m.close()
+
+
+def test_open_model_pseudo_and_unknown_models():
+    from localagent.engines import open_model
+    from localagent.engines.scripted import NoopModel
+    from localagent.errors import ConfigError
+
+    assert isinstance(open_model("noop"), NoopModel)
+    with pytest.raises(ConfigError, match="oracle"):
+        open_model("oracle")
+    with pytest.raises(ModelNotFoundError):
+        open_model("no-such-model", EngineConfig(offline=True))
