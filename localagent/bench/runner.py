@@ -269,7 +269,6 @@ class _ModelFacts:
     """What is the same for every trial of one model."""
 
     kind: ModelKind
-    engine: dict[str, Any]
     file_bytes: int | None = None
     kv_cache_bytes: int | None = None
     price: Price | None = None  # hosted models only
@@ -311,7 +310,7 @@ def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, ta
         "seed": seed,
         "temperature": config.temperature,
         "prompt": task.prompt,
-        "engine": facts.engine,
+        "engine": model.describe(),
     }
     seen = _Observed(memory=PeakMemory() if facts.kind != "hosted" else None)
     with tempfile.TemporaryDirectory(prefix="localagent-bench-") as tmp:
@@ -330,7 +329,8 @@ def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, ta
                 seen.checks = [CheckResult(kind=c.kind, passed=c.passed, detail=c.detail) for c in outcomes]
         except Exception as exc:  # noqa: BLE001 - recorded as the trial's runtime error
             seen.error = f"{type(exc).__name__}: {exc}"
-    return _result(plan, alias, facts, task, trial, seed, seen, trace_rel)
+    # described after the run: a hosted engine may have switched modes on the first call
+    return _result(plan, alias, facts, task, trial, seed, seen, trace_rel, model.describe())
 
 
 @dataclass
@@ -345,7 +345,15 @@ class _Observed:
 
 
 def _result(
-    plan: _Plan, alias: str, facts: _ModelFacts, task: Task, trial: int, seed: int, seen: _Observed, trace_rel: str
+    plan: _Plan,
+    alias: str,
+    facts: _ModelFacts,
+    task: Task,
+    trial: int,
+    seed: int,
+    seen: _Observed,
+    trace_rel: str,
+    engine: dict[str, Any],
 ) -> TrialResult:
     final, memory, model_steps = seen.final, seen.memory, seen.model_steps
     usage = final.usage if final else sum((s.reply.usage for s in model_steps), Usage())
@@ -392,7 +400,7 @@ def _result(
         kv_cache_bytes=facts.kv_cache_bytes,
         cost_usd=cost_usd(usage, facts.price),
         price_as_of=facts.price.as_of if facts.price else None,
-        engine=facts.engine,
+        engine=engine,
         trace_path=trace_rel,
     )
 
@@ -415,7 +423,7 @@ def _local_facts(model: ChatModel) -> _ModelFacts:
         per_token = ggufinfo.read(path).kv_bytes_per_token
         if per_token and engine.get("n_ctx"):
             kv = per_token * int(engine["n_ctx"])
-    return _ModelFacts("local", engine, file_bytes, kv)
+    return _ModelFacts("local", file_bytes, kv)
 
 
 def reach_baseline(alias: str, config: BenchConfig) -> str | None:
@@ -423,7 +431,7 @@ def reach_baseline(alias: str, config: BenchConfig) -> str | None:
     from localagent.engines import open_model
 
     try:
-        model = open_model(alias, _engine_config(config, max_retries=0, timeout_s=30.0))
+        model = open_model(alias, _engine_config(config, max_retries=1, timeout_s=30.0))
         try:
             model.chat([Message(role="user", content="Reply with OK.")], [], max_tokens=16)
         finally:
@@ -468,7 +476,7 @@ def _run_local(plan: _Plan, alias: str, record: _Recorder, emit: Callable[[Bench
     if plan.kinds[alias] == "pseudo":
         for task, trial in pending:
             model = _pseudo_model(alias, task)
-            record(_run_trial(plan, alias, model, _ModelFacts("pseudo", model.describe()), task, trial))
+            record(_run_trial(plan, alias, model, _ModelFacts("pseudo"), task, trial))
         return
     from localagent.engines import open_model
 
@@ -492,7 +500,7 @@ def _run_hosted(plan: _Plan, alias: str, catalog: Catalog, record: _Recorder) ->
     entry = catalog.get(alias)
     assert isinstance(entry, HostedModel)
     model = open_model(alias, _engine_config(plan.config))
-    facts = _ModelFacts("hosted", model.describe(), price=entry.price)
+    facts = _ModelFacts("hosted", price=entry.price)
     pool = ThreadPoolExecutor(max_workers=plan.config.jobs, thread_name_prefix=f"bench-{alias}")
     try:
         futures: list[Future[TrialResult]] = [pool.submit(_run_trial, plan, alias, model, facts, t, k) for t, k in pending]
