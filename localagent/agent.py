@@ -89,7 +89,9 @@ class Agent:
             Message(role="user", content=prompt),
         ]
 
-        def final(step: int, reason: StopReason, answer: str = "", error: str | None = None) -> FinalStep:
+        def final(
+            step: int, reason: StopReason, answer: str = "", error: str | None = None, hint: str | None = None
+        ) -> FinalStep:
             return FinalStep(
                 step=step,
                 answer=answer,
@@ -102,6 +104,7 @@ class Agent:
                 invalid_tool_calls=totals.invalid_tool_calls,
                 prompt_tokens_evaluated=totals.prompt_tokens_evaluated,
                 error=error,
+                hint=hint,
             )
 
         for step in range(1, self.config.max_steps + 1):
@@ -120,7 +123,7 @@ class Agent:
                 )
             except EngineError as exc:
                 totals.model_s += time.perf_counter() - call_started
-                yield final(step, _stop_reason(exc), error=str(exc))
+                yield final(step, _stop_reason(exc), error=str(exc), hint=exc.hint)
                 return
             totals.model_s += time.perf_counter() - call_started
             totals.usage += reply.usage

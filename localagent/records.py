@@ -156,6 +156,7 @@ class FinalStep:
     invalid_tool_calls: int
     prompt_tokens_evaluated: int
     error: str | None = None
+    hint: str | None = None  # what the user can do about `error` (an engine error's hint)
     kind: Literal["final"] = "final"
 
 

@@ -169,7 +169,7 @@ def test_time_limit(workspace: Path) -> None:
 @pytest.mark.parametrize(
     "error, reason",
     [
-        (ContextOverflowError("the conversation needs 9000 tokens; the context holds 8192"), "context_overflow"),
+        (ContextOverflowError("the conversation needs 9000 tokens; the context holds 8192", hint="raise n_ctx"), "context_overflow"),
         (HostedAPIError("429 after 3 retries"), "api_error"),
         (EngineError("llama_decode returned -3"), "engine_error"),
     ],
@@ -180,6 +180,7 @@ def test_engine_errors_end_the_run_with_a_reason(workspace: Path, error: EngineE
     assert [s.kind for s in steps] == ["model", "tool", "final"]
     final = steps[-1]
     assert final.stop_reason == reason and final.error == str(error) and final.step == 2
+    assert final.hint == error.hint
     assert final.usage.input_tokens == 100  # what the first call used still counts
 
 

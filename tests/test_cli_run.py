@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,20 @@ def test_missing_workspace_is_a_user_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "error: workspace" in done.stderr and "is not a directory" in done.stderr
     assert "hint: pass an existing folder" in done.stderr
+
+
+def test_engine_failure_stops_the_run_with_the_engines_hint(workspace: Path, localagent_home: Path) -> None:
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (localagent_home / "models.toml").write_text(
+        f'[hosted.down]\nprovider = "local"\nmodel = "m"\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+    )
+    done = localagent("run", "hello", "--model", "down", "-w", str(workspace))
+    assert done.returncode == 1 and done.stdout == ""
+    assert "error: the run stopped without an answer (api_error): cannot connect" in done.stderr
+    assert "hint: check base_url" in done.stderr
+    assert done.stderr.splitlines()[0].startswith("api_error · 1 step · 0 tool calls")
 
 
 def test_noop_prints_the_answer_then_a_summary_line(workspace: Path) -> None:

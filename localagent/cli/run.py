@@ -114,6 +114,7 @@ def result_json(final: FinalStep, model: ChatModel, engine: dict[str, Any], memo
         "answer": final.answer,
         "stop_reason": final.stop_reason,
         "error": final.error,
+        "hint": final.hint,
         "model": model.name,
         "tool_mode": engine.get("tool_mode"),
         "engine": engine,
@@ -172,7 +173,7 @@ def run(
     if final.stop_reason != "answer":
         if not json_output:
             print(f"error: the run stopped without an answer ({final.stop_reason}): {final.error}", file=sys.stderr)
-            print(f"hint: {STOP_HINTS[final.stop_reason]}", file=sys.stderr)
+            print(f"hint: {final.hint or STOP_HINTS[final.stop_reason]}", file=sys.stderr)
         raise typer.Exit(1)
 
 
