@@ -158,7 +158,7 @@ class ModelKeeper:
                     before_load()
                     self._model = self._open(alias, tool_mode)
                     self._key = (alias, tool_mode)
-                    log.info("loaded %s (tool mode %s) in %.2f s", alias, tool_mode, self._model.load_s)
+                    log.info("loaded %s in %.2f s: %s", alias, self._model.load_s, self._model.describe())
                 yield self._model, fresh
             finally:
                 self._last_used = time.monotonic()
