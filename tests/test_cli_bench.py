@@ -179,3 +179,18 @@ def test_results_export_and_import_between_homes(localagent_home, tmp_path, monk
 
     proc = localagent("results", "import", str(tmp_path / "missing.json"))
     assert proc.returncode == 1 and "no such file" in proc.stderr
+
+
+def test_progress_on_a_terminal_shows_each_trial_and_notices_always(capsys, localagent_home):
+    from localagent.bench.runner import BenchConfig, run_bench
+    from localagent.cli.bench import BenchProgress
+
+    run_bench(BenchConfig(models=("oracle", "noop"), task_ids=tuple(TIER1[:1])), on_event=BenchProgress(enabled=True))
+    err = capsys.readouterr().err
+    assert f"[1/2] oracle {TIER1[0]} #0 pass" in err
+    assert f"[2/2] noop {TIER1[0]} #0 fail (" in err
+    assert "1 task(s) x 1 trial(s), results in" in err
+
+    quiet = BenchProgress(enabled=False)
+    run_bench(BenchConfig(models=("oracle",), task_ids=tuple(TIER1[:1])), on_event=quiet)
+    assert capsys.readouterr().err == ""

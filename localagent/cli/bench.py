@@ -36,7 +36,7 @@ class BenchProgress:
 
         if isinstance(event, runner.RunStarted):
             self.run_id, self.run_dir = event.info.run_id, event.run_dir
-            self._note(f"run {event.info.run_id}: {len(event.info.task_ids)} tasks x {event.info.trials} trial(s), results in {event.run_dir}")
+            self._note(f"run {event.info.run_id}: {len(event.info.task_ids)} task(s) x {event.info.trials} trial(s), results in {event.run_dir}")
         elif isinstance(event, runner.Notice):
             self.console.print(f"[yellow]{escape(event.text)}[/yellow]")
         elif isinstance(event, runner.ModelLoading):
