@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -163,8 +164,7 @@ def test_run_agent_over_stdio(root: Path, localagent_home: Path, tmp_path: Path)
 
 def _read_reply(proc: subprocess.Popen, want_id: int, seen: list[str]) -> dict:
     """Read stdout lines (every one must be JSON-RPC) until the reply to `want_id`."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while True:
         line = proc.stdout.readline()
         assert line, "the server closed stdout"
         seen.append(line)
@@ -172,7 +172,6 @@ def _read_reply(proc: subprocess.Popen, want_id: int, seen: list[str]) -> dict:
         assert message["jsonrpc"] == "2.0"
         if message.get("id") == want_id:
             return message
-    raise AssertionError(f"no reply to request {want_id}")
 
 
 def test_stdout_carries_only_jsonrpc(root: Path, localagent_home: Path, tmp_path: Path) -> None:
@@ -184,6 +183,9 @@ def test_stdout_carries_only_jsonrpc(root: Path, localagent_home: Path, tmp_path
         env={**os.environ, "LOCALAGENT_HOME": str(localagent_home)},
     )
     seen: list[str] = []
+    # a hang guard, not a timing check: a killed server closes stdout and the test fails there
+    watchdog = threading.Timer(900, proc.kill)
+    watchdog.start()
 
     def send(message: dict) -> None:
         proc.stdin.write(json.dumps({"jsonrpc": "2.0", **message}) + "\n")
@@ -206,8 +208,9 @@ def test_stdout_carries_only_jsonrpc(root: Path, localagent_home: Path, tmp_path
         assert any(json.loads(line).get("method") == "notifications/progress" for line in seen)
         proc.stdin.close()
         rest = proc.stdout.read()
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=120) == 0
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
         stderr.close()
@@ -250,7 +253,7 @@ def test_pull_keep_alive_and_unreachable_hub(
             ran, _ = await client.call("run_agent", prompt="Say hello.", model="fake-smol", tool_mode="json", max_steps=1)
             assert not ran.is_error and ran.structured_content["model_loaded_fresh"] is True
             # keep-alive 1 s: the timer unloads the idle model
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while True:
                 listed, _ = await client.call("list_models")
                 if listed.structured_content["loaded_model"] is None:
