@@ -122,7 +122,7 @@ def bench(
                 f"interrupted: finished trials are saved in {progress.run_dir}\n"
                 f"continue with: localagent bench --resume {progress.run_id}"
             )
-        # sys.exit, not typer.Exit: in standalone_mode=False click returns Exit's code instead of exiting
+        # sys.exit, not typer.Exit(130): main() would print a second, vaguer "interrupted"
         sys.exit(130)
     _show(outcome, json_output)
 
