@@ -85,6 +85,7 @@ class RunResult(BaseModel):
     answer: str = Field(description="The agent's final answer; empty when it did not finish.")
     stop_reason: str = Field(description="answer, max_steps, timeout, context_overflow, repeated_invalid_call, ...")
     error: str | None = Field(description="Why the run stopped without an answer; null after an answer.")
+    hint: str | None = Field(description="What can be done about `error`, when something can.")
     steps: int = Field(description="Model calls made.")
     tool_calls: int = Field(description="File-tool calls the agent made, invalid ones included.")
     invalid_tool_calls: int = Field(description="Tool calls the model got wrong (unknown tool, bad arguments).")
@@ -329,6 +330,7 @@ class AgentService:
             answer=final.answer,
             stop_reason=final.stop_reason,
             error=final.error,
+            hint=final.hint,
             steps=final.step,
             tool_calls=final.tool_calls,
             invalid_tool_calls=final.invalid_tool_calls,

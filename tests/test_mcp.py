@@ -133,6 +133,7 @@ def test_run_agent_over_stdio(root: Path, localagent_home: Path, tmp_path: Path)
             assert run["cost_usd"] == 0
             assert run["success"] == (run["stop_reason"] == "answer")
             assert run["success"] or run["error"]
+            assert "hint" in run
             assert progress and all(m.startswith(f"step {v:g}: ") for v, _, m in progress), progress
             assert [v for v, _, _ in progress] == list(range(1, len(progress) + 1))
             assert {t for _, t, _ in progress} == {CALL["max_steps"]}
