@@ -180,9 +180,10 @@ def test_prefix_reuse_evaluates_only_new_tokens(model):
         Message("tool", "The meeting is at 10 am on Tuesday.", tool_call_id=call.id, name=call.name),
     ]
     second = model.chat(history, TOOLS, max_tokens=40)
-    # the second prompt extends the first: its cached part covers the whole first prompt
+    # the second prompt extends the first: its cached part covers the first prompt and the
+    # reply, kept as the tokens the model generated (all but the last, never evaluated)
     assert second.usage.input_tokens > first.usage.input_tokens
-    assert second.usage.cached_input_tokens >= first.usage.input_tokens - 1
+    assert second.usage.cached_input_tokens >= first.usage.input_tokens + first.usage.output_tokens - 1
     assert second.timings.prompt_tokens_evaluated == second.usage.input_tokens - second.usage.cached_input_tokens
     assert second.timings.prompt_tokens_evaluated < 0.25 * second.usage.input_tokens
     # the same request again evaluates a single token (whose logits start the reply)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import collections
 import ctypes
+import functools
 import json
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import psutil
 from localagent import hardware
 from localagent.engines import toolcalls
 from localagent.engines.base import EngineConfig
-from localagent.errors import ContextOverflowError, ModelLoadError, ModelNotFoundError
+from localagent.errors import ContextOverflowError, EngineError, ModelLoadError, ModelNotFoundError
 from localagent.records import Message, Reply, ToolCall, ToolSpec, Timings, Usage
 
 # The ChatML template, for a GGUF that carries no chat template of its own.
@@ -86,7 +87,8 @@ class LlamaCppModel:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        self._vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
+        vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
+        self._is_end = functools.partial(llama_cpp.llama_vocab_is_eog, vocab)  # end of turn or text
         self.chat_template = self._llama.metadata.get("tokenizer.chat_template")
         self._formatter = Jinja2ChatFormatter(
             template=self.chat_template or CHATML_TEMPLATE,
@@ -96,6 +98,8 @@ class LlamaCppModel:
         self.tool_mode = resolve_tool_mode(config.tool_mode, self.chat_template, preferred_tool_mode)
         self._grammar_cache: tuple[str, Any] | None = None
         self._calls = 0
+        # the last call's prompt and reply, as text and as the tokens in the KV cache
+        self._last: tuple[str, list[int], str, list[int]] = ("", [], "", [])
 
     @classmethod
     def from_alias(cls, alias: str, config: EngineConfig = EngineConfig()) -> LlamaCppModel:
@@ -128,7 +132,7 @@ class LlamaCppModel:
         started = time.perf_counter()
         self._calls += 1
         prompt = self.render(messages, tools)
-        tokens = self.tokenize(prompt)
+        tokens = self._prompt_tokens(prompt)
         if len(tokens) + max_tokens > self.n_ctx:
             raise ContextOverflowError(
                 f"the conversation needs {len(tokens)} prompt tokens plus up to {max_tokens} for the "
@@ -142,7 +146,8 @@ class LlamaCppModel:
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
-        n_out, first_at, finish = 0, None, "length"
+        generated: list[int] = []
+        first_at, finish = None, "length"
         # special tokens stay visible in native mode (e.g. Llama's <|python_tag|>)
         special = self.tool_mode == "native"
         generator = self._llama.generate(tokens, temp=temperature, grammar=grammar)
@@ -153,19 +158,21 @@ class LlamaCppModel:
                 if self._is_end(token):
                     finish = "stop"
                     break
-                n_out += 1
+                generated.append(token)
                 piece = decoder.decode(self._llama.detokenize([token], special=special))
                 if piece:
                     pieces.append(piece)
                     if on_token is not None:
                         on_token(piece)
-                if n_out >= max_tokens:
+                if len(generated) >= max_tokens:
                     break
         finally:
             generator.close()
         ended = time.perf_counter()
         pieces.append(decoder.decode(b"", final=True))
         raw = "".join(pieces)
+        self._last = (prompt, tokens, raw, generated)
+        n_out = len(generated)
 
         text, calls = self._parse(raw, tools, truncated=finish == "length")
         if calls and finish == "stop":
@@ -219,6 +226,22 @@ class LlamaCppModel:
 
     # --- internals ---------------------------------------------------------------------------
 
+    def _prompt_tokens(self, prompt: str) -> list[int]:
+        """The prompt's tokens, reusing the last call's: when this prompt continues the last
+        prompt and reply, the reply keeps the tokens the model generated. Sampling (and a
+        grammar above all) often picks tokens other than the ones the tokenizer would choose
+        for the same text, so re-tokenizing the reply would end the cached prefix at its first
+        token and re-evaluate the whole assistant turn every step."""
+        last_prompt, last_tokens, last_reply, generated = self._last
+        for text, tokens in ((last_prompt + last_reply, last_tokens + generated), (last_prompt, last_tokens)):
+            if text and prompt.startswith(text):
+                rest = self.tokenize(prompt[len(text) :])
+                # a tokenizer may read a fragment differently alone (SentencePiece adds a
+                # space): then only the whole prompt is tokenized the right way
+                if self._llama.detokenize(rest, special=True).decode("utf-8", "replace") == prompt[len(text) :]:
+                    return tokens + rest
+        return self.tokenize(prompt)
+
     def _prefill(self, tokens: list[int]) -> int:
         """Evaluate the part of `tokens` not already in the KV cache; return how many that was.
         The last prompt token is always evaluated: its logits start the reply."""
@@ -226,7 +249,11 @@ class LlamaCppModel:
         cached = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
         keep = min(cached, len(tokens) - 1)
         llama.n_tokens = keep  # eval() drops the KV cells past n_tokens before decoding
-        llama.eval(tokens[keep:])
+        try:
+            llama.eval(tokens[keep:])
+        except RuntimeError as exc:
+            llama.n_tokens = 0  # what the KV cache holds is unknown now: start afresh next time
+            raise EngineError(f"llama.cpp failed to evaluate the prompt: {exc}", hint="try a smaller context (n_ctx)") from exc
         return len(tokens) - keep
 
     def _grammar(self, tools: Sequence[ToolSpec]) -> Any:
@@ -234,7 +261,14 @@ class LlamaCppModel:
 
         schema = json.dumps(toolcalls.json_mode_schema(tools))
         if self._grammar_cache is None or self._grammar_cache[0] != schema:
-            self._grammar_cache = (schema, LlamaGrammar.from_string(json_mode_gbnf(schema)))
+            try:
+                grammar = LlamaGrammar.from_string(json_mode_gbnf(schema))
+            except Exception as exc:  # the converter raises bare Exceptions for schemas it cannot express
+                raise EngineError(
+                    f"cannot turn the tools' argument schemas into a grammar: {exc}",
+                    hint="simplify the tool schemas, or use the native tool mode",
+                ) from exc
+            self._grammar_cache = (schema, grammar)
         return self._grammar_cache[1]
 
     def _parse(self, raw: str, tools: Sequence[ToolSpec], *, truncated: bool) -> tuple[str, tuple[ToolCall, ...]]:
@@ -243,11 +277,6 @@ class LlamaCppModel:
         if self.tool_mode == "json":
             return toolcalls.parse_json_reply(raw.strip(), f"call_{self._calls}", truncated=truncated)
         return toolcalls.parse_native(raw, id_prefix=f"call_{self._calls}_")
-
-    def _is_end(self, token: int) -> bool:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
     def _token_text(self, token: int) -> str:
         if token < 0:
