@@ -21,7 +21,7 @@ from localagent.catalog import HostedModel
 from localagent.engines import toolcalls
 from localagent.engines.base import EngineConfig
 from localagent.errors import ConfigError, ContextOverflowError, HostedAPIError
-from localagent.records import Message, Reply, ToolCall, ToolSpec, Timings, Usage
+from localagent.records import Message, Reply, ToolSpec, Timings, Usage
 
 # OpenAI's reasoning models take max_completion_tokens and only the default temperature
 # The providers whose endpoints follow OpenAI's spec for a tool-only assistant turn (content
