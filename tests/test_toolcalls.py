@@ -96,6 +96,7 @@ def test_json_mode_messages_add_a_system_message_when_there_is_none():
     [
         ('{"tool": "read_file", "arguments": {"path": "a"}}', "", "read_file", {"path": "a"}, None),
         ('{"answer": "done"}', "done", None, None, None),
+        ('{"answer": "two\nlines"}', "two\nlines", None, None, None),
         ('{"tool": "read_file", "arguments": {"path": "a', "", "read_file", {}, "not valid JSON"),
         ('{"tool": "read_file", "arguments": []}', "", "read_file", {}, "must be a JSON object"),
         ('{"something": 1}', "", "", {}, "expected"),

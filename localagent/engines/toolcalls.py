@@ -148,7 +148,8 @@ def json_mode_messages(messages: Sequence[Message], tools: Sequence[ToolSpec]) -
 def parse_json_reply(text: str, call_id: str, *, truncated: bool = False) -> tuple[str, tuple[ToolCall, ...]]:
     """A `json`-mode reply -> (answer text, tool calls). Exactly one of the two is non-empty."""
     try:
-        obj = json.loads(text)
+        # strict=False: small models put raw newlines inside answer strings; the meaning is plain
+        obj = json.loads(text, strict=False)
     except json.JSONDecodeError as exc:
         return "", (_malformed(text, call_id, exc, truncated),)
     if isinstance(obj, dict) and isinstance(obj.get("tool"), str):
