@@ -32,6 +32,10 @@ SYSTEM_PROMPT = (
 # the same failing call this many times in one run means the model is stuck
 REPEAT_LIMIT = 3
 
+# Small models re-issue a call that already succeeded (SmolLM2 reads the same line of README.md
+# until max_steps). The result still goes back, with this note, so the model can move on.
+REPEAT_NOTE = "\n\n(note: you made this exact call at step {step}; the result is the same. Answer now, or call a different tool.)"
+
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -84,6 +88,7 @@ class Agent:
         started = time.perf_counter()
         totals = _Totals()
         failures: dict[str, int] = {}
+        succeeded: dict[str, int] = {}  # call key -> step of its first success
         messages: list[Message] = [
             Message(role="system", content=self.system_prompt),
             Message(role="user", content=prompt),
@@ -137,6 +142,13 @@ class Agent:
             messages.append(Message(role="assistant", content=reply.text, tool_calls=reply.tool_calls))
             for call in reply.tool_calls:
                 tool_step = self._run_call(step, call, started)
+                key = _call_key(call)
+                if tool_step.error is None:
+                    if key in succeeded:
+                        tool_step = dataclasses.replace(
+                            tool_step, result=tool_step.result + REPEAT_NOTE.format(step=succeeded[key])
+                        )
+                    succeeded.setdefault(key, step)
                 totals.tool_calls += 1
                 totals.tool_s += tool_step.duration_s
                 totals.invalid_tool_calls += tool_step.invalid
@@ -146,7 +158,6 @@ class Agent:
                 yield tool_step
                 if tool_step.error is None:
                     continue
-                key = _call_key(call)
                 failures[key] = failures.get(key, 0) + 1
                 if failures[key] >= REPEAT_LIMIT:
                     reason: StopReason = "repeated_invalid_call" if tool_step.invalid else "repeated_failing_call"

@@ -222,3 +222,16 @@ def test_trace_keeps_steps_written_before_a_crash(workspace: Path, tmp_path: Pat
                     raise KeyboardInterrupt
     kinds = [json.loads(line)["kind"] for line in path.read_text().splitlines()]
     assert kinds == ["header", "model", "tool", "model"]
+
+
+def test_a_repeated_successful_call_gets_a_note_and_the_same_result(workspace: Path) -> None:
+    model = ReplayModel(
+        [tool_reply("read_file", path="data/a.csv"), tool_reply("read_file", path="data/a.csv"),
+         Reply(text="done")]
+    )
+    steps = list(Agent(model, workspace).run("read it"))
+    first, second = [s for s in steps if isinstance(s, ToolStep)]
+    assert "made this exact call" not in first.result
+    assert second.result.startswith(first.result)
+    assert "made this exact call at step 1" in second.result
+    assert steps[-1].stop_reason == "answer"
