@@ -11,6 +11,8 @@ One process, one model file, the same prompt tokens and threads for every side:
 2. Prefix reuse: prompt tokens evaluated per step of a scripted 6-step agent conversation
    (the model's calls and a tool result appended each step) versus the prompt length.
    Target: under 25% from step 2 on.
+3. Harness overhead: a real agent run (the loop, the real tools, a temp workspace) and the
+   share of its wall time spent outside model calls. Target: under 2%.
 
 Timings are noisy on shared machines: compare the ratios of one run, not figures across runs.
 """
@@ -21,14 +23,16 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from localagent.agent import Agent, AgentConfig
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel, common_prefix
-from localagent.records import Message, ToolSpec
+from localagent.records import FinalStep, Message, ToolSpec
 
 TOOLS = [
     ToolSpec(
@@ -216,6 +220,22 @@ def conversation_reuse(model: LlamaCppModel, steps: int = 6, max_tokens: int = 4
     return out
 
 
+# --- harness overhead ------------------------------------------------------------------------
+
+
+def harness_overhead(model: LlamaCppModel, max_steps: int = 6) -> FinalStep:
+    """A real agent run on a small workspace; its FinalStep says where the wall time went."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "config").mkdir()
+        (root / "config" / "service.ini").write_text(TOOL_RESULT + "\n")
+        (root / "README.md").write_text("The service's settings live in config/service.ini.\n")
+        agent = Agent(model, root, AgentConfig(max_steps=max_steps, max_tokens=64))
+        *_, final = agent.run("Find where option_5 is configured and tell me its value.")
+    assert isinstance(final, FinalStep)
+    return final
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -241,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         speeds = throughput(model, args.repeats, args.decode_tokens)
         steps = conversation_reuse(model)
+        run = harness_overhead(model)
         settings = model.describe()
     finally:
         model.close()
@@ -254,9 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         for raw in speeds
         if raw != "engine"
     }
+    outside_s = run.wall_s - run.model_s
+    overhead = {"steps": run.step, "tool_calls": run.tool_calls, "wall_s": run.wall_s, "model_s": run.model_s,
+                "tool_s": run.tool_s, "outside_model_s": outside_s, "outside_share": outside_s / run.wall_s}
     if args.json:
         json.dump(
-            {"engine": settings, "throughput": speeds, "ratios": ratios, "conversation": [asdict(s) | {"evaluated_share": s.evaluated_share} for s in steps]},
+            {"engine": settings, "throughput": speeds, "ratios": ratios, "conversation": [asdict(s) | {"evaluated_share": s.evaluated_share} for s in steps],
+             "harness": overhead},
             sys.stdout,
             indent=2,
         )
@@ -276,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'step':>4}{'prompt':>8}{'evaluated':>11}{'share':>8}{'ttft s':>8}")
     for s in steps:
         print(f"{s.step:>4}{s.prompt_tokens:>8}{s.evaluated:>11}{s.evaluated_share:>8.1%}{s.ttft_s:>8.2f}")
+    print(
+        f"\nagent run ({run.step} steps, {run.tool_calls} tool calls, {run.stop_reason}): "
+        f"{run.wall_s:.2f} s wall, {run.model_s:.2f} s in model calls, {run.tool_s * 1000:.1f} ms in tools; "
+        f"outside model calls {outside_s * 1000:.1f} ms = {overhead['outside_share']:.2%} of wall time (target < 2%)"
+    )
     return 0
 
 
