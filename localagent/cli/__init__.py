@@ -3,19 +3,12 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
+# each command module registers its commands on `app` when imported
+from localagent.cli import bench, mcp, models, report, run  # noqa: F401
 from localagent.cli.app import app, state
 from localagent.errors import LocalAgentError
-
-# each module registers its commands on `app` when imported
-for _module in ("models", "run", "bench", "report", "mcp"):
-    try:
-        importlib.import_module(f"localagent.cli.{_module}")
-    except ModuleNotFoundError as exc:  # a command module not written yet
-        if exc.name != f"localagent.cli.{_module}":
-            raise
 
 
 def main() -> None:
