@@ -402,9 +402,9 @@ def _pull_reporter(alias: str, report: Report) -> Callable[[int, int | None], No
 
 def _progress_line(step: ModelStep) -> str:
     """`step 2: read_file(path='README.md')`, or `step 3: answer`."""
-    from localagent.cli.run import _call_text  # the CLI's rendering of a call, so both read alike
+    from localagent.tools import call_text  # the CLI's rendering of a call, so both read alike
 
-    calls = ", ".join(_call_text(c) for c in step.reply.tool_calls)
+    calls = ", ".join(call_text(c) for c in step.reply.tool_calls)
     return f"step {step.step}: {calls or 'answer'}"
 
 

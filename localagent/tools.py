@@ -490,3 +490,16 @@ def run_tool(workspace: Workspace, call: ToolCall, tools: Sequence[Tool] = TOOLS
         return tool.fn(workspace, args)
     except OSError as exc:
         raise ToolError(f"{tool.name} failed: {exc.strerror or exc}") from exc
+
+
+def call_text(call: ToolCall, width: int = 60) -> str:
+    """read_file(path='README.md'), long values shortened."""
+    if not call.valid and not call.arguments:
+        return call.name or "(unparsed call)"
+    parts = []
+    for key, value in call.arguments.items():
+        shown = repr(value)
+        if len(shown) > width:
+            shown = shown[: width - 5] + "...'"
+        parts.append(f"{key}={shown}")
+    return f"{call.name}({', '.join(parts)})"

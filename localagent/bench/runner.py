@@ -274,14 +274,10 @@ class _ModelFacts:
     price: Price | None = None  # hosted models only
 
 
-def _oracle_script(task: Task) -> list[dict[str, Any]]:
-    return [{"answer": s.answer} if s.answer is not None else {"tool": s.tool, "arguments": s.arguments} for s in task.solution]
-
-
 def _pseudo_model(alias: str, task: Task) -> ChatModel:
     from localagent.engines.scripted import NoopModel, OracleModel
 
-    return OracleModel(_oracle_script(task)) if alias == "oracle" else NoopModel()
+    return OracleModel(task.solution_dicts()) if alias == "oracle" else NoopModel()
 
 
 def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, task: Task, trial: int) -> TrialResult:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Sequence, Union, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from localagent.errors import TaskFileError
-from localagent.tools import TOOLS, _describe_validation
+from localagent.tools import TOOLS, InvalidToolCall
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -197,9 +197,9 @@ class SolutionStep(_Strict):
         tool = next((t for t in TOOLS if t.name == info.data.get("tool")), None)
         if tool is not None:
             try:
-                tool.args_model.model_validate(v)
-            except ValidationError as exc:
-                raise ValueError(_describe_validation(tool, exc)) from None
+                tool.parse_arguments(v)
+            except InvalidToolCall as exc:
+                raise ValueError(str(exc)) from None
         return v
 
     @model_validator(mode="after")

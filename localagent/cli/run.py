@@ -20,8 +20,8 @@ from localagent.catalog import load_catalog
 from localagent.cli.app import app
 from localagent.engines.base import ChatModel, EngineConfig
 from localagent.memory import PeakMemory, format_bytes
-from localagent.records import FinalStep, ModelStep, Step, ToolCall, ToolStep, as_dict
-from localagent.tools import Workspace, plural
+from localagent.records import FinalStep, ModelStep, Step, ToolStep, as_dict
+from localagent.tools import Workspace, call_text, plural
 from localagent.trace import TraceWriter
 
 STOP_HINTS = {
@@ -39,19 +39,6 @@ class ToolModeChoice(str, enum.Enum):
     auto = "auto"
     json = "json"
     native = "native"
-
-
-def _call_text(call: ToolCall, width: int = 60) -> str:
-    """read_file(path='README.md'), long values shortened."""
-    if not call.valid and not call.arguments:
-        return call.name or "(unparsed call)"
-    parts = []
-    for key, value in call.arguments.items():
-        shown = repr(value)
-        if len(shown) > width:
-            shown = shown[: width - 5] + "...'"
-        parts.append(f"{key}={shown}")
-    return f"{call.name}({', '.join(parts)})"
 
 
 class Progress:
@@ -89,7 +76,7 @@ class Progress:
             )
         elif isinstance(step, ToolStep):
             mark = "[red]✗[/red]" if step.error else "[green]→[/green]"
-            self.console.print(f"{mark} {escape(_call_text(step.call))}")
+            self.console.print(f"{mark} {escape(call_text(step.call))}")
             if step.error:
                 self.console.print(f"  [red]{escape(step.error)}[/red]")
             else:
