@@ -40,7 +40,7 @@ REPEAT_NOTE = "\n\n(note: you made this exact call at step {step}; the result is
 @dataclass(frozen=True)
 class AgentConfig:
     max_steps: int = 20  # model calls
-    time_limit_s: float = 600.0  # checked between calls; a call in progress is not cut
+    time_limit_s: float = 600.0  # checked between calls and at every generated token
     max_tokens: int = 1024  # per model call
     temperature: float = 0.0
     seed: int | None = None
@@ -55,6 +55,10 @@ class _Totals:
     tool_calls: int = 0
     invalid_tool_calls: int = 0
     prompt_tokens_evaluated: int = 0
+
+
+class _TimeUp(Exception):
+    """Raised from the token callback: the run's time limit passed during a model call."""
 
 
 def _call_key(call: ToolCall) -> str:
@@ -86,7 +90,17 @@ class Agent:
 
     def run(self, prompt: str, on_token: Callable[[str], None] | None = None) -> Iterator[Step]:
         started = time.perf_counter()
+        deadline = started + self.config.time_limit_s
         totals = _Totals()
+
+        # a model that writes 1,000 tokens of a grammar-constrained string can spend minutes in
+        # one call: the limit is checked at every token, and the engine stops where it is
+        def guarded(piece: str) -> None:
+            if time.perf_counter() >= deadline:
+                raise _TimeUp
+            if on_token is not None:
+                on_token(piece)
+
         failures: dict[str, int] = {}
         succeeded: dict[str, int] = {}  # call key -> step of its first success
         messages: list[Message] = [
@@ -113,8 +127,9 @@ class Agent:
             )
 
         for step in range(1, self.config.max_steps + 1):
-            if time.perf_counter() - started >= self.config.time_limit_s:
-                yield final(step - 1, "timeout", error=f"time limit of {self.config.time_limit_s:g} s reached")
+            timeout = f"time limit of {self.config.time_limit_s:g} s reached"
+            if time.perf_counter() >= deadline:
+                yield final(step - 1, "timeout", error=timeout)
                 return
             call_started = time.perf_counter()
             try:
@@ -124,8 +139,12 @@ class Agent:
                     max_tokens=self.config.max_tokens,
                     temperature=self.config.temperature,
                     seed=self.config.seed,
-                    on_token=on_token,
+                    on_token=guarded,
                 )
+            except _TimeUp:
+                totals.model_s += time.perf_counter() - call_started
+                yield final(step, "timeout", error=timeout + " during a model call")
+                return
             except EngineError as exc:
                 totals.model_s += time.perf_counter() - call_started
                 yield final(step, _stop_reason(exc), error=str(exc), hint=exc.hint)

@@ -11,7 +11,7 @@ from localagent.agent import REPEAT_LIMIT, SYSTEM_PROMPT, Agent, AgentConfig
 from localagent.engines.base import ChatModel
 from localagent.engines.scripted import NOOP_ANSWER, NoopModel, OracleModel, ReplayModel
 from localagent.errors import ContextOverflowError, EngineError, HostedAPIError, TaskFileError
-from localagent.records import FinalStep, ModelStep, Reply, Timings, ToolCall, ToolStep, Usage
+from localagent.records import FinalStep, Message, ModelStep, Reply, Timings, ToolCall, ToolStep, Usage
 from localagent.trace import TraceWriter
 
 
@@ -235,3 +235,22 @@ def test_a_repeated_successful_call_gets_a_note_and_the_same_result(workspace: P
     assert second.result.startswith(first.result)
     assert "made this exact call at step 1" in second.result
     assert steps[-1].stop_reason == "answer"
+
+
+def test_time_limit_cuts_a_model_call_in_progress(workspace: Path, bundled_gguf: Path) -> None:
+    from localagent.engines.base import EngineConfig
+    from localagent.engines.llamacpp import LlamaCppModel
+
+    model = LlamaCppModel(bundled_gguf, EngineConfig(n_ctx=2048, tool_mode="json"))
+    try:
+        config = AgentConfig(time_limit_s=0.05, max_tokens=1500)
+        steps = list(Agent(model, workspace, config).run("Write a very long story about every file here."))
+        # the model was called (step 1) and stopped inside that call, not before it
+        assert [s.kind for s in steps] == ["final"]
+        assert steps[0].stop_reason == "timeout" and steps[0].step == 1
+        assert "during a model call" in steps[0].error
+        # the engine is still usable after the cut
+        reply = model.chat([Message("user", "Say hi.")], [], max_tokens=4)
+        assert reply.usage.output_tokens > 0
+    finally:
+        model.close()
