@@ -35,8 +35,8 @@ from pydantic import BaseModel, Field
 from localagent import __version__, settings, store
 from localagent.agent import Agent, AgentConfig
 from localagent.catalog import PSEUDO_MODELS, Price, cost_usd, load_catalog
-from localagent.errors import ConfigError, LocalAgentError, MissingExtraError, ModelLoadError, OfflineError
-from localagent.memory import PeakMemory, format_bytes
+from localagent.errors import ConfigError, LocalAgentError, MissingExtraError, OfflineError
+from localagent.memory import PeakMemory
 from localagent.records import FinalStep, ModelStep, Step
 from localagent.tools import Workspace
 
@@ -276,18 +276,7 @@ class AgentService:
         download), then pull it if it is missing."""
         if not self._is_local(alias):
             return
-        from localagent import hardware
-
-        name, quant = store.split_quant(alias)
-        available = hardware.available_ram()
-        rows = store.overview(available)
-        row = next((r for r in rows if r.alias == name and (quant is None or r.quant.upper() == quant.upper())), None)
-        if row is not None and row.fits is False:
-            raise ModelLoadError(
-                f"{alias} needs about {format_bytes(row.required_bytes)} of RAM (weights, KV cache at "
-                f"{row.n_ctx} tokens, headroom); {format_bytes(available)} is available",
-                hint="pick a model that fits (list_models: `fits`), a smaller quant (ALIAS:QUANT), or free memory",
-            )
+        store.check_fits(alias)
         store.resolve(alias, offline=self.offline, progress=_pull_reporter(alias, report))
 
     def run(

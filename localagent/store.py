@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from localagent import ggufinfo, hardware, settings
 from localagent.catalog import Catalog, LocalModel, load_catalog, suggest
-from localagent.errors import ConfigError, IntegrityError, ModelNotFoundError, OfflineError, StoreError
+from localagent.errors import ConfigError, IntegrityError, ModelLoadError, ModelNotFoundError, OfflineError, StoreError
 from localagent.ggufinfo import GGUFInfo
 from localagent.hub import Progress  # (done, total) callback, or True for a terminal bar
 
@@ -669,6 +669,25 @@ def _status_row(entry: LocalModel | None, m: Manifest | None, available: int) ->
         path=m.path if m else None,
         description=entry.description if entry else f"imported from {m.file}" if m and m.file else "",
     )
+
+
+def check_fits(alias: str) -> None:
+    """Refuse a local model too big for the RAM available now (weights, KV cache at the default
+    context, headroom: the same row `models list` shows), before any download or load."""
+    from localagent.memory import format_bytes
+
+    name, quant = split_quant(alias)
+    available = hardware.available_ram()
+    row = next(
+        (r for r in overview(available) if r.alias == name and (quant is None or r.quant.upper() == quant.upper())),
+        None,
+    )
+    if row is not None and row.fits is False:
+        raise ModelLoadError(
+            f"{alias} needs about {format_bytes(row.required_bytes)} of RAM (weights, KV cache at "
+            f"{row.n_ctx} tokens, headroom); {format_bytes(available)} is available",
+            hint="pick a model that fits (`localagent models list`: FITS), a smaller quant (ALIAS:QUANT), or free memory",
+        )
 
 
 def overview(available: int | None = None) -> list[ModelStatus]:

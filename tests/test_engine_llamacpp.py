@@ -309,3 +309,18 @@ def test_open_model_pseudo_and_unknown_models():
         open_model("oracle")
     with pytest.raises(ModelNotFoundError):
         open_model("no-such-model", EngineConfig(offline=True))
+
+
+def test_open_model_refuses_a_model_too_big_for_ram_before_any_download(localagent_home, monkeypatch):
+    from localagent.engines import open_model
+
+    (localagent_home / "models.toml").write_text(
+        '[local.fake-huge]\nrepo = "fakeorg/huge"\nfile = "huge.gguf"\nquant = "Q4_K_M"\n'
+        "size_mb = 900000000\ncontext = 8192\n"
+    )
+    # a closed port: a download attempt would fail with a DownloadError, not this refusal
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(ModelLoadError, match="needs about .* of RAM") as caught:
+        open_model("fake-huge")
+    assert "models list" in caught.value.hint
+    assert not (localagent_home / "models" / ".partial").exists() or not any((localagent_home / "models" / ".partial").iterdir())

@@ -106,6 +106,7 @@ class LlamaCppModel:
         """Resolve a catalog alias (or an installed model) through the store, then load it."""
         from localagent import store
 
+        store.check_fits(alias)  # before a download of a model this machine cannot hold
         resolved = store.resolve(alias, offline=True if config.offline else None)
         entry = resolved.entry
         return cls(
