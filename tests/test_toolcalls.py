@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from localagent.engines import toolcalls
+from localagent.engines import native_calls, toolcalls
 from localagent.records import Message, ToolCall, ToolSpec
 
 READ = ToolSpec(
@@ -198,7 +198,7 @@ NATIVE_CASES = [
 
 @pytest.mark.parametrize("text, answer, expected", NATIVE_CASES)
 def test_parse_native(text, answer, expected):
-    got_answer, calls = toolcalls.parse_native(text, id_prefix="call_3_")
+    got_answer, calls = native_calls.parse_native(text, id_prefix="call_3_")
     assert got_answer == answer
     assert [(c.name, c.arguments) for c in calls] == expected
     assert all(c.valid for c in calls)
@@ -219,7 +219,7 @@ def test_parse_native(text, answer, expected):
     ],
 )
 def test_parse_native_reports_malformed_calls(text, name, error):
-    _, calls = toolcalls.parse_native(text)
+    _, calls = native_calls.parse_native(text)
     assert len(calls) == 1
     (call,) = calls
     assert not call.valid
@@ -229,7 +229,7 @@ def test_parse_native_reports_malformed_calls(text, name, error):
 
 
 def test_parse_native_reports_an_empty_block():
-    _, (call,) = toolcalls.parse_native("<tool_call>\n</tool_call>")
+    _, (call,) = native_calls.parse_native("<tool_call>\n</tool_call>")
     assert call.error == "empty tool call"
 
 
@@ -238,5 +238,5 @@ def test_parse_native_keeps_good_calls_next_to_a_bad_one():
         '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n'
         '<tool_call>{"name": "b", "arguments": {</tool_call>'
     )
-    _, calls = toolcalls.parse_native(text)
+    _, calls = native_calls.parse_native(text)
     assert [(c.name, c.valid) for c in calls] == [("a", True), ("b", False)]

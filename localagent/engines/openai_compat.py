@@ -18,7 +18,7 @@ import openai
 
 from localagent import settings
 from localagent.catalog import HostedModel
-from localagent.engines import toolcalls
+from localagent.engines import native_calls, toolcalls
 from localagent.engines.base import EngineConfig
 from localagent.errors import ConfigError, ContextOverflowError, HostedAPIError
 from localagent.records import Message, Reply, ToolSpec, Timings, Usage
@@ -259,7 +259,7 @@ def _reply(
     ended: float,
 ) -> Reply:
     calls = tuple(
-        toolcalls.call_from_object(
+        native_calls.call_from_object(
             {"name": c["name"], "arguments": c["arguments"]}, c["id"] or f"call_{i}", c["arguments"]
         )
         for i, c in enumerate(raw_calls, 1)

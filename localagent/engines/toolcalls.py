@@ -1,5 +1,6 @@
-"""Tool calls as text: the `json` mode's schema and instructions, and parsers for what a model
-writes (grammar-constrained JSON, or the native formats of Hermes/Qwen, Llama 3.x, Mistral).
+"""Tool calls as text: the `json` mode's schema, instructions and parser, and the shape in which
+chat templates are given tools, calls and results (native mode). What a model writes in its own
+format is read by native_calls.py.
 
 Pure functions. A reply that cannot be parsed becomes a ToolCall with `error` set (an invalid
 call the loop reports back to the model), never an exception.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from localagent.records import Message, ToolCall, ToolSpec
 
@@ -169,13 +170,13 @@ def _malformed(text: str, call_id: str, exc: json.JSONDecodeError, truncated: bo
         why = "the reply was cut off at max_tokens before its JSON was complete"
     else:
         why = f"the reply is not valid JSON ({exc.msg} at character {exc.pos})"
-    return ToolCall(_guess_name(text), {}, call_id, why, text)
+    return ToolCall(guess_name(text), {}, call_id, why, text)
 
 
 _NAME_RE = re.compile(r'"(?:name|tool)"\s*:\s*"([^"\\]{1,200})"')
 
 
-def _guess_name(text: str) -> str:
+def guess_name(text: str) -> str:
     """The tool name of a call whose JSON is broken, when it can be read (for error messages
     and for spotting the same failing call repeated)."""
     m = _NAME_RE.search(text)
@@ -221,127 +222,9 @@ def template_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
         if m.role == "tool":
             item["tool_call_id"] = m.tool_call_id
             item["name"] = m.name
+        if m.reasoning:
+            # Qwen3/3.5 and SmolLM3 templates show the thinking of the turns after the last
+            # user message again: what the model wrote stays what it reads
+            item["reasoning_content"] = m.reasoning
         out.append(item)
     return out
-
-
-_THINK_RE = re.compile(r"<think>.*?(?:</think>|$)", re.S)
-_HERMES_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
-_FUNCTION_TAG_RE = re.compile(r"<function=([\w.\-]+)>(.*?)(?:</function>|$)", re.S)
-_PARAMETER_RE = re.compile(r"<parameter=([\w.\-]+)>\n?(.*?)\n?</parameter>", re.S)
-_FENCE_RE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
-_PYTHON_TAG = "<|python_tag|>"
-_MISTRAL_TAG = "[TOOL_CALLS]"
-
-
-def parse_native(text: str, id_prefix: str = "call_") -> tuple[str, tuple[ToolCall, ...]]:
-    """Tool calls in a model's own format -> (remaining text, calls).
-
-    Formats: Hermes/Qwen `<tool_call>{...}</tool_call>` (several, or one cut off at the end),
-    `<function=NAME>{...}</function>` and Qwen3-Coder's `<parameter=...>` form, Llama 3.x
-    `<|python_tag|>` and bare `{"name": ..., "parameters": ...}` (several separated by `;` or
-    newlines), Mistral `[TOOL_CALLS][...]`, and a JSON list of calls. Text that is not a call
-    is returned as the answer.
-    """
-    visible = _THINK_RE.sub("", text)
-    ids = (f"{id_prefix}{i}" for i in range(1, 1_000_000))
-
-    blocks = _HERMES_RE.findall(visible)
-    if blocks:
-        calls = tuple(c for block in blocks for c in _calls_in_block(block.strip(), ids))
-        return _HERMES_RE.sub("", visible).strip(), calls
-
-    if _FUNCTION_TAG_RE.search(visible):
-        return _FUNCTION_TAG_RE.sub("", visible).strip(), tuple(_calls_in_block(visible, ids))
-
-    for tag in (_PYTHON_TAG, _MISTRAL_TAG):
-        if tag in visible:
-            before, _, after = visible.partition(tag)
-            return before.strip(), tuple(_calls_in_block(after.strip(), ids))
-
-    stripped = visible.strip()
-    fenced = _FENCE_RE.match(stripped)
-    candidate = fenced.group(1) if fenced else stripped
-    if candidate[:1] in ("{", "[") and _looks_like_call(candidate):
-        return "", tuple(_calls_in_block(candidate, ids))
-    return stripped, ()
-
-
-def _looks_like_call(text: str) -> bool:
-    return bool(re.search(r'"(name|function)"\s*:', text))
-
-
-def _calls_in_block(block: str, ids: Iterable[str]) -> list[ToolCall]:
-    """One or more calls: JSON objects or lists separated by `;`/whitespace, or
-    `<function=NAME>` tags."""
-    ids = iter(ids)
-    tags = _FUNCTION_TAG_RE.findall(block)
-    if tags:
-        return [_function_tag_call(name, body, next(ids)) for name, body in tags]
-    decoder = json.JSONDecoder()
-    calls: list[ToolCall] = []
-    pos = 0
-    while True:
-        while pos < len(block) and block[pos] in " \t\r\n;,":
-            pos += 1
-        if pos >= len(block):
-            break
-        try:
-            obj, end = decoder.raw_decode(block, pos)
-        except json.JSONDecodeError as exc:
-            rest = block[pos:]
-            why = f"tool call is not valid JSON ({exc.msg} at character {exc.pos - pos})"
-            calls.append(ToolCall(_guess_name(rest), {}, next(ids), why, rest))
-            break
-        items = obj if isinstance(obj, list) else [obj]
-        for item in items:
-            calls.append(call_from_object(item, next(ids), block[pos:end]))
-        pos = end
-    if not calls:
-        calls.append(ToolCall("", {}, next(ids), "empty tool call", block))
-    return calls
-
-
-def call_from_object(obj: Any, call_id: str, raw: str) -> ToolCall:
-    """{"name": ..., "arguments": {...} or JSON text} (or "parameters", or the OpenAI
-    {"function": {...}} shape) -> a ToolCall, with `error` set when it is not a valid call."""
-    if not isinstance(obj, dict):
-        return ToolCall("", {}, call_id, "a tool call must be a JSON object", raw)
-    if isinstance(obj.get("function"), dict):  # OpenAI shape {"type": "function", "function": {...}}
-        obj = obj["function"]
-    name = obj.get("name")
-    if not isinstance(name, str) or not name:
-        return ToolCall("", {}, call_id, "the tool call has no 'name'", raw)
-    arguments = obj.get("arguments", obj.get("parameters", {}))
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as exc:
-            return ToolCall(name, {}, call_id, f"the arguments are not valid JSON ({exc.msg})", raw)
-    if arguments is None:
-        arguments = {}
-    if not isinstance(arguments, dict):
-        return ToolCall(name, {}, call_id, "the arguments must be a JSON object", raw)
-    return ToolCall(name, arguments, call_id, None, raw)
-
-
-def _function_tag_call(name: str, body: str, call_id: str) -> ToolCall:
-    raw = f"<function={name}>{body}"
-    body = body.strip()
-    if body.startswith("{"):
-        try:
-            arguments = json.loads(body)
-        except json.JSONDecodeError as exc:
-            return ToolCall(name, {}, call_id, f"the arguments are not valid JSON ({exc.msg})", raw)
-        if not isinstance(arguments, dict):
-            return ToolCall(name, {}, call_id, "the arguments must be a JSON object", raw)
-        return ToolCall(name, arguments, call_id, None, raw)
-    return ToolCall(name, {k: _parameter_value(v) for k, v in _PARAMETER_RE.findall(body)}, call_id, None, raw)
-
-
-def _parameter_value(text: str) -> Any:
-    """Qwen3-Coder writes parameter values bare: numbers, booleans and JSON stay typed."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
