@@ -155,10 +155,20 @@ class Agent:
             reply = _with_call_ids(reply, step)
             yield ModelStep(step=step, reply=reply, elapsed_s=time.perf_counter() - started)
 
+            if reply.finish_reason == "unfinished_thinking":
+                yield final(
+                    step,
+                    "unfinished_thinking",
+                    error=f"the model's thinking did not close within {reply.usage.output_tokens} tokens",
+                    hint="raise --max-tokens, or turn thinking off (--no-think)",
+                )
+                return
             if not reply.tool_calls:
                 yield final(step, "answer", answer=reply.text.strip())
                 return
-            messages.append(Message(role="assistant", content=reply.text, tool_calls=reply.tool_calls))
+            messages.append(
+                Message(role="assistant", content=reply.text, tool_calls=reply.tool_calls, reasoning=reply.reasoning)
+            )
             for call in reply.tool_calls:
                 tool_step = self._run_call(step, call, started)
                 key = _call_key(call)

@@ -98,6 +98,8 @@ class RunResult(BaseModel):
     cost_usd: float = Field(description="Dollars at the catalog's prices; 0 for local models.")
     model: str = Field(description="The model alias that ran.")
     tool_mode: str | None = Field(description="How the model called tools: json (grammar-constrained) or native.")
+    think: bool | None = Field(default=None, description="Whether the model was told to think first; None: not a thinking model.")
+    reasoning_tokens: int = Field(default=0, description="Output tokens the model spent thinking (part of tokens_out).")
     workspace: str = Field(description="The workspace folder, relative to the server's root.")
 
 
@@ -137,28 +139,31 @@ class ModelKeeper:
     second run_agent waits for the first. The unload timer re-checks under the same lock, so
     a model is never closed under a running agent."""
 
-    def __init__(self, keep_alive_s: float, opener: Callable[[str, ToolMode], Any]):
+    def __init__(self, keep_alive_s: float, opener: Callable[[str, ToolMode, bool | None], Any]):
         self.keep_alive_s = keep_alive_s
         self._open = opener
         self._lock = threading.Lock()
-        self._key: tuple[str, ToolMode] | None = None
+        self._key: tuple[str, ToolMode, bool | None] | None = None
         self._model: Any = None
         self._timer: threading.Timer | None = None
         self._last_used = 0.0
 
     @contextmanager
-    def use(self, alias: str, tool_mode: ToolMode, before_load: Callable[[], None]) -> Iterator[tuple[Any, bool]]:
+    def use(
+        self, alias: str, tool_mode: ToolMode, before_load: Callable[[], None], think: bool | None = None
+    ) -> Iterator[tuple[Any, bool]]:
         """Yields (model, loaded_fresh). When a load is needed, the kept model is unloaded
         first (its memory is what the next one may need), then `before_load` runs."""
         with self._lock:
             self._cancel_timer()
-            fresh = self._key != (alias, tool_mode)
+            key = (alias, tool_mode, think)
+            fresh = self._key != key
             try:
                 if fresh:
-                    self._unload(f"{alias} ({tool_mode}) was asked for")
+                    self._unload(f"{alias} ({tool_mode}, think={think}) was asked for")
                     before_load()
-                    self._model = self._open(alias, tool_mode)
-                    self._key = (alias, tool_mode)
+                    self._model = self._open(*key)
+                    self._key = key
                     log.info("loaded %s in %.2f s: %s", alias, self._model.load_s, self._model.describe())
                 yield self._model, fresh
             finally:
@@ -253,11 +258,12 @@ class AgentService:
         self.offline = config.offline or settings.offline()
         self.keeper = ModelKeeper(config.keep_alive_s, self._open_model)
 
-    def _open_model(self, alias: str, tool_mode: ToolMode) -> Any:
+    def _open_model(self, alias: str, tool_mode: ToolMode, think: bool | None) -> Any:
         from localagent.engines import open_model
         from localagent.engines.base import EngineConfig
 
-        return open_model(alias, EngineConfig(tool_mode=tool_mode, n_ctx=self.config.n_ctx, offline=self.offline))
+        config = EngineConfig(tool_mode=tool_mode, n_ctx=self.config.n_ctx, offline=self.offline, think=think)
+        return open_model(alias, config)
 
     def _is_local(self, alias: str) -> bool:
         return alias not in load_catalog().hosted and alias not in PSEUDO_MODELS
@@ -289,6 +295,7 @@ class AgentService:
         tool_mode: ToolMode,
         report: Report,
         check: Callable[[], None] = lambda: None,
+        think: bool | None = None,
     ) -> RunResult:
         """`check` is called between generated tokens; it raises to stop the run."""
         if not prompt.strip():
@@ -304,7 +311,7 @@ class AgentService:
             report(0, max_steps, f"loading {alias}")
 
         final: FinalStep | None = None
-        with PeakMemory() as memory, self.keeper.use(alias, tool_mode, before_load) as (chat_model, fresh):
+        with PeakMemory() as memory, self.keeper.use(alias, tool_mode, before_load, think) as (chat_model, fresh):
             engine = chat_model.describe()
             for step in Agent(chat_model, folder, agent_config).run(prompt, on_token=lambda _: check()):
                 log.info("%s", _log_line(step))
@@ -332,6 +339,8 @@ class AgentService:
             cost_usd=cost_usd(final.usage, hosted.price if hosted else None),
             model=chat_model.name,
             tool_mode=engine.get("tool_mode"),
+            think=engine.get("think"),
+            reasoning_tokens=final.usage.reasoning_tokens,
             workspace=folder.relative_to(self.root).as_posix() or ".",
         )
 
@@ -486,6 +495,10 @@ def build_server(config: ServerConfig) -> MCPServer:
         tool_mode: Annotated[
             ToolMode, Field(description="How the model calls tools: auto (the catalog's advice), json (grammar-constrained) or native.")
         ] = "auto",
+        think: Annotated[
+            bool | None,
+            Field(description="Let the model think before it answers (models that can); default: the model's own."),
+        ] = None,
     ) -> RunResult:
         """Run the local agent on a task in a workspace folder; it can read, list, search,
         write and edit files there. Returns its answer with steps, tokens, time, memory and
@@ -500,6 +513,7 @@ def build_server(config: ServerConfig) -> MCPServer:
                 tool_mode=tool_mode,
                 report=channel.report,
                 check=channel.check,
+                think=think,
             ),
         )
 

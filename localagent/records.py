@@ -45,6 +45,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""
     name: str = ""  # the tool's name, for role "tool"
+    reasoning: str = ""  # an assistant's thinking before `content`, for templates that show it again
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class Timings:
     decode_tokens_per_s: float | None = None
 
 
-FinishReason = Literal["stop", "length", "tool_calls", "error"]
+# unfinished_thinking: the reply opened a think block and never closed it (no answer, no call)
+FinishReason = Literal["stop", "length", "tool_calls", "error", "unfinished_thinking"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Reply:
     timings: Timings = Timings(total_s=0.0)
     finish_reason: FinishReason = "stop"
     raw: str = ""  # what the model produced before parsing, for traces
+    reasoning: str = ""  # the thinking before the answer or calls, never part of `text`
 
 
 # --- agent steps: each is both the loop's event and one trace record ---
@@ -138,6 +141,7 @@ StopReason = Literal[
     "repeated_failing_call",
     "engine_error",
     "api_error",
+    "unfinished_thinking",
 ]
 
 

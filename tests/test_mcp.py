@@ -95,7 +95,7 @@ def test_run_agent_over_stdio(root: Path, localagent_home: Path, tmp_path: Path)
             assert {t.name for t in tools} == TOOLS
             run_tool = next(t for t in tools if t.name == "run_agent")
             # no client-fillable context parameter: only the task's own arguments
-            assert set(run_tool.input_schema["properties"]) == {"prompt", "model", "workspace", "max_steps", "tool_mode"}
+            assert set(run_tool.input_schema["properties"]) == {"prompt", "model", "workspace", "max_steps", "tool_mode", "think"}
             assert run_tool.output_schema is not None and "peak_rss_bytes" in run_tool.output_schema["properties"]
 
             # a call the client gives up on stops, lets go of the model, and keeps it loaded
@@ -125,6 +125,7 @@ def test_run_agent_over_stdio(root: Path, localagent_home: Path, tmp_path: Path)
             assert not result.is_error, text_of(result)
             run = result.structured_content
             assert run["model"] == "smollm2-135m" and run["tool_mode"] == "json"
+            assert run["think"] is False and run["reasoning_tokens"] == 0  # json mode leaves no room to think
             assert run["workspace"] == "proj"
             assert run["model_loaded_fresh"] is False and run["load_s"] == 0
             assert 1 <= run["steps"] <= CALL["max_steps"]

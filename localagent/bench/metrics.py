@@ -23,6 +23,7 @@ _STOP_FAILURES: dict[str, FailureMode] = {
     "repeated_invalid_call": "malformed_tool_call",
     "engine_error": "runtime_error",
     "api_error": "api_error",
+    "unfinished_thinking": "unfinished_thinking",
 }
 
 

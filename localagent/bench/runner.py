@@ -41,6 +41,7 @@ class BenchConfig:
     quick: bool = False  # only tasks tagged "quick"
     trials: int = 1
     tool_mode: ToolMode = "auto"
+    think: bool | None = None  # None: each model's default (the catalog's `thinking`)
     temperature: float = 0.0
     jobs: int = 4  # concurrent trials of a hosted baseline
     out: Path | None = None  # the run folder; None: settings.runs_dir()/<run id>
@@ -212,6 +213,7 @@ def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB) -> _Plan:
         task_ids=[t.id for t in tasks],
         trials=config.trials,
         tool_mode=config.tool_mode,
+        think=config.think,
         temperature=config.temperature,
         price_table=price_table(catalog, config.baselines),
         limits=config.limits,
@@ -238,6 +240,7 @@ def _resume_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB) -> _Plan:
         quick=False,
         trials=info.trials,
         tool_mode=info.tool_mode,  # type: ignore[arg-type]
+        think=info.think,
         temperature=info.temperature,
         max_steps=limits.get("max_steps", config.max_steps),
         time_limit_s=limits.get("time_limit_s", config.time_limit_s),
@@ -405,7 +408,7 @@ def _result(
 
 
 def _engine_config(config: BenchConfig, **overrides: Any) -> EngineConfig:
-    return EngineConfig(tool_mode=config.tool_mode, n_ctx=config.n_ctx, **overrides)
+    return EngineConfig(tool_mode=config.tool_mode, n_ctx=config.n_ctx, think=config.think, **overrides)
 
 
 def _local_facts(model: ChatModel) -> _ModelFacts:

@@ -20,6 +20,7 @@ FailureMode = Literal[
     "context_overflow",
     "runtime_error",  # the engine or harness failed
     "api_error",  # a hosted API failed after retries
+    "unfinished_thinking",  # the model thought until max_tokens (or its end) and never answered
 ]
 
 
@@ -58,6 +59,9 @@ class RunInfo(_Record):
     task_ids: list[str]
     trials: int
     tool_mode: str
+    think: bool | None = Field(
+        default=None, description="--think / --no-think for local models; None: each model's own default"
+    )
     temperature: float
     price_table: str = Field(description="the catalog files and the as_of dates of their prices")
     load_s: dict[str, float] = Field(default_factory=dict, description="model alias -> load seconds")

@@ -17,7 +17,7 @@ from localagent.cli.run import ToolModeChoice
 from localagent.errors import ConfigError
 
 # flags that choose what a run does: a resumed run keeps its own
-RUN_SETTINGS = ("model", "baseline", "tasks", "task", "tier", "trials", "tool_mode", "temperature", "max_steps", "max_tokens", "ctx_tokens", "out", "quick")
+RUN_SETTINGS = ("model", "baseline", "tasks", "task", "tier", "trials", "tool_mode", "think", "temperature", "max_steps", "max_tokens", "ctx_tokens", "out", "quick")
 
 
 class BenchProgress:
@@ -79,6 +79,7 @@ def bench(
     tier: Optional[int] = typer.Option(None, "--tier", min=1, max=4, help="Only tasks of this tier."),
     trials: int = typer.Option(1, "--trials", "-k", min=1, help="Trials per task (pass^k needs K > 1)."),
     tool_mode: ToolModeChoice = typer.Option(ToolModeChoice.auto, "--tool-mode", help="How local models call tools."),
+    think: Optional[bool] = typer.Option(None, "--think/--no-think", help="Let local models think before they answer (templates that take enable_thinking). Default: each model's own."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=2.0, help="At 0 a local model repeats itself: raise it with --trials."),
     max_steps: int = typer.Option(20, "--max-steps", min=1, help="Model calls per trial, for tasks that set none."),
     max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Tokens per model call."),
@@ -103,6 +104,7 @@ def bench(
         quick=quick,
         trials=trials,
         tool_mode=tool_mode.value,
+        think=think,
         temperature=temperature,
         jobs=jobs,
         out=out,

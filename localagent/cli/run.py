@@ -32,6 +32,7 @@ STOP_HINTS = {
     "repeated_failing_call": "the model kept repeating a call that fails; try a larger model",
     "engine_error": "run with --debug, or check the model with `localagent models verify`",
     "api_error": "check the API key, the endpoint and your quota",
+    "unfinished_thinking": "the model's thinking never closed: raise --max-tokens, or turn thinking off with --no-think",
 }
 
 
@@ -126,6 +127,7 @@ def run(
     time_limit: float = typer.Option(AgentConfig.time_limit_s, "--time-limit", min=1, help="Wall-clock limit in seconds."),
     max_tokens: int = typer.Option(AgentConfig.max_tokens, "--max-tokens", min=1, help="Most tokens per model reply."),
     tool_mode: ToolModeChoice = typer.Option(ToolModeChoice.auto, "--tool-mode", help="How local models call tools."),
+    think: Optional[bool] = typer.Option(None, "--think/--no-think", help="Think before answering (models whose template takes enable_thinking). Default: the model's own."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Write a JSONL trace of every step here."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
     offline: bool = typer.Option(False, "--offline", help="Never touch the network."),
@@ -134,7 +136,9 @@ def run(
     """Run the agent on PROMPT in a workspace and print its answer."""
     ws = Workspace(workspace)
     alias = model or load_catalog().default
-    engine_config = EngineConfig(tool_mode=tool_mode.value, cpu_only=cpu, offline=offline or settings.offline())
+    engine_config = EngineConfig(
+        tool_mode=tool_mode.value, cpu_only=cpu, offline=offline or settings.offline(), think=think
+    )
     agent_config = AgentConfig(max_steps=max_steps, time_limit_s=time_limit, max_tokens=max_tokens)
     progress = Progress(enabled=sys.stderr.isatty())
 
@@ -145,7 +149,7 @@ def run(
         chat_model = open_model(alias, engine_config)
         try:
             engine = chat_model.describe()
-            progress.note(f"{alias} ready in {chat_model.load_s:.2f} s ({engine.get('tool_mode') or 'scripted'} tool calls)")
+            progress.note(f"{alias} ready in {chat_model.load_s:.2f} s ({_settings_note(engine, think)})")
             agent = Agent(chat_model, ws, agent_config)
             final = _drive(agent, prompt, progress, trace, _trace_header(alias, engine, prompt, agent))
         finally:
@@ -162,6 +166,16 @@ def run(
             print(f"error: the run stopped without an answer ({final.stop_reason}): {final.error}", file=sys.stderr)
             print(f"hint: {final.hint or STOP_HINTS[final.stop_reason]}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _settings_note(engine: dict[str, Any], think: bool | None) -> str:
+    """`native tool calls, thinking on`; says so when --think could not be honoured."""
+    parts = [f"{engine.get('tool_mode') or 'scripted'} tool calls"]
+    if engine.get("think") is not None:
+        parts.append("thinking " + ("on" if engine["think"] else "off"))
+    if think and not engine.get("think"):
+        parts.append("--think has no effect in json tool mode: its grammar starts the reply with `{`")
+    return ", ".join(parts)
 
 
 def _trace_header(alias: str, engine: dict[str, Any], prompt: str, agent: Agent) -> dict[str, Any]:

@@ -25,6 +25,13 @@ class EngineConfig:
     offline: bool = False  # never touch the network (also settings.offline())
     timeout_s: float = 120.0  # hosted: per request
     max_retries: int = 3  # hosted: on 429 / 5xx
+    # think before answering: None follows the model (the catalog's default, else the
+    # template's); True/False is passed to templates that take `enable_thinking`
+    think: bool | None = None
+    # llama.cpp: memory for state checkpoints of recurrent / hybrid / sliding-window models
+    checkpoint_mib: int = 256
+    # llama.cpp, native mode: a GBNF grammar every reply must follow (json mode has its own)
+    grammar: str | None = None
 
 
 @runtime_checkable

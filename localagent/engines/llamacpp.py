@@ -14,15 +14,19 @@ import collections
 import ctypes
 import functools
 import json
+import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import psutil
 
 from localagent import hardware
-from localagent.engines import toolcalls
+from localagent.engines import native_calls, reasoning, toolcalls
 from localagent.engines.base import EngineConfig
+from localagent.engines.checkpoints import Checkpoint, CheckpointStore
 from localagent.errors import ContextOverflowError, EngineError, ModelLoadError, ModelNotFoundError
 from localagent.records import Message, Reply, ToolCall, ToolSpec, Timings, Usage
 
@@ -58,6 +62,16 @@ def physical_cores() -> int:
     return max(1, psutil.cpu_count(logical=False) or psutil.cpu_count() or 1)
 
 
+@dataclass(frozen=True)
+class Prefill:
+    """A prompt evaluated: its tokens, how many of them ran through the model (the rest came
+    from the cache or a checkpoint), and the logits of the token that would come next."""
+
+    tokens: tuple[int, ...]
+    evaluated: int
+    logits: Any  # numpy float32 array of n_vocab
+
+
 class LlamaCppModel:
     """A ChatModel backed by llama-cpp-python. Not thread-safe: one call at a time."""
 
@@ -70,10 +84,12 @@ class LlamaCppModel:
         context: int | None = None,
         sha256: str | None = None,
         preferred_tool_mode: str | None = None,
+        default_think: bool | None = None,
     ):
         """`context`: the model's trained context (catalog or GGUF header), capped by
         hardware.capped_context unless `config.n_ctx` says otherwise. `preferred_tool_mode`: the catalog's
-        `tool_calling` advice, followed by `auto` where the template allows it."""
+        `tool_calling` advice, followed by `auto` where the template allows it.
+        `default_think`: the catalog's thinking default, used when `config.think` is None."""
         self.path = Path(path)
         self.name = name or self.path.stem
         self.config = config
@@ -96,7 +112,22 @@ class LlamaCppModel:
             bos_token=self._token_text(self._llama.token_bos()),
         )
         self.tool_mode = resolve_tool_mode(config.tool_mode, self.chat_template, preferred_tool_mode)
+        # json mode's grammar makes the first token a `{`: there is no room to think, and a
+        # template that opens a think block by default (Qwen3.5-4B) is told not to
+        self.think = False if self.tool_mode == "json" else (config.think if config.think is not None else default_think)
+        self.recurrent = bool(llama_cpp.llama_model_is_recurrent(self._llama.model))
+        self.hybrid = bool(llama_cpp.llama_model_is_hybrid(self._llama.model))
+        self.n_swa = max(0, int(llama_cpp.llama_model_n_swa(self._llama.model)))
+        # an attention cache cuts back to any prefix; the others need checkpoints
+        self._checkpoints = (
+            CheckpointStore(budget_bytes=config.checkpoint_mib * 2**20)
+            if self.recurrent or self.hybrid or self.n_swa > 0
+            else None
+        )
+        self._boundaries: dict[str, list[int]] = {}  # system prompt + tools -> its tokens
         self._grammar_cache: tuple[str, Any] | None = None
+        self._native_grammar: Any = None
+        self._fold_system = False  # the template has no system role: see _render_chat
         self._calls = 0
         # the last call's prompt and reply, as text and as the tokens in the KV cache
         self._last: tuple[str, list[int], str, list[int]] = ("", [], "", [])
@@ -116,6 +147,7 @@ class LlamaCppModel:
             context=store.default_context(resolved),
             sha256=resolved.sha256,
             preferred_tool_mode=entry.tool_calling if entry is not None else None,
+            default_think=entry.think_default if entry is not None else None,
         )
 
     # --- ChatModel ---------------------------------------------------------------------------
@@ -141,15 +173,16 @@ class LlamaCppModel:
                 hint="raise the context (EngineConfig.n_ctx), lower max_tokens, or shorten the conversation",
             )
         json_mode = self.tool_mode == "json" and bool(tools)
-        grammar = self._grammar(tools) if json_mode else None
-        evaluated = self._prefill(tokens)
+        grammar = self._grammar(tools) if json_mode else self._reply_grammar()
+        evaluated = self._prefill(tokens, self._system_boundary(messages, tools, tokens))
         self._llama.set_seed(self.config.seed if seed is None else seed)
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
         generated: list[int] = []
         first_at, finish = None, "length"
-        # special tokens stay visible in native mode (e.g. Llama's <|python_tag|>)
+        # special tokens stay visible in native mode (e.g. Llama's <|python_tag|>, the think
+        # and tool-call markers of Qwen3.5, LFM2 and Gemma 4)
         special = self.tool_mode == "native"
         generator = self._llama.generate(tokens, temp=temperature, grammar=grammar)
         try:
@@ -175,7 +208,17 @@ class LlamaCppModel:
         self._last = (prompt, tokens, raw, generated)
         n_out = len(generated)
 
-        text, calls = self._parse(raw, tools, truncated=finish == "length")
+        # the template may open the think block itself (Qwen3.5 ends its prompt in `<think>\n`);
+        # json mode's grammar leaves no room for one
+        thought = (
+            reasoning.Thought("", raw)
+            if json_mode
+            else reasoning.split_reasoning(raw, opened=reasoning.prompt_opens_thinking(prompt))
+        )
+        if thought.closed:
+            text, calls = self._parse(thought.text, tools, truncated=finish == "length")
+        else:
+            text, calls, finish = "", (), "unfinished_thinking"
         if calls and finish == "stop":
             finish = "tool_calls"
         ttft = (first_at or ended) - started
@@ -186,8 +229,38 @@ class LlamaCppModel:
             prefill_tokens_per_s=evaluated / ttft if ttft > 0 else None,
             decode_tokens_per_s=(n_out - 1) / (ended - first_at) if first_at and n_out > 1 and ended > first_at else None,
         )
-        usage = Usage(input_tokens=len(tokens), cached_input_tokens=len(tokens) - evaluated, output_tokens=n_out)
-        return Reply(text=text, tool_calls=calls, usage=usage, timings=timings, finish_reason=finish, raw=raw)
+        usage = Usage(
+            input_tokens=len(tokens),
+            cached_input_tokens=len(tokens) - evaluated,
+            output_tokens=n_out,
+            reasoning_tokens=min(n_out, len(self.tokenize(thought.reasoning))) if thought.reasoning else 0,
+        )
+        return Reply(
+            text=text,
+            tool_calls=calls,
+            usage=usage,
+            timings=timings,
+            finish_reason=finish,
+            raw=raw,
+            reasoning=thought.reasoning,
+        )
+
+    def prefill(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> Prefill:
+        """Evaluate a conversation's prompt without generating, through the same cache as
+        `chat`: warms it (a bench's shared system prompt) and gives the next-token logits."""
+        import numpy as np
+        import llama_cpp
+
+        tokens = self._prompt_tokens(self.render(messages, tools))
+        if len(tokens) >= self.n_ctx:
+            raise ContextOverflowError(
+                f"the conversation needs {len(tokens)} prompt tokens, more than the context window of {self.n_ctx}",
+                hint="raise the context (EngineConfig.n_ctx) or shorten the conversation",
+            )
+        evaluated = self._prefill(tokens, self._system_boundary(messages, tools, tokens))
+        n_vocab = self._llama.n_vocab()
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llama.ctx, -1), shape=(n_vocab,)).copy()
+        return Prefill(tokens=tuple(tokens), evaluated=evaluated, logits=logits)
 
     def describe(self) -> dict[str, Any]:
         import llama_cpp
@@ -204,6 +277,31 @@ class LlamaCppModel:
             "gpu_offload": self.n_gpu_layers != 0,
             "load_s": round(self.load_s, 3),
             "llama_cpp": llama_cpp.__version__,
+            "think": self.think,
+            "memory": self.memory_kind,
+            "checkpoints": self.checkpoint_stats(),
+        }
+
+    @property
+    def memory_kind(self) -> str:
+        """How the model remembers the prompt: what decides whether its cache can be cut back."""
+        if self.hybrid:
+            return "hybrid"
+        if self.recurrent:
+            return "recurrent"
+        return f"sliding-window ({self.n_swa})" if self.n_swa > 0 else "attention"
+
+    def checkpoint_stats(self) -> dict[str, int] | None:
+        store = self._checkpoints
+        if store is None:
+            return None
+        return {
+            "count": len(store),
+            "bytes": store.bytes_used,
+            "budget_bytes": store.budget_bytes,
+            "saved": store.saved,
+            "restored": store.restored,
+            "evicted": store.evicted,
         }
 
     def close(self) -> None:
@@ -214,11 +312,55 @@ class LlamaCppModel:
     def render(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> str:
         """The prompt text for this conversation, ending with the assistant's turn opening.
         Earlier turns render the same way every time, so each prompt extends the last one."""
+        return self._render_chat(*self._chat(messages, tools))
+
+    def _chat(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> tuple[list[dict[str, Any]], Any]:
+        """The messages (and tools) in the shape this model's template is given them."""
         if self.tool_mode == "json" and tools:
-            chat = toolcalls.json_mode_messages(messages, tools)
-            return self._formatter(messages=chat).prompt
-        chat = toolcalls.template_messages(messages)
-        return self._formatter(messages=chat, tools=toolcalls.openai_tools(tools) or None).prompt
+            return toolcalls.json_mode_messages(messages, tools), None
+        return toolcalls.template_messages(messages), toolcalls.openai_tools(tools) or None
+
+    def _render_chat(self, chat: list[dict[str, Any]], tools: Any) -> str:
+        extra = {"enable_thinking": self.think} if self.think is not None else {}
+        if self._fold_system:
+            chat = fold_system(chat)
+        try:
+            return self._formatter(messages=chat, tools=tools, **extra).prompt
+        except Exception as exc:  # jinja2 raises many kinds, and templates call raise_exception
+            # Gemma 2's template raises on a system turn; the system prompt then opens the
+            # first user turn, as llama.cpp does for templates without a system role. Decided
+            # once, so every later prompt renders the same way and extends the last one.
+            if not self._fold_system and chat and chat[0]["role"] == "system":
+                try:
+                    prompt = self._formatter(messages=fold_system(chat), tools=tools, **extra).prompt
+                except Exception:
+                    pass
+                else:
+                    self._fold_system = True
+                    return prompt
+            raise EngineError(
+                f"the chat template of {self.name} failed to render the conversation: "
+                f"{type(exc).__name__}: {exc}",
+                hint="try `--tool-mode json` (plain system/user/assistant turns), or a GGUF with a fixed template",
+            ) from exc
+
+    def _system_boundary(self, messages: Sequence[Message], tools: Sequence[ToolSpec], tokens: list[int]) -> int | None:
+        """How many tokens of `tokens` hold the system prompt and the tools, the part every
+        conversation of a bench shares: where two renders that differ only in the first user
+        message part ways. None when there is no system message or the split is unclear."""
+        if self._checkpoints is None or not messages or messages[0].role != "system":
+            return None
+        chat, spec = self._chat(messages[:1], tools)
+        key = json.dumps([chat[:1], spec], sort_keys=True, default=str)
+        if key not in self._boundaries:
+            a, b = (self._render_chat([*chat[:1], {"role": "user", "content": c}], spec) for c in ("A", "B"))
+            self._boundaries[key] = self.tokenize(os.path.commonprefix([a, b]))
+        shared = self._boundaries[key]
+        # the last token may merge with what follows it in the real prompt (BPE): then one less
+        for n in (len(shared), len(shared) - 1):
+            if 0 < n < len(tokens) and tokens[:n] == shared[:n]:
+                return n
+        return None
 
     def tokenize(self, text: str) -> list[int]:
         # the template writes BOS itself where the model wants one, as llama-cpp-python's own
@@ -243,19 +385,99 @@ class LlamaCppModel:
                     return tokens + rest
         return self.tokenize(prompt)
 
-    def _prefill(self, tokens: list[int]) -> int:
-        """Evaluate the part of `tokens` not already in the KV cache; return how many that was.
-        The last prompt token is always evaluated: its logits start the reply."""
+    def _prefill(self, tokens: list[int], boundary: int | None = None) -> int:
+        """Evaluate the part of `tokens` not already in the model's memory; return how many
+        tokens that was. The last prompt token is always evaluated: its logits start the reply.
+        `boundary`: where the shared system prompt (and tools) ends, checkpointed on the way
+        when the memory cannot be cut back (see checkpoints.py)."""
         llama = self._llama
         cached = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
-        keep = min(cached, len(tokens) - 1)
-        llama.n_tokens = keep  # eval() drops the KV cells past n_tokens before decoding
         try:
-            llama.eval(tokens[keep:])
+            keep = self._cut_back(tokens, min(cached, len(tokens) - 1))
+            # checkpoints after the system prompt and one token before the end of the prompt:
+            # the next step restores the latter when its prompt extends this one but the reply
+            # was re-rendered, and so does a retry of this very prompt (after a cancelled reply),
+            # since the last token is always evaluated again for its logits
+            stops = (boundary, len(tokens) - 1) if self._checkpoints is not None else ()
+            for stop in sorted({b for b in stops if b is not None and keep < b < len(tokens)}):
+                llama.eval(tokens[llama.n_tokens : stop])
+                self._checkpoint(tokens[:stop], pinned=stop == boundary)
+            llama.eval(tokens[llama.n_tokens :])
         except RuntimeError as exc:
-            llama.n_tokens = 0  # what the KV cache holds is unknown now: start afresh next time
-            raise EngineError(f"llama.cpp failed to evaluate the prompt: {exc}", hint="try a smaller context (n_ctx)") from exc
+            self._forget()  # what the memory holds is unknown now: start afresh next time
+            raise EngineError(
+                f"llama.cpp failed to evaluate the prompt of {self.name}: {exc}",
+                hint=_eval_hint(exc, len(tokens), self.n_ctx),
+            ) from exc
         return len(tokens) - keep
+
+    def _cut_back(self, tokens: list[int], keep: int) -> int:
+        """Make the memory hold exactly `tokens[:n]` for the largest n <= keep it can; return n.
+
+        An attention cache drops the cells past `keep`. Recurrent state and a sliding window
+        cannot go back (llama.cpp's removal fails or, for a window, leaves cells missing): then
+        the longest checkpoint within `keep` is restored, or the memory starts empty."""
+        import llama_cpp
+
+        llama = self._llama
+        if keep >= llama.n_tokens:
+            return llama.n_tokens
+        memory = llama_cpp.llama_get_memory(llama.ctx)
+        if keep > 0 and not self._memory_reaches_back(memory, keep):
+            checkpoint = self._checkpoints.best(tokens, keep) if self._checkpoints is not None else None
+            keep = checkpoint.n if checkpoint is not None and self._restore(checkpoint) else 0
+        # a recurrent memory refuses to drop a suffix that cuts into its state: start afresh
+        if keep == 0 or not llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
+            llama_cpp.llama_memory_clear(memory, True)
+            keep = 0
+        llama.n_tokens = keep
+        return keep
+
+    def _memory_reaches_back(self, memory: Any, keep: int) -> bool:
+        """Whether cutting the memory back to `keep` tokens leaves what token `keep` needs.
+        The smallest position held is 0 for an attention cache, the last position for
+        recurrent state, and past the window's start for a sliding-window cache that moved on
+        (the test llama-server makes before it falls back to a checkpoint)."""
+        import llama_cpp
+
+        pos_min = llama_cpp.llama_memory_seq_pos_min(memory, 0)
+        return pos_min == 0 or pos_min < keep - self.n_swa
+
+    def _checkpoint(self, tokens: list[int], *, pinned: bool) -> None:
+        """Save the state that cannot be recomputed by cutting back (recurrent state, the
+        sliding window) after `tokens`; the attention cells stay in the cache."""
+        import llama_cpp
+
+        store = self._checkpoints
+        if store is None or store.has(tokens):
+            return
+        ctx, flags = self._llama.ctx, llama_cpp.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        size = llama_cpp.llama_state_seq_get_size_ext(ctx, 0, flags)
+        if size <= 0 or size > store.budget_bytes:
+            return
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data_ext(ctx, buffer, size, 0, flags)
+        if 0 < written <= size:
+            store.add(tokens, ctypes.string_at(buffer, written), pinned=pinned)
+
+    def _restore(self, checkpoint: Checkpoint) -> bool:
+        import llama_cpp
+
+        data = checkpoint.data
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        flags = llama_cpp.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+        if llama_cpp.llama_state_seq_set_data_ext(self._llama.ctx, buffer, len(data), 0, flags) != len(data):
+            return False
+        self._llama.input_ids[: checkpoint.n] = checkpoint.tokens
+        return True
+
+    def _forget(self) -> None:
+        import llama_cpp
+
+        self._llama.n_tokens = 0
+        memory = llama_cpp.llama_get_memory(self._llama.ctx)
+        if memory is not None:
+            llama_cpp.llama_memory_clear(memory, True)
 
     def _grammar(self, tools: Sequence[ToolSpec]) -> Any:
         from llama_cpp import LlamaGrammar
@@ -272,12 +494,25 @@ class LlamaCppModel:
             self._grammar_cache = (schema, grammar)
         return self._grammar_cache[1]
 
+    def _reply_grammar(self) -> Any:
+        """The user's GBNF grammar for native-mode replies (EngineConfig.grammar), compiled once."""
+        if self.config.grammar is None:
+            return None
+        if self._native_grammar is None:
+            from llama_cpp import LlamaGrammar
+
+            try:
+                self._native_grammar = LlamaGrammar.from_string(self.config.grammar, verbose=False)
+            except Exception as exc:  # llama.cpp's parser reports through ValueError or bare Exception
+                raise EngineError(f"the reply grammar does not parse: {exc}", hint="check the GBNF syntax") from exc
+        return self._native_grammar
+
     def _parse(self, raw: str, tools: Sequence[ToolSpec], *, truncated: bool) -> tuple[str, tuple[ToolCall, ...]]:
         if not tools:
             return raw.strip(), ()
         if self.tool_mode == "json":
             return toolcalls.parse_json_reply(raw.strip(), f"call_{self._calls}", truncated=truncated)
-        return toolcalls.parse_native(raw, id_prefix=f"call_{self._calls}_")
+        return native_calls.parse_native(raw, id_prefix=f"call_{self._calls}_", tools=tools)
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -313,6 +548,23 @@ def json_mode_gbnf(schema: str) -> str:
     return grammar.replace('space ":" space', '": "').replace('"," space', '", "')
 
 
+def fold_system(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The system message moved into the first user message, for templates without a system role."""
+    if not chat or chat[0]["role"] != "system":
+        return chat
+    system, rest = chat[0], chat[1:]
+    if rest and rest[0]["role"] == "user":
+        return [{**rest[0], "content": f"{system['content']}\n\n{rest[0]['content']}"}, *rest[1:]]
+    return [{"role": "user", "content": system["content"]}, *rest]
+
+
+def _eval_hint(exc: Exception, n_prompt: int, n_ctx: int) -> str:
+    """A hint that fits the failure: only a full cache is helped by a smaller prompt."""
+    if "returned 1" in str(exc):  # llama_decode: no room in the KV cache for the batch
+        return f"the prompt ({n_prompt} tokens) did not fit the cache: raise the context (n_ctx, now {n_ctx}) or shorten the conversation"
+    return "the engine's memory was reset and the next call starts afresh; if it happens again, report it with the run's trace (--trace FILE)"
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -320,6 +572,25 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+_UNKNOWN_ARCH_RE = re.compile(r"unknown model architecture: '([^']{1,100})'")
+
+# The llama-cpp-python release each family of the catalog was first run with by localagent's
+# tests (tests/archmodels.py builds one of each). Which release first added an architecture is
+# not recorded upstream in one place; this says where it is known to work.
+VERIFIED_ARCHITECTURES = {
+    arch: "0.3.36"
+    for arch in ("llama", "qwen2", "qwen3", "qwen35", "lfm2", "mamba", "mamba2", "gemma3", "gemma4", "granitehybrid", "smollm3")
+}
+
+
+def _architecture_hint(arch: str) -> str:
+    verified = VERIFIED_ARCHITECTURES.get(arch)
+    upgrade = "upgrade llama-cpp-python (`pip install -U llama-cpp-python`; set CMAKE_ARGS as for the first install)"
+    if verified:
+        return f"{upgrade}: '{arch}' runs in llama-cpp-python {verified} and later"
+    return f"{upgrade}, or use a model of a family it knows (`localagent models list`)"
 
 
 def _load(path: Path, n_ctx: int, n_threads: int, config: EngineConfig) -> tuple[Any, int]:
@@ -343,6 +614,13 @@ def _load(path: Path, n_ctx: int, n_threads: int, config: EngineConfig) -> tuple
         )
     except (ValueError, RuntimeError, OSError) as exc:
         detail = "; ".join(_log_errors) or str(exc)
+        unknown = _UNKNOWN_ARCH_RE.search(detail)
+        if unknown:
+            raise ModelLoadError(
+                f"cannot load {path.name}: the llama.cpp inside llama-cpp-python {llama_cpp.__version__} "
+                f"does not know the architecture '{unknown.group(1)}'",
+                hint=_architecture_hint(unknown.group(1)),
+            ) from exc
         raise ModelLoadError(
             f"cannot load {path}: {detail}",
             hint="the file may be truncated or not a GGUF model: `localagent models verify` checks it, "
