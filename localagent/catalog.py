@@ -54,7 +54,16 @@ class LocalModel(_Strict):
     context: int = Field(gt=0)
     license: str = ""
     tool_calling: Literal["native", "json"] = "json"
+    architecture: str = ""  # the GGUF's general.architecture, llama.cpp's name for the family
+    # "none": the model does not think; "on" / "off": it thinks by default or not, and the
+    # template's `enable_thinking` switches it; "always": it cannot be switched off
+    thinking: Literal["none", "on", "off", "always"] = "none"
     bundled: Bundled | None = None
+
+    @property
+    def think_default(self) -> bool | None:
+        """What the engine passes as `enable_thinking` unless the user says (None: nothing)."""
+        return {"none": None, "on": True, "off": False, "always": True}[self.thinking]
 
     @field_validator("sha256")
     @classmethod
@@ -118,17 +127,31 @@ def cost_usd(usage: Usage, price: Price | None) -> float:
 
 
 class Catalog:
-    def __init__(self, local: dict[str, LocalModel], hosted: dict[str, HostedModel], default: str, sources: list[Path]):
+    def __init__(
+        self,
+        local: dict[str, LocalModel],
+        hosted: dict[str, HostedModel],
+        default: str,
+        sources: list[Path],
+        pointers: dict[str, str] | None = None,
+    ):
         self.local = local
         self.hosted = hosted
         self.default = default
         self.sources = sources
+        # [aliases]: a short name that follows the current generation (qwen-small -> qwen3.5-4b)
+        self.pointers = pointers or {}
 
     @cached_property
     def aliases(self) -> list[str]:
-        return [*self.local, *self.hosted]
+        return [*self.local, *self.hosted, *self.pointers]
+
+    def canonical(self, alias: str) -> str:
+        """The entry an [aliases] name points at; any other name unchanged."""
+        return self.pointers.get(alias, alias)
 
     def get(self, alias: str) -> CatalogEntry:
+        alias = self.canonical(alias)
         if alias in self.local:
             return self.local[alias]
         if alias in self.hosted:
@@ -170,7 +193,7 @@ def _line_of(text: str, section: str, alias: str) -> int | None:
     return text.count("\n", 0, m.start()) + 1 if m else None
 
 
-def _parse(path: Path) -> tuple[dict[str, LocalModel], dict[str, HostedModel], str | None]:
+def _parse(path: Path) -> tuple[dict[str, LocalModel], dict[str, HostedModel], str | None, dict[str, str]]:
     try:
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text)
@@ -178,7 +201,7 @@ def _parse(path: Path) -> tuple[dict[str, LocalModel], dict[str, HostedModel], s
         raise ConfigError(f"{path}: not valid TOML: {exc}", hint="fix the file or move it away") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    unknown = set(data) - {"local", "hosted", "default"}
+    unknown = set(data) - {"local", "hosted", "default", "aliases"}
     if unknown:
         raise ConfigError(
             f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}",
@@ -213,7 +236,10 @@ def _parse(path: Path) -> tuple[dict[str, LocalModel], dict[str, HostedModel], s
     default = data.get("default")
     if default is not None and not isinstance(default, str):
         raise ConfigError(f"{path}: 'default' must be a model alias (a string)")
-    return out["local"], out["hosted"], default
+    pointers = data.get("aliases", {})
+    if not isinstance(pointers, dict) or not all(isinstance(v, str) for v in pointers.values()):
+        raise ConfigError(f"{path}: [aliases] must map names to model aliases", hint='write e.g. qwen-small = "qwen3.5-4b"')
+    return out["local"], out["hosted"], default, pointers
 
 
 def load_catalog(user_file: Path | None = None) -> Catalog:
@@ -224,20 +250,33 @@ def load_catalog(user_file: Path | None = None) -> Catalog:
         sources.append(user)
     local: dict[str, LocalModel] = {}
     hosted: dict[str, HostedModel] = {}
+    pointers: dict[str, str] = {}
+    pointer_from: dict[str, Path] = {}
     default, default_from = "smollm2-135m", sources[0]
     for source in sources:
-        more_local, more_hosted, more_default = _parse(source)
-        for alias in more_local:
+        more_local, more_hosted, more_default, more_pointers = _parse(source)
+        for alias in [*more_local, *more_hosted]:
             hosted.pop(alias, None)
-        for alias in more_hosted:
             local.pop(alias, None)
+            pointers.pop(alias, None)  # a user's own entry of that name wins over a shipped alias
+        for name in more_pointers:
+            local.pop(name, None)
+            hosted.pop(name, None)
         local.update(more_local)
         hosted.update(more_hosted)
+        pointers.update(more_pointers)
+        pointer_from.update(dict.fromkeys(more_pointers, source))
         if more_default:
             default, default_from = more_default, source
+    for name, target in pointers.items():
+        if target not in local and target not in hosted:
+            raise ConfigError(
+                f"{pointer_from[name]}: [aliases] {name} points at '{target}', which no entry defines",
+                hint=suggest(target, [*local, *hosted]),
+            )
     if default not in local and default not in hosted:
         raise ConfigError(
             f"{default_from}: 'default' names '{default}', which no catalog entry defines",
             hint=suggest(default, [*local, *hosted]),
         )
-    return Catalog(local, hosted, default, sources)
+    return Catalog(local, hosted, default, sources, pointers)

@@ -352,7 +352,7 @@ def _unknown(alias: str, catalog: Catalog) -> ModelNotFoundError:
             f"'{alias}' is a hosted model: there is nothing to download",
             hint=f"local models: {', '.join(catalog.local)}",
         )
-    known = list(dict.fromkeys([*catalog.local, *installed_aliases]))
+    known = list(dict.fromkeys([*catalog.local, *catalog.pointers, *installed_aliases]))
     return ModelNotFoundError(f"unknown model '{alias}'", hint=suggest(alias, known))
 
 
@@ -409,6 +409,7 @@ def _obtain(
     alias, tagged = split_quant(alias)
     quant = quant or tagged
     catalog = load_catalog()
+    asked, alias = alias, catalog.canonical(alias)  # qwen-small -> the entry it names now
     entry = catalog.local.get(alias)
     if entry is not None and not any_installed_quant:
         quant = _quant_key(entry, quant)
@@ -421,7 +422,7 @@ def _obtain(
     if quant == entry.quant and (manifest := _register_bundled(entry)):
         return _resolved(manifest, entry)
     if offline:
-        raise _offline_error(alias if quant == entry.quant else f"{alias}:{quant}", catalog)
+        raise _offline_error(asked if quant == entry.quant else f"{asked}:{quant}", catalog)
     return _pull_from_hub(entry, quant, progress=progress)
 
 
@@ -539,9 +540,10 @@ def remove(alias: str, *, quant: str | None = None) -> list[InstalledModel]:
     outside the store (a bundled model in site-packages) are never deleted."""
     alias, tagged = split_quant(alias)
     quant = quant or tagged
+    asked, alias = alias, load_catalog().canonical(alias)
     mine = [m for m in installed() if m.alias == alias and (quant is None or m.quant.upper() == quant.upper())]
     if not mine:
-        what = f"{alias}:{quant}" if quant else alias
+        what = f"{asked}:{quant}" if quant else asked
         others = sorted({m.alias for m in installed()})
         raise ModelNotFoundError(
             f"'{what}' is not installed",
@@ -579,7 +581,7 @@ def import_file(path: str | Path, name: str) -> ResolvedModel:
             hint="use letters, digits, '.', '_' and '-' (at most 64, starting with a letter or digit)",
         )
     catalog = load_catalog()
-    if name in catalog.local or name in catalog.hosted:
+    if name in catalog.local or name in catalog.hosted or name in catalog.pointers:
         raise ConfigError(
             f"'{name}' is a catalog model", hint=f"choose another name, or `localagent models pull {name}`"
         )
@@ -677,6 +679,7 @@ def check_fits(alias: str) -> None:
     from localagent.memory import format_bytes
 
     name, quant = split_quant(alias)
+    name = load_catalog().canonical(name)
     available = hardware.available_ram()
     row = next(
         (r for r in overview(available) if r.alias == name and (quant is None or r.quant.upper() == quant.upper())),

@@ -12,10 +12,16 @@ from localagent.errors import ConfigError, ModelNotFoundError
 from localagent.records import Usage
 
 REQUIRED_LOCAL = [
-    "smollm2-135m", "gemma3-270m", "qwen-tiny", "qwen-small", "qwen3-1.7b",
+    "smollm2-135m", "gemma3-270m", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen3-1.7b",
     "qwen3-4b", "llama3.2-1b", "llama3.2-3b", "phi4-mini", "gemma3-1b",
+    # the current small generation (model-families issue)
+    "qwen3.5-0.8b", "qwen3.5-2b", "qwen3.5-4b", "qwen3.5-9b", "gemma4-e2b", "gemma4-e4b",
+    "lfm2.5-1.2b", "granite4-micro", "granite4-h-micro", "granite4.1-3b", "smollm3-3b",
 ]
-REQUIRED_HOSTED = ["gpt-5", "gpt-5-mini", "gpt-5-nano", "claude-opus-4.1", "claude-sonnet-4.5", "claude-haiku-4.5", "gemini-2.5-flash"]
+REQUIRED_HOSTED = [
+    "gpt-5", "gpt-5-mini", "gpt-5-nano", "claude-sonnet-4.5", "claude-haiku-4.5",
+    "gpt-6.1-sol", "gpt-5.4-mini", "claude-sonnet-5.5", "claude-haiku-5.5", "gemini-3.1-pro", "gemini-3-flash",
+]
 
 
 def test_shipped_catalog_has_the_models_the_issue_names():
@@ -26,6 +32,7 @@ def test_shipped_catalog_has_the_models_the_issue_names():
         assert re.fullmatch(r"[\w.-]+/[\w.-]+", entry.repo) and entry.file.endswith(".gguf")
         assert entry.context > 0 and entry.size_mb and entry.params and entry.license
         assert all(f.endswith(".gguf") for f in entry.quants.values())
+        assert entry.architecture, f"{alias} names no architecture"
     for alias in REQUIRED_HOSTED:
         entry = catalog.get(alias)
         assert isinstance(entry, HostedModel) and entry.api_key_env and entry.base_url.startswith("https://")
@@ -108,7 +115,7 @@ def test_malformed_user_file_names_file_entry_and_field(localagent_home, text, f
 
 
 def test_file_for_quants():
-    entry = load_catalog().local_model("qwen-small")
+    entry = load_catalog().local_model("qwen2.5-1.5b")
     assert entry.file_for(None) == entry.file == entry.file_for("q4_k_m")
     assert entry.file_for("q8_0") == "qwen2.5-1.5b-instruct-q8_0.gguf"
     with pytest.raises(ModelNotFoundError) as err:
@@ -149,3 +156,38 @@ PRICE = Price(input=1.25, cached_input=0.125, output=10.0, source="s", as_of="20
 )
 def test_cost_usd(usage, price, dollars):
     assert cost_usd(usage, price) == pytest.approx(dollars)
+
+
+def test_headline_aliases_point_at_the_current_generation():
+    catalog = load_catalog()
+    small = catalog.local_model("qwen-small")
+    assert small.alias == "qwen3.5-4b" and small.architecture == "qwen35" and small.tool_calling == "native"
+    assert catalog.local_model("qwen-tiny").alias == "qwen3.5-0.8b"
+    assert "qwen-small" in catalog.aliases
+
+
+@pytest.mark.parametrize(
+    "thinking, default", [("none", None), ("on", True), ("off", False), ("always", True)]
+)
+def test_thinking_default_per_entry(thinking, default):
+    entry = LocalModel(alias="x", repo="a/b", file="f.gguf", quant="Q4_K_M", context=1, thinking=thinking)
+    assert entry.think_default is default
+
+
+def test_thinking_models_in_the_catalog_say_so():
+    catalog = load_catalog()
+    assert catalog.local["qwen3.5-4b"].think_default is True
+    assert catalog.local["qwen3.5-0.8b"].think_default is False
+    assert catalog.local["smollm2-135m"].think_default is None
+
+
+def test_user_alias_overrides_and_dangling_alias_is_an_error(localagent_home):
+    (localagent_home / "models.toml").write_text('[aliases]\nqwen-small = "qwen2.5-1.5b"\n')
+    assert load_catalog().local_model("qwen-small").alias == "qwen2.5-1.5b"
+    (localagent_home / "models.toml").write_text('[aliases]\nqwen-small = "qwen9"\n')
+    with pytest.raises(ConfigError) as err:
+        load_catalog()
+    assert "models.toml" in str(err.value) and "qwen9" in str(err.value)
+    (localagent_home / "models.toml").write_text('[aliases]\nqwen-small = 3\n')
+    with pytest.raises(ConfigError, match=r"\[aliases\]"):
+        load_catalog()

@@ -80,7 +80,8 @@ def test_pull_info_list_rm_round_trip(fake_hub, bundled_sha256, localagent_home,
     assert listed["available_ram"] > 0
     assert rows["fake-smol"]["status"] == "installed" and rows["fake-smol"]["kv_estimated"] is False
     assert isinstance(rows["fake-smol"]["fits"], bool)
-    assert rows["smollm2-135m"]["status"] == "bundled" and rows["qwen-small"]["status"] == "not installed"
+    assert rows["smollm2-135m"]["status"] == "bundled" and rows["qwen2.5-1.5b"]["status"] == "not installed"
+    assert listed["aliases"] == {"qwen-small": "qwen3.5-4b", "qwen-tiny": "qwen3.5-0.8b"}
 
     removed = cli("models", "rm", "fake-smol")
     assert removed.returncode == 0 and "removed fake-smol" in removed.stdout
@@ -92,14 +93,16 @@ def test_list_table(cli):
     done = cli("models", "list")
     assert done.returncode == 0
     assert done.stdout.splitlines()[0].split()[:2] == ["MODEL", "QUANT"]
-    assert any(line.startswith("qwen-small ") for line in done.stdout.splitlines())
+    assert any(line.startswith("qwen3.5-4b ") for line in done.stdout.splitlines())
+    assert "Aliases: qwen-small = qwen3.5-4b" in done.stdout
 
 
 def test_info_of_a_model_not_installed_uses_only_the_catalog(cli, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     done = cli("models", "info", "qwen-small", "--json")
     data = json.loads(done.stdout)
-    assert data["installed"] is False and data["catalog"]["repo"] == "Qwen/Qwen2.5-1.5B-Instruct-GGUF"
+    assert data["installed"] is False and data["catalog"]["repo"] == "unsloth/Qwen3.5-4B-GGUF"
+    assert data["catalog"]["architecture"] == "qwen35" and data["catalog"]["thinking"] == "on"
 
 
 def test_doctor_json(cli, localagent_home):
@@ -110,7 +113,7 @@ def test_doctor_json(cli, localagent_home):
     assert host["cpu"] and host["logical_cores"] >= 1 and host["ram_total"] >= host["ram_available"] > 0
     assert host["backend"] in ("CPU only", "CUDA", "Metal", "Vulkan", "ROCm", "SYCL", "GPU")
     assert "CPU" in host["system_info"] and host["store"] == str(localagent_home / "models")
-    assert {r["alias"] for r in data["models"]} >= {"smollm2-135m", "qwen-small"}
+    assert {r["alias"] for r in data["models"]} >= {"smollm2-135m", "qwen3.5-4b"}
 
 
 def test_doctor_table(cli):

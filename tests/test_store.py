@@ -293,7 +293,7 @@ def test_overview_rows_carry_the_fit_arithmetic(tmp_path):
     store.import_file(write_tiny_gguf(tmp_path / "t.gguf"), "tiny")
     rows = {r.alias: r for r in store.overview(available=2 * 1024**3)}
     assert rows["smollm2-135m"].status == "bundled"
-    assert rows["qwen-small"].status == "not installed" and rows["qwen-small"].kv_estimated
+    assert rows["qwen3.5-4b"].status == "not installed" and rows["qwen3.5-4b"].kv_estimated
     tiny = rows["tiny"]
     # 2 (K,V) x 2 layers x 2048 tokens x 2 kv heads x 16 head dim x 2 bytes
     assert tiny.status == "installed" and not tiny.kv_estimated and tiny.kv_bytes == 2 * 2 * 2048 * 2 * 16 * 2

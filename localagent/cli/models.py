@@ -58,11 +58,13 @@ def _fits(value: bool | None) -> str:
 def list_models(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Catalog and installed models: size, installed or not, and whether each fits in free RAM."""
     from localagent import hardware, store
+    from localagent.catalog import load_catalog
 
     available = hardware.available_ram()
     rows = store.overview(available)
+    pointers = load_catalog().pointers
     if json_out:
-        _print_json({"available_ram": available, "models": [_plain(r) for r in rows]})
+        _print_json({"available_ram": available, "models": [_plain(r) for r in rows], "aliases": pointers})
         return
     _table(
         None,
@@ -85,6 +87,8 @@ def list_models(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) 
         f"\nRAM available now: {human_bytes(available)}. RAM NEEDED = file + KV cache at the default context "
         f"(CONTEXT = default/trained) + headroom; ~ = KV cache estimated (exact once installed)."
     )
+    if pointers:
+        typer.echo("Aliases: " + ", ".join(f"{name} = {target}" for name, target in pointers.items()))
 
 
 @models_app.command("pull")
