@@ -248,16 +248,22 @@ class LlamaCppModel:
     def prefill(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> Prefill:
         """Evaluate a conversation's prompt without generating, through the same cache as
         `chat`: warms it (a bench's shared system prompt) and gives the next-token logits."""
+        tokens = self._prompt_tokens(self.render(messages, tools))
+        return self.evaluate(tokens, self._system_boundary(messages, tools, tokens))
+
+    def evaluate(self, tokens: Sequence[int], boundary: int | None = None) -> Prefill:
+        """Evaluate prompt tokens through the cache (checkpointing at `boundary`, where a shared
+        prefix ends); the same tokens give the same logits whatever the memory held before."""
         import numpy as np
         import llama_cpp
 
-        tokens = self._prompt_tokens(self.render(messages, tools))
-        if len(tokens) >= self.n_ctx:
+        tokens = list(tokens)
+        if not 0 < len(tokens) < self.n_ctx:
             raise ContextOverflowError(
-                f"the conversation needs {len(tokens)} prompt tokens, more than the context window of {self.n_ctx}",
+                f"the prompt has {len(tokens)} tokens; the context window holds {self.n_ctx}",
                 hint="raise the context (EngineConfig.n_ctx) or shorten the conversation",
             )
-        evaluated = self._prefill(tokens, self._system_boundary(messages, tools, tokens))
+        evaluated = self._prefill(tokens, boundary)
         n_vocab = self._llama.n_vocab()
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llama.ctx, -1), shape=(n_vocab,)).copy()
         return Prefill(tokens=tuple(tokens), evaluated=evaluated, logits=logits)
@@ -610,6 +616,10 @@ def _load(path: Path, n_ctx: int, n_threads: int, config: EngineConfig) -> tuple
             n_gpu_layers=n_gpu_layers,
             seed=config.seed,
             logits_all=False,
+            # a sliding-window model keeps only its window (+ one batch) of cells on those
+            # layers instead of the whole context, as llama-server does; cutting back past
+            # the window restores a checkpoint (see _cut_back)
+            swa_full=False,
             verbose=False,
         )
     except (ValueError, RuntimeError, OSError) as exc:
