@@ -150,3 +150,25 @@ def test_progress_shows_tokens_and_tool_calls_on_a_terminal(workspace: Path, cap
 
     Progress(enabled=False).step(step)
     assert capsys.readouterr().err == ""
+
+
+def test_run_a_hybrid_thinking_model_from_a_path(workspace: Path) -> None:
+    """A Qwen3.5-architecture GGUF (tiny, random weights, real template) given by path, native
+    tool calls, thinking on: the run ends cleanly whatever the random model writes, and the
+    result says how the model remembers and what it was told."""
+    import archmodels
+
+    path = archmodels.build("qwen35")
+    done = localagent(
+        "run", "Read README.md.", "--model", str(path), "--workspace", str(workspace),
+        "--tool-mode", "native", "--think", "--max-steps", "2", "--max-tokens", "24", "--offline", "--json",
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    assert "Traceback" not in done.stderr
+    result = json.loads(done.stdout)
+    engine = result["engine"]
+    assert engine["think"] is True and engine["memory"] == "hybrid" and engine["tool_mode"] == "native"
+    assert engine["checkpoints"]["count"] >= 1 and engine["checkpoints"]["bytes"] <= engine["checkpoints"]["budget_bytes"]
+    assert result["stop_reason"] in {"answer", "max_steps", "unfinished_thinking", "repeated_invalid_call"}
+    if result["stop_reason"] == "unfinished_thinking":
+        assert result["usage"]["reasoning_tokens"] > 0 and "--no-think" in result["hint"]

@@ -152,6 +152,7 @@ def run(
             progress.note(f"{alias} ready in {chat_model.load_s:.2f} s ({_settings_note(engine, think)})")
             agent = Agent(chat_model, ws, agent_config)
             final = _drive(agent, prompt, progress, trace, _trace_header(alias, engine, prompt, agent))
+            engine = chat_model.describe()  # as it ended: checkpoint counts, a mode a hosted engine switched to
         finally:
             chat_model.close()
 
