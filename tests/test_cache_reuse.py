@@ -11,12 +11,14 @@ a window, would silently attend to cells that are gone.
 
 Tolerance. A reused prefix and a fresh one are evaluated in different batch splits, which take
 different kernels: on SmolLM2-135M the logits moved by up to 0.57 on a range of 31.5 (1.8%),
-and the greedy token agreed. Here the bound is relative to the spread of the fresh logits:
-measured over every family, mode and step below (100 comparisons, 2026-11-30), the largest
-difference between a reused and a fresh evaluation was 0.020% of the spread (qwen2, the retry
-after a cancelled reply), most were exactly 0, so RELATIVE_TOLERANCE is 0.08%. Each comparison
-also checks that the same prompt with eight tokens changed (24 to 17 from the end) moves the
-logits by more than the bound (the least it moved was 0.17% of the spread, lfm2), so the comparison
+and the greedy token agreed. Here the bound is relative to the spread of the fresh logits.
+Measured over every family, mode and step below (100 comparisons, 2026-11-30): the largest
+difference between the cached engine and a fresh evaluation of the same tokens was 0.20% of
+the spread (gemma4, the first prompt, evaluated in three chunks at the checkpoint positions);
+most were exactly 0. What a cache bug does was measured the same way: 3 stray tokens in the
+state (a reply not cut away) moved the logits by at least 0.66% (lfm2; 1-60% elsewhere), and
+v0.1's unchecked cut-back moved gemma3's by 15% or crashed. RELATIVE_TOLERANCE is 0.4%, and
+each comparison checks that the stray-token prompt moves the logits past it, so the comparison
 can fail.
 """
 
@@ -44,7 +46,11 @@ TOOLS = (READ, LIST)
 SYSTEM = Message("system", "You are an agent that works on the files in a workspace. Use the tools, then answer.")
 
 # measured: see the module docstring and the closing note of the model-families issue
-RELATIVE_TOLERANCE = 0.0008
+RELATIVE_TOLERANCE = 0.004
+# most tokens of an assistant's turn opening (`<|im_start|>assistant\n<think>\n\n</think>\n\n`;
+# Granite's `<|start_of_role|>assistant<|end_of_role|>` is ~17 in the stand-in vocabulary, which
+# spells its markers as text)
+OPENING = 32
 
 
 # long enough (~900 tokens) that a later step cuts back past a sliding window's whole cache
@@ -117,11 +123,11 @@ def test_reuse_matches_a_fresh_model_at_every_step(family, mode):
     other = _Fresh(path, mode)
     def check(messages, where, *, reuse: bool):
         done = cached.prefill(messages, TOOLS)
-        # the same tokens with eight changed, 24 to 17 from the end: what a real difference
-        # looks like (a random recurrent model forgets far-back tokens quickly)
+        # what a cache bug looks like: the state holds a few tokens the prompt does not (a
+        # reply that was not cut away: v0.1 on a recurrent model), here 3 tokens slipped in
+        # 8 from the end
         changed = list(done.tokens)
-        for i in range(-24, -16):
-            changed[i] = (changed[i] + 1) % len(done.logits)
+        changed[-8:-8] = changed[5:8]
         different = other.logits(changed)
         _assert_same(done.logits, fresh.logits(done.tokens), different, f"{spec.name}/{mode}: {where}")
         if reuse:
@@ -134,9 +140,10 @@ def test_reuse_matches_a_fresh_model_at_every_step(family, mode):
     assert reply.usage.output_tokens > 0
     second = check(_step2(), "step 2 after a re-rendered reply", reuse=True)
     if common_prefix(first.tokens, second.tokens) >= len(first.tokens) - 1:
-        # an append-only template: at most the tail of the step-1 prompt is evaluated again
-        # (Qwen3's, Gemma 4's and Gemma 2's re-render the turn opening, so less is shared)
-        assert second.evaluated <= len(second.tokens) - len(first.tokens) + 1
+        # an append-only template: of the step-1 prompt at most the assistant's turn opening is
+        # evaluated again (a few tokens; checkpoints sit before it, since templates such as
+        # Qwen3.5's write an empty think block there that the history never shows)
+        assert second.evaluated <= len(second.tokens) - len(first.tokens) + OPENING
     check(_step3(), "step 3", reuse=True)
 
     # a reply cancelled mid-way leaves its tokens in the memory; the same prompt again
@@ -153,7 +160,7 @@ def test_reuse_matches_a_fresh_model_at_every_step(family, mode):
     with pytest.raises(Stop):
         cached.chat(_step3(), TOOLS, max_tokens=50, on_token=cancel)
     again = check(_step3(), "the same prompt after a cancelled reply", reuse=True)
-    assert again.evaluated <= 2
+    assert again.evaluated <= OPENING
 
     # a new conversation that shares only the system prompt (the next trial of a bench)
     check(_step1("List the folder and say how many files it holds."), "a new conversation", reuse=True)

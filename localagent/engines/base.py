@@ -29,7 +29,7 @@ class EngineConfig:
     # template's); True/False is passed to templates that take `enable_thinking`
     think: bool | None = None
     # llama.cpp: memory for state checkpoints of recurrent / hybrid / sliding-window models
-    checkpoint_mib: int = 256
+    checkpoint_mib: float = 256.0
     # llama.cpp, native mode: a GBNF grammar every reply must follow (json mode has its own)
     grammar: str | None = None
 

@@ -40,7 +40,7 @@ CHATML_TEMPLATE = (
 # an MCP server's JSON-RPC channel) and keeps the last errors for ModelLoadError messages.
 _log_errors: collections.deque[str] = collections.deque(maxlen=8)
 _log_callback: Any = None
-_GGML_LOG_LEVEL_ERROR = 3
+_GGML_LOG_LEVEL_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 
 
 def _silence_llama_log() -> None:
@@ -106,10 +106,16 @@ class LlamaCppModel:
         vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
         self._is_end = functools.partial(llama_cpp.llama_vocab_is_eog, vocab)  # end of turn or text
         self.chat_template = self._llama.metadata.get("tokenizer.chat_template")
-        self._formatter = Jinja2ChatFormatter(
-            template=self.chat_template or CHATML_TEMPLATE,
-            eos_token=self._token_text(self._llama.token_eos()),
-            bos_token=self._token_text(self._llama.token_bos()),
+        # the prompt ends with the assistant's turn opening; the history alone (no opening)
+        # tells where that opening starts, a checkpoint position (see _stops)
+        self._formatter, self._history_formatter = (
+            Jinja2ChatFormatter(
+                template=self.chat_template or CHATML_TEMPLATE,
+                eos_token=self._token_text(self._llama.token_eos()),
+                bos_token=self._token_text(self._llama.token_bos()),
+                add_generation_prompt=opening,
+            )
+            for opening in (True, False)
         )
         self.tool_mode = resolve_tool_mode(config.tool_mode, self.chat_template, preferred_tool_mode)
         # json mode's grammar makes the first token a `{`: there is no room to think, and a
@@ -120,7 +126,7 @@ class LlamaCppModel:
         self.n_swa = max(0, int(llama_cpp.llama_model_n_swa(self._llama.model)))
         # an attention cache cuts back to any prefix; the others need checkpoints
         self._checkpoints = (
-            CheckpointStore(budget_bytes=config.checkpoint_mib * 2**20)
+            CheckpointStore(budget_bytes=int(config.checkpoint_mib * 2**20))
             if self.recurrent or self.hybrid or self.n_swa > 0
             else None
         )
@@ -174,7 +180,7 @@ class LlamaCppModel:
             )
         json_mode = self.tool_mode == "json" and bool(tools)
         grammar = self._grammar(tools) if json_mode else self._reply_grammar()
-        evaluated = self._prefill(tokens, self._system_boundary(messages, tools, tokens))
+        evaluated = self._prefill(tokens, self._stops(messages, tools, prompt, tokens))
         self._llama.set_seed(self.config.seed if seed is None else seed)
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -185,6 +191,7 @@ class LlamaCppModel:
         # and tool-call markers of Qwen3.5, LFM2 and Gemma 4)
         special = self.tool_mode == "native"
         generator = self._llama.generate(tokens, temp=temperature, grammar=grammar)
+        _log_errors.clear()
         try:
             for token in generator:
                 if first_at is None:
@@ -200,6 +207,8 @@ class LlamaCppModel:
                         on_token(piece)
                 if len(generated) >= max_tokens:
                     break
+        except RuntimeError as exc:  # llama_decode failing on a generated token
+            raise self._failed("generate the reply", exc, len(tokens)) from exc
         finally:
             generator.close()
         ended = time.perf_counter()
@@ -248,12 +257,14 @@ class LlamaCppModel:
     def prefill(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> Prefill:
         """Evaluate a conversation's prompt without generating, through the same cache as
         `chat`: warms it (a bench's shared system prompt) and gives the next-token logits."""
-        tokens = self._prompt_tokens(self.render(messages, tools))
-        return self.evaluate(tokens, self._system_boundary(messages, tools, tokens))
+        prompt = self.render(messages, tools)
+        tokens = self._prompt_tokens(prompt)
+        return self.evaluate(tokens, self._stops(messages, tools, prompt, tokens))
 
-    def evaluate(self, tokens: Sequence[int], boundary: int | None = None) -> Prefill:
-        """Evaluate prompt tokens through the cache (checkpointing at `boundary`, where a shared
-        prefix ends); the same tokens give the same logits whatever the memory held before."""
+    def evaluate(self, tokens: Sequence[int], stops: Sequence[int | None] = ()) -> Prefill:
+        """Evaluate prompt tokens through the cache (checkpointing at `stops`, where a prefix
+        that later prompts share ends); the same tokens give the same logits whatever the
+        memory held before."""
         import numpy as np
         import llama_cpp
 
@@ -263,7 +274,7 @@ class LlamaCppModel:
                 f"the prompt has {len(tokens)} tokens; the context window holds {self.n_ctx}",
                 hint="raise the context (EngineConfig.n_ctx) or shorten the conversation",
             )
-        evaluated = self._prefill(tokens, boundary)
+        evaluated = self._prefill(tokens, stops)
         n_vocab = self._llama.n_vocab()
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llama.ctx, -1), shape=(n_vocab,)).copy()
         return Prefill(tokens=tuple(tokens), evaluated=evaluated, logits=logits)
@@ -326,19 +337,20 @@ class LlamaCppModel:
             return toolcalls.json_mode_messages(messages, tools), None
         return toolcalls.template_messages(messages), toolcalls.openai_tools(tools) or None
 
-    def _render_chat(self, chat: list[dict[str, Any]], tools: Any) -> str:
+    def _render_chat(self, chat: list[dict[str, Any]], tools: Any, *, opening: bool = True) -> str:
         extra = {"enable_thinking": self.think} if self.think is not None else {}
         if self._fold_system:
             chat = fold_system(chat)
+        formatter = self._formatter if opening else self._history_formatter
         try:
-            return self._formatter(messages=chat, tools=tools, **extra).prompt
+            return formatter(messages=chat, tools=tools, **extra).prompt
         except Exception as exc:  # jinja2 raises many kinds, and templates call raise_exception
             # Gemma 2's template raises on a system turn; the system prompt then opens the
             # first user turn, as llama.cpp does for templates without a system role. Decided
             # once, so every later prompt renders the same way and extends the last one.
             if not self._fold_system and chat and chat[0]["role"] == "system":
                 try:
-                    prompt = self._formatter(messages=fold_system(chat), tools=tools, **extra).prompt
+                    prompt = formatter(messages=fold_system(chat), tools=tools, **extra).prompt
                 except Exception:
                     pass
                 else:
@@ -347,14 +359,41 @@ class LlamaCppModel:
             raise EngineError(
                 f"the chat template of {self.name} failed to render the conversation: "
                 f"{type(exc).__name__}: {exc}",
-                hint="try `--tool-mode json` (plain system/user/assistant turns), or a GGUF with a fixed template",
+                hint=(
+                    "use a GGUF with a fixed template (gguf-new-metadata --chat-template-file FIXED.jinja IN.gguf OUT.gguf)"
+                    if self.tool_mode == "json"
+                    else "try `--tool-mode json` (plain system/user/assistant turns), or a GGUF with a fixed template"
+                ),
             ) from exc
+
+    def _stops(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], prompt: str, tokens: list[int]
+    ) -> tuple[int | None, int | None]:
+        """Where this prompt is checkpointed when the memory cannot cut back: after the system
+        prompt and tools (what every conversation of a bench shares) and before the assistant's
+        turn opening (what the next step of this conversation shares: templates such as
+        Qwen3.5's write an empty think block into the opening that the history never shows)."""
+        if self._checkpoints is None:
+            return None, None
+        return self._system_boundary(messages, tools, tokens), self._history_end(messages, tools, prompt, tokens)
+
+    def _history_end(self, messages: Sequence[Message], tools: Sequence[ToolSpec], prompt: str, tokens: list[int]) -> int | None:
+        """The token where the assistant's turn opening starts, found by walking back from the
+        end over the opening's bytes (the reply tokens may not be the tokenizer's own)."""
+        history = self._render_chat(*self._chat(messages, tools), opening=False)
+        if not prompt.startswith(history):
+            return None
+        want, got, n = len(prompt.encode("utf-8")) - len(history.encode("utf-8")), 0, len(tokens)
+        while n > 0 and got < want:
+            n -= 1
+            got += len(self._llama.detokenize([tokens[n]], special=True))
+        return n if got == want and 0 < n < len(tokens) else None
 
     def _system_boundary(self, messages: Sequence[Message], tools: Sequence[ToolSpec], tokens: list[int]) -> int | None:
         """How many tokens of `tokens` hold the system prompt and the tools, the part every
         conversation of a bench shares: where two renders that differ only in the first user
         message part ways. None when there is no system message or the split is unclear."""
-        if self._checkpoints is None or not messages or messages[0].role != "system":
+        if not messages or messages[0].role != "system":
             return None
         chat, spec = self._chat(messages[:1], tools)
         key = json.dumps([chat[:1], spec], sort_keys=True, default=str)
@@ -391,31 +430,36 @@ class LlamaCppModel:
                     return tokens + rest
         return self.tokenize(prompt)
 
-    def _prefill(self, tokens: list[int], boundary: int | None = None) -> int:
+    def _prefill(self, tokens: list[int], stops: Sequence[int | None] = ()) -> int:
         """Evaluate the part of `tokens` not already in the model's memory; return how many
         tokens that was. The last prompt token is always evaluated: its logits start the reply.
-        `boundary`: where the shared system prompt (and tools) ends, checkpointed on the way
-        when the memory cannot be cut back (see checkpoints.py)."""
+        `stops`: (end of the system prompt, end of the history), checkpointed on the way when
+        the memory cannot be cut back (see checkpoints.py). Without an end of history, one
+        token before the end: a retry of this very prompt (after a cancelled reply) restores it."""
         llama = self._llama
         cached = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
         try:
             keep = self._cut_back(tokens, min(cached, len(tokens) - 1))
-            # checkpoints after the system prompt and one token before the end of the prompt:
-            # the next step restores the latter when its prompt extends this one but the reply
-            # was re-rendered, and so does a retry of this very prompt (after a cancelled reply),
-            # since the last token is always evaluated again for its logits
-            stops = (boundary, len(tokens) - 1) if self._checkpoints is not None else ()
-            for stop in sorted({b for b in stops if b is not None and keep < b < len(tokens)}):
+            system, history = (*stops, None, None)[:2]
+            wanted = (system, history if history is not None else len(tokens) - 1) if self._checkpoints is not None else ()
+            for stop in sorted({b for b in wanted if b is not None and keep < b < len(tokens)}):
                 llama.eval(tokens[llama.n_tokens : stop])
-                self._checkpoint(tokens[:stop], pinned=stop == boundary)
+                self._checkpoint(tokens[:stop], pinned=stop == system)
             llama.eval(tokens[llama.n_tokens :])
         except RuntimeError as exc:
-            self._forget()  # what the memory holds is unknown now: start afresh next time
-            raise EngineError(
-                f"llama.cpp failed to evaluate the prompt of {self.name}: {exc}",
-                hint=_eval_hint(exc, len(tokens), self.n_ctx),
-            ) from exc
+            raise self._failed("evaluate the prompt", exc, len(tokens)) from exc
         return len(tokens) - keep
+
+    def _failed(self, doing: str, exc: RuntimeError, n_prompt: int) -> EngineError:
+        """An evaluation failure as an EngineError with llama.cpp's own log lines; the memory
+        is emptied, since what it holds is unknown now (the next call starts afresh)."""
+        self._forget()
+        detail = "; ".join(_log_errors)
+        _log_errors.clear()
+        return EngineError(
+            f"llama.cpp failed to {doing} of {self.name}: {exc}" + (f" ({detail})" if detail else ""),
+            hint=_eval_hint(exc, n_prompt, self.n_ctx),
+        )
 
     def _cut_back(self, tokens: list[int], keep: int) -> int:
         """Make the memory hold exactly `tokens[:n]` for the largest n <= keep it can; return n.
@@ -602,6 +646,7 @@ def _architecture_hint(arch: str) -> str:
 def _load(path: Path, n_ctx: int, n_threads: int, config: EngineConfig) -> tuple[Any, int]:
     if not path.is_file():
         raise ModelNotFoundError(f"model file not found: {path}", hint="`localagent models list` shows installed models")
+    import jinja2
     import llama_cpp
 
     _silence_llama_log()
@@ -622,6 +667,11 @@ def _load(path: Path, n_ctx: int, n_threads: int, config: EngineConfig) -> tuple
             swa_full=False,
             verbose=False,
         )
+    except jinja2.TemplateError as exc:  # llama-cpp-python compiles the GGUF's chat templates while loading
+        raise ModelLoadError(
+            f"the chat template in {path.name} does not parse: {type(exc).__name__}: {exc}",
+            hint="use a GGUF with a fixed template (gguf-new-metadata --chat-template-file FIXED.jinja IN.gguf OUT.gguf)",
+        ) from exc
     except (ValueError, RuntimeError, OSError) as exc:
         detail = "; ".join(_log_errors) or str(exc)
         unknown = _UNKNOWN_ARCH_RE.search(detail)
