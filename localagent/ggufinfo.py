@@ -32,11 +32,19 @@ class GGUFInfo:
     tensor_count: int
     has_chat_template: bool
     template_knows_tools: bool
+    # layers that keep a KV cache: all of them, except in recurrent and hybrid models (Mamba:
+    # none; Qwen3.5: one in full_attention_interval; LFM2, Granite 4.0-H: those whose
+    # per-layer head_count_kv is not 0). None: not known from the header.
+    attention_layers: int | None = None
 
     @property
     def kv_bytes_per_token(self) -> int | None:
-        """f16 K and V for one token across all layers; None when the header lacks the shape."""
-        if not (self.block_count and self.head_count):
+        """f16 K and V for one token across the layers that keep them; None when the header
+        lacks the shape."""
+        layers = self.block_count if self.attention_layers is None else self.attention_layers
+        if layers == 0:
+            return 0
+        if not (layers and self.head_count):
             return None
         kv_heads = self.head_count_kv or self.head_count
         if self.key_length and self.value_length:
@@ -45,7 +53,7 @@ class GGUFInfo:
             head_dim = self.embedding_length / self.head_count
         else:
             return None
-        return kv_cache_bytes(self.block_count, 1, kv_heads, head_dim)
+        return kv_cache_bytes(layers, 1, kv_heads, head_dim)
 
 
 def _reader(path: Path):
@@ -78,6 +86,19 @@ def _field(reader, key: str):
     if isinstance(value, list):
         return max(value) if value and all(isinstance(v, (int, float)) for v in value) else None
     return value
+
+
+def _attention_layers(reader, arch: str, block_count: int | None) -> int | None:
+    """How many layers keep a KV cache (see GGUFInfo.attention_layers)."""
+    per_layer = reader.get_field(f"{arch}.attention.head_count_kv")
+    if per_layer is not None and isinstance(per_layer.contents(), list):
+        return sum(1 for v in per_layer.contents() if v)
+    interval = _field(reader, f"{arch}.full_attention_interval")
+    if isinstance(interval, int) and interval > 0 and block_count:
+        return block_count // interval
+    if arch in ("mamba", "mamba2", "rwkv6", "rwkv7"):  # recurrent only: a state, no KV cache
+        return 0
+    return block_count
 
 
 def _quant_name(reader) -> str | None:
@@ -147,4 +168,5 @@ def read(path: Path) -> GGUFInfo:
         tensor_count=len(reader.tensors),
         has_chat_template=bool(template),
         template_knows_tools=bool(re.search(r"\btools\b", template)),
+        attention_layers=_attention_layers(reader, arch, arch_int("block_count")),
     )

@@ -161,3 +161,24 @@ def test_extract_keeps_only_wanted_regular_files(tmp_path):
         "out/vendor/llama.cpp/models/templates/T.jinja",
         "out/vendor/llama.cpp/tests/test-chat.cpp",
     ]
+
+
+# layers that keep a KV cache, as each architecture's graph in llama.cpp builds them
+ATTENTION_LAYERS = {
+    "llama": 2, "qwen2": 2, "qwen3": 2, "qwen35": 1, "lfm2": 1, "mamba": 0, "mamba2": 0,
+    "gemma3": 3, "gemma4": 3, "granitehybrid": 1, "smollm3": 4,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION_LAYERS))
+def test_header_counts_only_the_layers_that_keep_a_kv_cache(name):
+    """RAM NEEDED of a hybrid or recurrent model counts its attention layers only."""
+    from localagent import ggufinfo
+
+    info = ggufinfo.read(build(name))
+    assert info.attention_layers == ATTENTION_LAYERS[name]
+    per_layer = info.kv_bytes_per_token
+    if ATTENTION_LAYERS[name] == 0:
+        assert per_layer == 0
+    else:
+        assert per_layer and per_layer % ATTENTION_LAYERS[name] == 0
