@@ -8,7 +8,9 @@ arguments that do not match the schema) so the loop can count them apart.
 
 from __future__ import annotations
 
+import codecs
 import difflib
+import errno
 import fnmatch
 import os
 import re
@@ -17,8 +19,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Sequence
 
+import re2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from localagent.errors import ConfigError, ToolError
@@ -32,6 +35,11 @@ SEARCH_MAX_MATCHES = 100
 SEARCH_LINE_CHARS = 200
 SEARCH_MAX_FILE_BYTES = 5_000_000
 BINARY_SNIFF_BYTES = 8192
+# read_file and get_file_info stream a file and stop after this many bytes, so a huge file
+# (a 1 GiB log, a sparse file, one endless line) costs bounded time and memory
+READ_SCAN_MAX_BYTES = 64 * 1024 * 1024
+# edit_file holds the whole file in memory and rewrites it
+EDIT_MAX_BYTES = 4_000_000
 IGNORED_DIRS = frozenset({".git"})
 
 
@@ -149,9 +157,61 @@ def _is_binary(head: bytes) -> bool:
     return False
 
 
-def _sniff_binary(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return _is_binary(f.read(BINARY_SNIFF_BYTES))
+def _special_kind(mode: int) -> str | None:
+    """'a FIFO', 'a socket', ... for anything that is neither a regular file nor a folder."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "a special file"
+
+
+def _special_error(path: str, kind: str) -> ToolError:
+    return ToolError(f"{path} is {kind}, not a regular file; the tools read and edit regular files only")
+
+
+def _refuse_special(path: str, real: Path) -> os.stat_result:
+    """The file's stat; a FIFO, socket or device is refused before anything opens it."""
+    info = os.stat(real)
+    kind = _special_kind(info.st_mode)
+    if kind:
+        raise _special_error(path, kind)
+    return info
+
+
+def _open_regular(path: str, real: Path) -> BinaryIO:
+    """Open a file for reading in a way that cannot block: O_NONBLOCK so a FIFO swapped in
+    after the checks does not wait for a writer, O_NOFOLLOW so a symlink swapped in is not
+    followed, and the open descriptor's own fstat decides what it is."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise ToolError(f"{path} changed while being opened (now a link or a socket); try again") from exc
+        raise
+    try:
+        kind = _special_kind(os.fstat(fd).st_mode)
+        if kind or stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise _special_error(path, kind or "a directory")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _sniff(f: BinaryIO) -> bool:
+    """Whether the open file looks binary; leaves it at its start."""
+    binary = _is_binary(f.read(BINARY_SNIFF_BYTES))
+    f.seek(0)
+    return binary
 
 
 def _missing(ws: Workspace, path: str, real: Path) -> ToolError:
@@ -176,6 +236,7 @@ def _existing_file(ws: Workspace, path: str) -> Path:
         raise _missing(ws, path, real)
     if real.is_dir():
         raise ToolError(f"{path} is a directory, not a file; use list_directory")
+    _refuse_special(path, real)
     return real
 
 
@@ -192,10 +253,16 @@ def _writable_target(ws: Workspace, path: str) -> Path:
     return real
 
 
-def _atomic_write(path: Path, text: str) -> int:
+def _atomic_write(path: Path, text: str | bytes) -> int:
     """Write through a temp file in the same folder and os.replace it into place, so a
     crash never leaves half a file. Keeps the mode of a file it replaces."""
-    data = text.encode("utf-8")
+    if isinstance(text, str):
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ToolError("content is not valid text (it holds a lone surrogate); send plain characters") from exc
+    else:
+        data = text
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
@@ -215,25 +282,33 @@ def _atomic_write(path: Path, text: str) -> int:
 
 
 def _walk_files(ws: Workspace, top: Path) -> Iterator[Path]:
-    """Files under `top`, sorted, skipping .git and symlinks that leave the workspace;
-    symlinked folders are not descended (no loops, no escapes)."""
+    """Everything but folders under `top` (FIFOs and the like too: the caller decides),
+    sorted, skipping .git and symlinks that leave the workspace; symlinked folders are not
+    descended (no loops, no escapes)."""
     for dirpath, dirnames, filenames in os.walk(top):
         dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS)
         for name in sorted(filenames):
             path = Path(dirpath) / name
             if path.is_symlink() and not ws.contains(path):
                 continue
-            if path.is_file():
+            if path.exists():  # not a dangling link
                 yield path
 
 
-def _count_lines(path: Path) -> int:
-    count, last = 0, b"\n"
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            count += chunk.count(b"\n")
-            last = chunk[-1:]
-    return count + (last != b"\n")
+def _count_lines(f: BinaryIO, budget: int) -> tuple[int, bool]:
+    """Lines from the file's position on, reading at most `budget` bytes; and whether the
+    count is complete (False: the file goes on past the budget)."""
+    count, last, read = 0, b"\n", 0
+    while read < budget and (chunk := f.read(min(1 << 20, budget - read))):
+        read += len(chunk)
+        count += chunk.count(b"\n")
+        last = chunk[-1:]
+    complete = read < budget or not f.read(1)
+    return count + (last != b"\n"), complete
+
+
+def _mib(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB"
 
 
 def plural(n: int, word: str) -> str:
@@ -251,47 +326,117 @@ class ReadFileArgs(_Args):
 
 def read_file(ws: Workspace, args: ReadFileArgs) -> str:
     real = _existing_file(ws, args.path)
-    if _sniff_binary(real):
-        raise ToolError(f"{args.path} is a binary file ({real.stat().st_size} bytes); read_file reads text only")
     start = args.start_line or 1
     end = args.end_line
     if end is not None and end < start:
         raise ToolError(f"end_line ({end}) is before start_line ({start})")
-    shown: list[str] = []
-    chars = 0
-    last = start - 1
-    total = 0
-    truncated = False
-    long_line: int | None = None
-    with open(real, encoding="utf-8", errors="replace", newline="") as f:
-        for total, line in enumerate(f, 1):
-            if total < start or (end is not None and total > end) or truncated:
-                continue
-            if len(shown) >= READ_MAX_LINES or chars + len(line) > READ_MAX_CHARS:
-                if not shown:  # a single line longer than the whole budget
-                    shown.append(line[:READ_MAX_CHARS])
-                    last, long_line = total, len(line)
-                truncated = True
-                continue
-            shown.append(line)
-            chars += len(line)
-            last = total
-    if total == 0:
-        return f"({args.path} is empty)"
-    if start > total:
-        raise ToolError(f"start_line {start} is past the end of {args.path} ({plural(total, 'line')})")
-    text = "".join(shown)
-    notes = []
-    if long_line is not None:
-        notes.append(f"line {last} has {long_line} characters; only the first {READ_MAX_CHARS} are shown")
-    if truncated and last < (end or total):
-        notes.append(
-            f"truncated: showing lines {start}-{last} of {total}; "
-            f"read the rest with start_line={last + 1}"
-        )
-    if notes:
-        text += ("" if text.endswith("\n") else "\n") + "".join(f"[{n}]\n" for n in notes)
-    return text
+    with _open_regular(args.path, real) as f:
+        if _sniff(f):
+            raise ToolError(f"{args.path} is a binary file ({os.fstat(f.fileno()).st_size} bytes); read_file reads text only")
+        page = _Page(start, end)
+        page.scan(f)
+    return page.render(args.path)
+
+
+class _Page:
+    """The lines read_file shows, found by streaming the file in pieces of at most 64 KiB
+    and READ_SCAN_MAX_BYTES in all: memory stays bounded by the page, not the file or its
+    longest line."""
+
+    PIECE = 1 << 16
+
+    def __init__(self, start: int, end: int | None):
+        self.start, self.end = start, end
+        self.shown: list[str] = []
+        self.chars = 0
+        self.last = start - 1
+        self.total = 0  # lines seen, a last line without a newline included
+        self.complete = True  # False: the scan stopped at READ_SCAN_MAX_BYTES with more left
+        self.truncated = False
+        self.long_line: tuple[int, int | None] | None = None  # (line, characters or None: unknown)
+
+    def scan(self, f: BinaryIO) -> None:
+        scanned, number = 0, 1
+        head: list[str] = []  # the current line, decoded, up to about READ_MAX_CHARS characters
+        head_chars = line_chars = 0
+        in_line = False  # a line has started and not ended
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while True:
+            if scanned < READ_SCAN_MAX_BYTES:
+                piece = f.readline(min(self.PIECE, READ_SCAN_MAX_BYTES - scanned))
+            else:
+                piece, self.complete = b"", not f.read(1)
+            if not piece:  # the end, or the budget
+                self.total = number if in_line else number - 1
+                if in_line and self._wanted(number):
+                    self._take(number, "".join(head), line_chars, known=self.complete)
+                return
+            scanned += len(piece)
+            ends = piece.endswith(b"\n")
+            if not self._wanted(number):
+                if self.truncated:  # nothing more to show: only count the lines left
+                    rest, self.complete = _count_lines(f, READ_SCAN_MAX_BYTES - scanned)
+                    self.total = max(number, (number if ends else number - 1) + rest)
+                    return
+                if self.end is not None and number > self.end:
+                    self.total = number
+                    return
+            else:
+                text = decoder.decode(piece, final=ends)
+                line_chars += len(text)
+                if head_chars <= READ_MAX_CHARS:
+                    head.append(text)
+                    head_chars += len(text)
+            in_line = not ends
+            if ends:
+                if self._wanted(number):
+                    ending = len(text) - len(text.rstrip("\r\n"))  # the note counts characters before it
+                    self._take(number, "".join(head), line_chars, known=True, ending=ending)
+                number += 1
+                head, head_chars, line_chars = [], 0, 0
+
+    def _wanted(self, number: int) -> bool:
+        return number >= self.start and (self.end is None or number <= self.end) and not self.truncated
+
+    def _take(self, number: int, text: str, chars: int, known: bool, ending: int = 0) -> None:
+        if len(self.shown) >= READ_MAX_LINES or self.chars + chars > READ_MAX_CHARS:
+            if not self.shown:  # a single line longer than the whole budget
+                self.shown.append(text[:READ_MAX_CHARS])
+                self.last, self.long_line = number, (number, chars - ending if known else None)
+            self.truncated = True
+            return
+        self.shown.append(text)
+        self.chars += chars
+        self.last = number
+
+    def render(self, path: str) -> str:
+        total, start, end = self.total, self.start, self.end
+        if total == 0:
+            return f"({path} is empty)"
+        if start > total:
+            if not self.complete:
+                raise ToolError(
+                    f"start_line {start} is past the first {_mib(READ_SCAN_MAX_BYTES)} of {path} "
+                    f"({plural(total, 'line')}), which is as far as read_file reads"
+                )
+            raise ToolError(f"start_line {start} is past the end of {path} ({plural(total, 'line')})")
+        text = "".join(self.shown)
+        notes = []
+        if self.long_line is not None:
+            number, chars = self.long_line
+            if chars is None:
+                notes.append(
+                    f"line {number} is longer than the {_mib(READ_SCAN_MAX_BYTES)} read_file reads; "
+                    f"only its first {READ_MAX_CHARS} characters are shown and the rest cannot be read with read_file"
+                )
+            else:
+                notes.append(f"line {number} has {chars} characters; only the first {READ_MAX_CHARS} are shown")
+        if self.truncated and self.last < (end or total):
+            of = f"{total}" if self.complete else f"more than {total} (counted in the first {_mib(READ_SCAN_MAX_BYTES)})"
+            notes.append(f"truncated: showing lines {start}-{self.last} of {of}; read the rest with start_line={self.last + 1}")
+        if notes:
+            text += ("" if text.endswith("\n") else "\n") + "".join(f"[{n}]\n" for n in notes)
+        return text
 
 
 class ListDirectoryArgs(_Args):
@@ -303,7 +448,14 @@ def _entry(ws: Workspace, path: Path) -> str:
     shown = path.relative_to(ws.root).as_posix()
     if path.is_symlink() and not ws.contains(path):
         return f"{shown} (link to outside the workspace)"
-    return shown + "/" if path.is_dir() else shown
+    try:
+        mode = path.stat().st_mode  # stat, never open: a FIFO is only named
+    except OSError:
+        return f"{shown} (broken link)" if path.is_symlink() else shown
+    kind = _special_kind(mode)
+    if kind:
+        return f"{shown} ({kind[2:] if kind.startswith('a ') else kind}, not a regular file)"
+    return shown + "/" if stat.S_ISDIR(mode) else shown
 
 
 def list_directory(ws: Workspace, args: ListDirectoryArgs) -> str:
@@ -311,6 +463,7 @@ def list_directory(ws: Workspace, args: ListDirectoryArgs) -> str:
     if not real.exists():
         raise _missing(ws, args.path, real)
     if not real.is_dir():
+        _refuse_special(args.path, real)
         raise ToolError(f"{args.path} is a file, not a directory; use read_file or get_file_info")
     entries: list[str] = []
     count = 0
@@ -346,39 +499,103 @@ def _glob_matches(glob: str, rel: str) -> bool:
     return any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(name, g) for g in candidates)
 
 
-def search_files(ws: Workspace, args: SearchFilesArgs) -> str:
+def compile_regex(pattern: str) -> "re2._Regexp":
+    """The model's pattern compiled with RE2, whose matching time is linear in the text: a
+    catastrophic pattern such as `(a+)+$` cannot hang a search (Python's `re` took 9.3 s
+    on one 30-character line and doubles per character). RE2 lacks backreferences and
+    lookaround; a pattern that needs them is refused with a message saying so."""
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print parse errors on stderr; the message goes back in the ToolError
     try:
-        regex = re.compile(args.pattern)
-    except re.error as exc:
-        raise ToolError(f"invalid regular expression {args.pattern!r}: {exc}") from exc
+        return re2.compile(pattern, options)
+    except UnicodeError as exc:
+        raise ToolError(f"invalid regular expression {pattern!r}: it is not valid text") from exc
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        try:
+            re.compile(pattern)  # compiling never runs the pattern, so Python's parser is safe here
+        except (re.error, RecursionError, OverflowError, ValueError):
+            raise ToolError(f"invalid regular expression {pattern!r}: {reason}") from exc
+        raise ToolError(
+            f"regular expression {pattern!r} uses a feature search_files does not support ({reason}); "
+            "its engine (RE2) runs in linear time and has no backreferences, lookahead or lookbehind, "
+            "and \\z instead of \\Z; rewrite the pattern without them"
+        ) from exc
+
+
+@dataclass
+class _Skipped:
+    """Files a search passed over, said at the end of its answer."""
+
+    large: list[str]
+    special: list[str]
+
+    def note(self) -> str:
+        parts = []
+        if self.large:
+            parts.append(f"{plural(len(self.large), 'file')} over {SEARCH_MAX_FILE_BYTES} bytes ({_names(self.large)})")
+        if self.special:
+            parts.append(f"{plural(len(self.special), 'special file')} (FIFO, socket or device: {_names(self.special)})")
+        return f"\n[not searched: {'; '.join(parts)}]" if parts else ""
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def _search_file(path: Path, rel: str, regex: Any, skipped: _Skipped) -> Iterator[str]:
+    """'rel:line:text' for each matching line of one file; the file is opened without
+    blocking and passed over (and noted) when special or too large, silently when binary."""
+    info = os.stat(path)
+    if _special_kind(info.st_mode):
+        skipped.special.append(rel)
+        return
+    if info.st_size > SEARCH_MAX_FILE_BYTES:
+        skipped.large.append(rel)
+        return
+    with _open_regular(rel, path) as raw:
+        if _sniff(raw):
+            return
+        # never more than the limit, even if the file grew after the stat
+        data = raw.read(SEARCH_MAX_FILE_BYTES + 1)
+    if len(data) > SEARCH_MAX_FILE_BYTES:
+        skipped.large.append(rel)
+        return
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        # splitlines drops the line ending, so `$` matches at the end of the line as in
+        # Python's re (RE2's `$` matches only at the very end of the text)
+        if regex.search(line):
+            text = line if len(line) <= SEARCH_LINE_CHARS else line[:SEARCH_LINE_CHARS] + " [...]"
+            yield f"{rel}:{number}:{text}"
+
+
+def search_files(ws: Workspace, args: SearchFilesArgs) -> str:
+    regex = compile_regex(args.pattern)
     real = ws.resolve(args.path)
     if not real.exists():
         raise _missing(ws, args.path, real)
+    if not real.is_dir():
+        _refuse_special(args.path, real)
     files = [real] if real.is_file() else _walk_files(ws, real)
     matches: list[str] = []
     total = 0
+    skipped = _Skipped([], [])
     for path in files:
         rel = ws.relative(Path(os.path.realpath(path))) if path.is_symlink() else ws.relative(path)
         if args.glob and not _glob_matches(args.glob, rel):
             continue
-        if path.stat().st_size > SEARCH_MAX_FILE_BYTES or _sniff_binary(path):
-            continue
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for number, line in enumerate(f, 1):
-                if regex.search(line):
-                    total += 1
-                    if len(matches) < SEARCH_MAX_MATCHES:
-                        text = line.rstrip("\r\n")
-                        if len(text) > SEARCH_LINE_CHARS:
-                            text = text[:SEARCH_LINE_CHARS] + " [...]"
-                        matches.append(f"{rel}:{number}:{text}")
+        for match in _search_file(path, rel, regex, skipped):
+            total += 1
+            if len(matches) < SEARCH_MAX_MATCHES:
+                matches.append(match)
     where = ws.relative(real) + (f" (files matching {args.glob})" if args.glob else "")
     if not matches:
-        return f"no matches for {args.pattern!r} in {where}"
+        return f"no matches for {args.pattern!r} in {where}" + skipped.note()
     text = "\n".join(matches)
     if total > len(matches):
         text += f"\n[{total - len(matches)} more matches not shown; narrow the pattern, path or glob]"
-    return text
+    return text + skipped.note()
 
 
 class GetFileInfoArgs(_Args):
@@ -389,7 +606,7 @@ def get_file_info(ws: Workspace, args: GetFileInfoArgs) -> str:
     real = ws.resolve(args.path)
     if not real.exists():
         raise _missing(ws, args.path, real)
-    info = real.stat()
+    info = real.stat() if real.is_dir() else _refuse_special(args.path, real)
     modified = datetime.fromtimestamp(info.st_mtime, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = [f"path: {ws.relative(real)}"]
     if (ws.root / args.path).is_symlink():
@@ -398,10 +615,12 @@ def get_file_info(ws: Workspace, args: GetFileInfoArgs) -> str:
         entries = sum(1 for p in real.iterdir() if p.name not in IGNORED_DIRS)
         lines += ["type: directory", f"entries: {entries}"]
     else:
-        binary = _sniff_binary(real)
-        lines += ["type: file", f"size: {info.st_size} bytes", f"binary: {'yes' if binary else 'no'}"]
-        if not binary:
-            lines.append(f"lines: {_count_lines(real)}")
+        with _open_regular(args.path, real) as f:
+            binary = _sniff(f)
+            lines += ["type: file", f"size: {info.st_size} bytes", f"binary: {'yes' if binary else 'no'}"]
+            if not binary:
+                count, complete = _count_lines(f, READ_SCAN_MAX_BYTES)
+                lines.append(f"lines: {count}" if complete else f"lines: more than {count} in the first {_mib(READ_SCAN_MAX_BYTES)}")
     lines.append(f"modified: {modified}")
     return "\n".join(lines)
 
@@ -429,12 +648,20 @@ def edit_file(ws: Workspace, args: EditFileArgs) -> str:
     real = _writable_target(ws, args.path)
     if not real.exists():
         raise _missing(ws, args.path, real)
-    if _sniff_binary(real):
-        raise ToolError(f"{args.path} is a binary file; edit_file edits text only")
+    _refuse_special(args.path, real)
     if not args.old_text:
         raise ToolError("old_text is empty; give the exact text to replace")
-    with open(real, encoding="utf-8", errors="replace", newline="") as f:
-        text = f.read()
+    with _open_regular(args.path, real) as f:
+        if _sniff(f):
+            raise ToolError(f"{args.path} is a binary file; edit_file edits text only")
+        data = f.read(EDIT_MAX_BYTES + 1)  # never more than the limit, whatever fstat said
+    if len(data) > EDIT_MAX_BYTES:
+        raise ToolError(
+            f"{args.path} is larger than {EDIT_MAX_BYTES} bytes, the most edit_file edits; "
+            "write a smaller file with write_file, or change it with a command if you have one"
+        )
+    # surrogateescape keeps invalid UTF-8 bytes as they are, so bytes outside the edit are written back unchanged
+    text = data.decode("utf-8", errors="surrogateescape")
     count = text.count(args.old_text)
     if count == 0:
         raise ToolError(
@@ -449,7 +676,11 @@ def edit_file(ws: Workspace, args: EditFileArgs) -> str:
             "include more surrounding text so it matches exactly once"
         )
     at_line = text.count("\n", 0, text.index(args.old_text)) + 1
-    _atomic_write(real, text.replace(args.old_text, args.new_text, 1))
+    try:
+        new = text.replace(args.old_text, args.new_text, 1).encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise ToolError("new_text is not valid text (it holds a lone surrogate); send plain characters") from exc
+    _atomic_write(real, new)
     return f"edited {ws.relative(real)}: replaced 1 occurrence at line {at_line}"
 
 

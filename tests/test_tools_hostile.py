@@ -1,0 +1,340 @@
+"""The file tools against hostile workspaces: special files, huge files, catastrophic
+regexes. Real FIFOs, sockets, symlinks and sparse files; each hostile call runs in a worker
+thread under a generous watchdog that only turns a hang into a failure."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from localagent.errors import ToolError
+from localagent.records import ToolCall
+from localagent.tools import (
+    EDIT_MAX_BYTES,
+    READ_MAX_CHARS,
+    READ_MAX_LINES,
+    READ_SCAN_MAX_BYTES,
+    SEARCH_MAX_FILE_BYTES,
+    Workspace,
+    run_tool,
+)
+
+WATCHDOG_S = 60  # far above any honest run; only a hang reaches it
+GIB = 1024**3
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "README.md").write_text("# Demo\nhello world\n")
+    return Workspace(root)
+
+
+def call(ws: Workspace, name: str, **arguments) -> str:
+    return run_tool(ws, ToolCall(name=name, arguments=arguments))
+
+
+def within_watchdog(fn: Callable[[], str]) -> str:
+    """fn's result or its exception; a failure (not a hang) if it has not returned in
+    WATCHDOG_S. A blocked thread is a daemon, so a hang cannot hold up the test run."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # handed back to the test below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(WATCHDOG_S)
+    if worker.is_alive():
+        pytest.fail(f"the call was still running after {WATCHDOG_S} s")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
+
+
+def hostile(ws: Workspace, name: str, **arguments) -> str:
+    return within_watchdog(lambda: call(ws, name, **arguments))
+
+
+def unblock_fifo(path: Path) -> None:
+    """Open the FIFO's other end so a reader stuck in open() or read() returns: run after a
+    test so a bug cannot leave a thread blocked forever."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+    except OSError:
+        pass
+
+
+# --- special files ---
+
+
+@pytest.fixture
+def fifo(ws: Workspace):
+    path = ws.root / "pipe"
+    os.mkfifo(path)
+    yield path
+    unblock_fifo(path)
+
+
+@pytest.fixture
+def sock(ws: Workspace):
+    path = ws.root / "sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(str(path))
+    except OSError as exc:  # a path too long for AF_UNIX
+        pytest.skip(f"cannot bind a unix socket here: {exc}")
+    server.listen(1)
+    yield path
+    server.close()
+
+
+DIRECT_CALLS = [
+    ("read_file", {}),
+    ("get_file_info", {}),
+    ("edit_file", {"old_text": "a", "new_text": "b"}),
+    ("search_files", {"pattern": "x"}),
+    ("list_directory", {}),
+]
+
+
+@pytest.mark.parametrize("name,extra", DIRECT_CALLS, ids=[c[0] for c in DIRECT_CALLS])
+def test_a_fifo_is_refused_by_name_without_blocking(ws: Workspace, fifo: Path, name: str, extra: dict) -> None:
+    with pytest.raises(ToolError, match="pipe is a FIFO, not a regular file"):
+        hostile(ws, name, path="pipe", **extra)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still there, untouched
+
+
+@pytest.mark.parametrize("name,extra", DIRECT_CALLS, ids=[c[0] for c in DIRECT_CALLS])
+def test_a_socket_is_refused_by_name(ws: Workspace, sock: Path, name: str, extra: dict) -> None:
+    with pytest.raises(ToolError, match="sock is a socket, not a regular file"):
+        hostile(ws, name, path="sock", **extra)
+
+
+def test_a_symlink_to_a_fifo_inside_the_workspace_is_refused(ws: Workspace, fifo: Path) -> None:
+    (ws.root / "alias").symlink_to(fifo)
+    for name, extra in DIRECT_CALLS:
+        with pytest.raises(ToolError, match="alias is a FIFO"):
+            hostile(ws, name, path="alias", **extra)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null", "/dev/urandom", "/dev/stdin", "/proc/self/fd/0"])
+def test_a_symlink_to_a_device_is_refused_by_the_sandbox(ws: Workspace, device: str) -> None:
+    (ws.root / "dev").symlink_to(device)
+    for name, extra in DIRECT_CALLS:
+        with pytest.raises(ToolError, match="outside the workspace"):
+            hostile(ws, name, path="dev", **extra)
+    # and a search over the root passes it by
+    assert "no matches" in hostile(ws, "search_files", pattern="zzz")
+
+
+def test_a_device_node_inside_the_workspace_is_refused(ws: Workspace) -> None:
+    node = ws.root / "zero"
+    try:
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 5))  # the same device as /dev/zero
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot make a device node here: {exc}")
+    for name, extra in DIRECT_CALLS:
+        with pytest.raises(ToolError, match="zero is a character device, not a regular file"):
+            hostile(ws, name, path="zero", **extra)
+    assert "zero (character device, not a regular file)" in hostile(ws, "list_directory")
+
+
+def test_a_search_over_a_folder_with_special_files_passes_them_by_and_says_so(
+    ws: Workspace, fifo: Path, sock: Path
+) -> None:
+    (ws.root / "alias").symlink_to(fifo)
+    out = hostile(ws, "search_files", pattern="hello")
+    assert out.startswith("README.md:2:hello world")
+    assert "not searched: 3 special files (FIFO, socket or device:" in out and "pipe" in out and "sock" in out
+    assert "not searched: 3 special files" in hostile(ws, "search_files", pattern="nothing-here")
+
+
+def test_listings_name_special_files_without_opening_them(ws: Workspace, fifo: Path, sock: Path) -> None:
+    listing = hostile(ws, "list_directory").splitlines()
+    assert "pipe (FIFO, not a regular file)" in listing
+    assert "sock (socket, not a regular file)" in listing
+    assert "pipe (FIFO, not a regular file)" in hostile(ws, "list_directory", recursive=True)
+
+
+def test_write_file_replaces_a_fifo_without_blocking(ws: Workspace, fifo: Path) -> None:
+    assert hostile(ws, "write_file", path="pipe", content="now a file\n").startswith("replaced")
+    assert fifo.read_text() == "now a file\n"
+
+
+# --- huge files ---
+
+
+def _rchar() -> int:
+    """Bytes this process has passed through read() calls (page cache and sparse holes
+    included, which read_bytes would miss)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+needs_proc_io = pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs /proc/self/io")
+
+
+def sparse(path: Path, head: bytes, size: int) -> Path:
+    assert len(head) > 8192, "the binary sniff would see the hole's NUL bytes"
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)  # the rest is a hole: NUL bytes that take no disk
+    return path
+
+
+@needs_proc_io
+def test_read_file_of_a_1_gib_file_reads_its_first_lines_and_stops(ws: Workspace) -> None:
+    lines = "".join(f"row {i}\n" for i in range(1, 2001)).encode()  # more than the binary sniff reads
+    sparse(ws.root / "huge.log", lines, GIB)
+    before = _rchar()
+    text = hostile(ws, "read_file", path="huge.log")
+    read = _rchar() - before
+    assert text.startswith("row 1\nrow 2\n") and f"row {READ_MAX_LINES}\n" in text
+    assert f"row {READ_MAX_LINES + 1}\n" not in text
+    assert f"start_line={READ_MAX_LINES + 1}" in text and "more than" in text
+    assert read <= READ_SCAN_MAX_BYTES + (1 << 20) and read < GIB // 8
+
+
+@needs_proc_io
+def test_one_endless_line_is_cut_at_a_byte_limit_and_said_so(ws: Workspace) -> None:
+    sparse(ws.root / "one.txt", b"x" * 20_000, GIB)  # text head, then 1 GiB without a newline
+    before = _rchar()
+    text = hostile(ws, "read_file", path="one.txt")
+    read = _rchar() - before
+    assert text.startswith("x" * READ_MAX_CHARS) and "x" * (READ_MAX_CHARS + 1) not in text
+    assert f"longer than the {READ_SCAN_MAX_BYTES // 2**20} MiB read_file reads" in text
+    assert len(text) < READ_MAX_CHARS + 1000
+    assert read <= READ_SCAN_MAX_BYTES + (1 << 20)
+
+
+def test_a_line_after_an_endless_line_says_how_to_read_on(ws: Workspace) -> None:
+    (ws.root / "two.txt").write_text("y" * 50_000 + "\nsecond\n")
+    text = hostile(ws, "read_file", path="two.txt")
+    assert "line 1 has 50000 characters" in text and "start_line=2" in text
+    assert hostile(ws, "read_file", path="two.txt", start_line=2) == "second\n"
+
+
+def test_peak_memory_of_reading_a_1_gib_file_stays_small(ws: Workspace) -> None:
+    """In a fresh interpreter, so the growth of its peak RSS is this call's alone."""
+    sparse(ws.root / "one.txt", b"x" * 20_000, GIB)
+    sparse(ws.root / "huge.log", b"row\n" * 3000, GIB)
+    script = (
+        "import resource, sys\n"
+        "from localagent.records import ToolCall\n"
+        "from localagent.tools import Workspace, run_tool\n"
+        "ws = Workspace(sys.argv[1])\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for name in ('one.txt', 'huge.log'):\n"
+        "    run_tool(ws, ToolCall(name='read_file', arguments={'path': name}))\n"
+        "    run_tool(ws, ToolCall(name='get_file_info', arguments={'path': name}))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(ws.root)], capture_output=True, text=True, timeout=WATCHDOG_S
+    )
+    assert done.returncode == 0, done.stderr
+    growth_kib = int(done.stdout.strip())
+    assert growth_kib < 64 * 1024, f"peak RSS grew by {growth_kib} KiB reading a 1 GiB file"
+
+
+def test_read_file_past_the_scan_limit_says_so(ws: Workspace) -> None:
+    sparse(ws.root / "huge.log", b"row\n" * 3000, GIB)
+    with pytest.raises(ToolError, match=f"past the first {READ_SCAN_MAX_BYTES // 2**20} MiB of huge.log"):
+        hostile(ws, "read_file", path="huge.log", start_line=5000)
+
+
+def test_get_file_info_of_a_1_gib_file_counts_lines_only_so_far(ws: Workspace) -> None:
+    sparse(ws.root / "huge.log", b"row\n" * 3000, GIB)
+    info = hostile(ws, "get_file_info", path="huge.log")
+    assert f"size: {GIB} bytes" in info and "lines: more than" in info
+
+
+def test_edit_file_refuses_a_file_over_its_limit_and_names_it(ws: Workspace) -> None:
+    sparse(ws.root / "huge.log", b"needle\n" + b"." * 9000 + b"\n", GIB)
+    with pytest.raises(ToolError, match=f"larger than {EDIT_MAX_BYTES} bytes, the most edit_file edits"):
+        hostile(ws, "edit_file", path="huge.log", old_text="needle", new_text="pin")
+    assert (ws.root / "huge.log").stat().st_size == GIB
+    just_under = ws.root / "ok.txt"
+    just_under.write_bytes(b"needle\n" + b"." * (EDIT_MAX_BYTES - 8) + b"\n")
+    assert "replaced 1 occurrence" in hostile(ws, "edit_file", path="ok.txt", old_text="needle", new_text="pin")
+
+
+def test_search_files_passes_over_a_file_over_its_limit_and_says_so(ws: Workspace) -> None:
+    sparse(ws.root / "huge.log", b"hello huge\n" * 1000, SEARCH_MAX_FILE_BYTES + 1)
+    out = hostile(ws, "search_files", pattern="hello")
+    assert out.splitlines()[0] == "README.md:2:hello world"
+    assert f"not searched: 1 file over {SEARCH_MAX_FILE_BYTES} bytes (huge.log)" in out
+    assert "not searched: 1 file over" in hostile(ws, "search_files", pattern="hello", path="huge.log")
+
+
+def test_edit_file_keeps_invalid_utf8_bytes_outside_the_edit(ws: Workspace) -> None:
+    # past the binary sniff's first 8 KiB, as in a long file with one Latin-1 line
+    data = b"# pad\n" * 2000 + b"name = 'caf\xe9'\nvalue = 1\n\xff\xfe tail\n"
+    (ws.root / "latin.py").write_bytes(data)
+    hostile(ws, "edit_file", path="latin.py", old_text="value = 1", new_text="value = 2")
+    assert (ws.root / "latin.py").read_bytes() == data.replace(b"value = 1", b"value = 2")
+
+
+def test_a_lone_surrogate_in_content_is_a_tool_error(ws: Workspace) -> None:
+    with pytest.raises(ToolError, match="lone surrogate"):
+        hostile(ws, "write_file", path="s.txt", content="bad \ud800 text")
+    with pytest.raises(ToolError, match="lone surrogate"):
+        hostile(ws, "edit_file", path="README.md", old_text="hello", new_text="\ud800")
+    assert (ws.root / "README.md").read_text() == "# Demo\nhello world\n"
+
+
+# --- hostile regular expressions ---
+
+
+@pytest.mark.parametrize("pattern", [r"(a+)+$", r"(a|a)*$", r"(a|aa)+$", r"(.*a){20}$", r"^(a?){40}a{40}$"])
+def test_catastrophic_patterns_finish(ws: Workspace, pattern: str) -> None:
+    (ws.root / "as.txt").write_text("a" * 100_000 + "b\n" + "a" * 40 + "\n")
+    out = hostile(ws, "search_files", pattern=pattern, path="as.txt")
+    assert "as.txt:2:" + "a" * 40 in out.splitlines()
+
+
+def test_a_catastrophic_pattern_still_finds_what_matches(ws: Workspace) -> None:
+    (ws.root / "as.txt").write_text("a" * 5_000 + "b\n" + "aaaa\n")
+    assert hostile(ws, "search_files", pattern=r"(a+)+$", path="as.txt") == "as.txt:2:aaaa"
+
+
+@pytest.mark.parametrize(
+    "pattern,feature",
+    [(r"(a)\1", r"\\1"), (r"foo(?=bar)", r"\(\?="), (r"(?<=x)y", r"\(\?<="), (r"(?!x)y", r"\(\?!"), (r"end\Z", r"\\Z")],
+)
+def test_features_re2_lacks_are_a_clear_tool_error(ws: Workspace, pattern: str, feature: str) -> None:
+    with pytest.raises(ToolError, match=f"does not support.*{feature}.*backreferences, lookahead or lookbehind"):
+        hostile(ws, "search_files", pattern=pattern)
+
+
+@pytest.mark.parametrize("pattern", ["(unclosed", "[z-a]", "*x", "a{2,1}"])
+def test_invalid_patterns_say_invalid(ws: Workspace, pattern: str) -> None:
+    with pytest.raises(ToolError, match="invalid regular expression"):
+        hostile(ws, "search_files", pattern=pattern)
+
+
+def test_dollar_matches_at_the_end_of_each_line_as_before(ws: Workspace) -> None:
+    (ws.root / "e.txt").write_text("one end\nend two\r\nthree end\n")
+    assert hostile(ws, "search_files", pattern="end$", path="e.txt") == "e.txt:1:one end\ne.txt:3:three end"
+    assert hostile(ws, "search_files", pattern="^end", path="e.txt") == "e.txt:2:end two"
+
+
+def test_a_huge_pattern_is_refused_not_run(ws: Workspace) -> None:
+    with pytest.raises(ToolError, match="regular expression"):
+        hostile(ws, "search_files", pattern="((((a{100}){100}){100}){100})")
