@@ -16,7 +16,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from localagent.bench import metrics
-from localagent.bench.results import ResultsDB, locate_run
+from localagent.bench.results import ResultsDB, locate_run, read_trace, trace_file
 from localagent.bench.schema import SCHEMA_VERSION, RunInfo, TrialResult
 from localagent.errors import MissingExtraError, ResultsError
 from localagent.memory import format_bytes
@@ -678,7 +678,7 @@ def _md_row(cells: Sequence[str]) -> str:
 
 # --- HTML --------------------------------------------------------------------------------
 
-TRACE_EMBED_LIMIT = 200_000  # characters of one trace embedded in the page; the link has all
+TRACE_EMBED_LIMIT = 200_000  # bytes of one trace embedded in the page; the link has all
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -797,21 +797,12 @@ def _html_trials(summary: Summary, folders: Mapping[str, Path | None], page_dir:
     rows = []
     for ref in summary.trials:
         folder = folders.get(ref.run_id)
-        path = Path(folder) / ref.trace_path if folder is not None and ref.trace_path else None
         if not ref.trace_path:
             trace = "no trace"
-        elif path is None:
+        elif folder is None:
             trace = f"in run {_e(ref.run_id)}, not on this machine"
-        elif not path.is_file():
-            trace = f"missing: {_e(path)}"
         else:
-            href = _href(path, page_dir)
-            text = path.read_text(encoding="utf-8", errors="replace")
-            clipped = text[:TRACE_EMBED_LIMIT] + ("\n… (clipped; open the file)" if len(text) > TRACE_EMBED_LIMIT else "")
-            trace = (
-                f"<a href='{_e(href)}'>{_e(ref.trace_path)}</a>"
-                f"<details><summary>show</summary><pre>{_e(clipped)}</pre></details>"
-            )
+            trace = _html_trace(Path(folder), ref.trace_path, page_dir)
         outcome = "pass" if ref.success else f"fail ({ref.failure_mode or 'unknown'})"
         rows.append(
             f"<tr><td>{_e(ref.model)}</td><td>{_e(ref.task_id)}</td><td class='num'>{ref.tier}</td>"
@@ -821,6 +812,23 @@ def _html_trials(summary: Summary, folders: Mapping[str, Path | None], page_dir:
         )
     head = "".join(f"<th>{h}</th>" for h in ("Model", "Task", "Tier", "Trial", "Outcome", "Wall", "Cost", "Trace"))
     return f"<h2>Trials</h2><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _html_trace(folder: Path, trace_path: str, page_dir: Path) -> str:
+    """A trace linked and embedded (its first TRACE_EMBED_LIMIT bytes), when it is a regular
+    file inside its run folder; otherwise why it is not shown."""
+    try:
+        path = trace_file(folder, trace_path)
+        if path is None:
+            return f"missing: {_e(folder / trace_path)}"
+        data, more = read_trace(path, TRACE_EMBED_LIMIT)
+    except ResultsError as exc:
+        return f"not shown: {_e(exc.message)}"
+    text = data.decode("utf-8", errors="replace") + ("\n… (clipped; open the file)" if more else "")
+    return (
+        f"<a href='{_e(_href(path, page_dir))}'>{_e(trace_path)}</a>"
+        f"<details><summary>show</summary><pre>{_e(text)}</pre></details>"
+    )
 
 
 _PAGE = """<!doctype html>

@@ -14,7 +14,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sqlite3
+import stat
 import tarfile
 import uuid
 from contextlib import contextmanager
@@ -33,6 +35,11 @@ RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 TRACES_DIR = "traces"
 EXPORT_FORMAT = "localagent-results"
+# localagent writes traces/<model>/<task>-<trial>.jsonl; a trace path far longer is not ours
+TRACE_PATH_MAX = 1024
+# bytes of one trace an export packs or an import unpacks (the longest bench trace seen so far
+# is a few MiB); a bigger file is left out of an export and refused in an import
+TRACE_FILE_LIMIT = 64 * 2**20
 
 TrialKey = tuple[str, str, int]  # (model, task id, trial)
 
@@ -66,6 +73,68 @@ def _atomic_write(path: Path, text: str) -> None:
 def _safe_name(name: str) -> str:
     """A model alias or task id as one path component."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
+
+
+def _shown(value: str, width: int = 60) -> str:
+    """A value from a file, quoted and shortened, for a message."""
+    return repr(value if len(value) <= width else value[:width] + "...")
+
+
+def clean_trace_path(value: str) -> str:
+    """A trace path as stored in TrialResult.trace_path, normalised ('.' and empty parts
+    dropped), relative to its run folder; ResultsError when it is not one localagent could have
+    written: absolute, with a '..' part (refused, not resolved: a symlink can make `a/..` lead
+    anywhere), a backslash, NUL or another control character, or over TRACE_PATH_MAX long."""
+    if len(value) > TRACE_PATH_MAX:
+        raise ResultsError(f"trace path of {len(value)} characters (at most {TRACE_PATH_MAX})")
+    if "\\" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ResultsError(f"trace path {_shown(value)} holds a backslash or a control character")
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ResultsError(f"trace path {_shown(value)} leads outside its run folder")
+    if not path.parts:
+        raise ResultsError("empty trace path")
+    return path.as_posix()
+
+
+def trace_file(run_dir: Path, trace_path: str) -> Path | None:
+    """The file a trial's trace path names, symlinks resolved, checked to be a regular file
+    inside the (resolved) run folder; None when there is no such file (a trace deleted, or not
+    imported), ResultsError saying why not for one that must not be read."""
+    rel = clean_trace_path(trace_path)
+    root = Path(run_dir).resolve()
+    named = root / rel
+    try:
+        path = named.resolve(strict=True)
+    except FileNotFoundError:
+        return None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise ResultsError(f"cannot read {named}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not path.is_relative_to(root):
+        raise ResultsError(f"{named} leads outside its run folder {root} (to {path})")
+    if not path.is_file():
+        raise ResultsError(f"{named}: not a regular file")
+    return path
+
+
+def read_trace(path: Path, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of the trace file `path` (from `trace_file`), and whether it holds
+    more. Opened without following a symlink swapped in since, without blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ResultsError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ResultsError(f"{path}: not a regular file")
+        data = f.read(limit + 1)
+    return data[:limit], len(data) > limit
+
+
+def _check_run_id(run_id: str) -> None:
+    """A run id names its folder under the runs folder: one plain path component."""
+    if run_id in ("", ".", "..") or _safe_name(run_id) != run_id:
+        raise ResultsError(f"run id {_shown(run_id)} is not a plain folder name (letters, digits, '.', '_', '-')")
 
 
 # --- the run directory ----------------------------------------------------------------------
@@ -262,49 +331,63 @@ class ResultsDB:
         """Insert or update a run (a resumed or finished run rewrites its record). An existing
         run_dir is kept when none is given (an import does not know one)."""
         with self._transaction():
-            self.db.execute(
-                """INSERT INTO runs (run_id, started_at, finished_at, localagent_version, run_dir, info)
-                VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (run_id) DO UPDATE SET
-                    finished_at = excluded.finished_at,
-                    run_dir = COALESCE(excluded.run_dir, runs.run_dir),
-                    info = excluded.info""",
-                (
-                    info.run_id,
-                    info.started_at,
-                    info.finished_at,
-                    info.localagent_version,
-                    str(run_dir.resolve()) if run_dir is not None else None,
-                    info.model_dump_json(),
-                ),
-            )
+            self._save_run(info, run_dir)
 
     def add_trial(self, trial: TrialResult) -> bool:
         """Insert one trial; False when (run, model, task, trial) is already stored."""
         with self._transaction():
-            cursor = self.db.execute(
-                """INSERT OR IGNORE INTO trials (run_id, model, model_kind, task_id, task_sha256, tier, trial,
-                    success, failure_mode, finished_at, wall_s, cost_usd, input_tokens, output_tokens, record)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    trial.run_id,
-                    trial.model,
-                    trial.model_kind,
-                    trial.task_id,
-                    trial.task_sha256,
-                    trial.tier,
-                    trial.trial,
-                    int(trial.success),
-                    trial.failure_mode,
-                    trial.finished_at,
-                    trial.wall_s,
-                    trial.cost_usd,
-                    trial.input_tokens,
-                    trial.output_tokens,
-                    trial.model_dump_json(),
-                ),
-            )
-            return cursor.rowcount == 1
+            return self._add_trial(trial)
+
+    def add_all(self, runs: Iterable[tuple[RunInfo, Path | None]], trials: Iterable[TrialResult]) -> int:
+        """Runs and trials in one transaction (an import: all or nothing); the number of
+        trials added."""
+        with self._transaction():
+            for info, run_dir in runs:
+                self._save_run(info, run_dir)
+            return sum(self._add_trial(t) for t in trials)
+
+    def _save_run(self, info: RunInfo, run_dir: Path | None) -> None:
+        self.db.execute(
+            """INSERT INTO runs (run_id, started_at, finished_at, localagent_version, run_dir, info)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (run_id) DO UPDATE SET
+                finished_at = excluded.finished_at,
+                run_dir = COALESCE(excluded.run_dir, runs.run_dir),
+                info = excluded.info""",
+            (
+                info.run_id,
+                info.started_at,
+                info.finished_at,
+                info.localagent_version,
+                str(run_dir.resolve()) if run_dir is not None else None,
+                info.model_dump_json(),
+            ),
+        )
+
+    def _add_trial(self, trial: TrialResult) -> bool:
+        cursor = self.db.execute(
+            """INSERT OR IGNORE INTO trials (run_id, model, model_kind, task_id, task_sha256, tier, trial,
+                success, failure_mode, finished_at, wall_s, cost_usd, input_tokens, output_tokens, record)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                trial.run_id,
+                trial.model,
+                trial.model_kind,
+                trial.task_id,
+                trial.task_sha256,
+                trial.tier,
+                trial.trial,
+                int(trial.success),
+                trial.failure_mode,
+                trial.finished_at,
+                trial.wall_s,
+                trial.cost_usd,
+                trial.input_tokens,
+                trial.output_tokens,
+                trial.model_dump_json(),
+            ),
+        )
+        return cursor.rowcount == 1
 
     # --- reading ---
 
@@ -376,6 +459,7 @@ class ExportSummary:
     runs: int
     trials: int
     traces: int
+    notices: tuple[str, ...] = ()  # traces left out, and why
 
 
 @dataclass(frozen=True)
@@ -413,6 +497,8 @@ def export_results(db: ResultsDB, dest: Path, *, run_id: str | None = None, mode
     run_ids = list(dict.fromkeys(t.run_id for t in trials))
     stored = {rid: db.run(rid) for rid in run_ids}
     runs = [s.info for s in stored.values() if s is not None]
+    notices: list[str] = []
+    trials = [_exportable(t, notices) for t in trials]
     dest.parent.mkdir(parents=True, exist_ok=True)
     traces = 0
     if kind == "json":
@@ -434,15 +520,51 @@ def export_results(db: ResultsDB, dest: Path, *, run_id: str | None = None, mode
                 for trial in trials:
                     run = stored.get(trial.run_id)
                     if trial.trace_path and run is not None and run.run_dir is not None:
-                        source = run.run_dir / trial.trace_path
-                        if source.is_file():
-                            tar.add(source, arcname=f"{TRACES_DIR}/{trial.run_id}/{trial.trace_path}")
+                        data = _trace_for_export(run.run_dir, trial, notices)
+                        if data is not None:
+                            _add_bytes(tar, f"{TRACES_DIR}/{trial.run_id}/{trial.trace_path}", data)
                             traces += 1
             os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    return ExportSummary(len(runs), len(trials), traces)
+    return ExportSummary(len(runs), len(trials), traces, tuple(notices))
+
+
+def _exportable(trial: TrialResult, notices: list[str]) -> TrialResult:
+    """The trial with its trace path normalised, or without one when it is not a path inside
+    a run folder (stored by an import before imports checked them): an export another
+    localagent accepts."""
+    if not trial.trace_path:
+        return trial
+    try:
+        clean = clean_trace_path(trial.trace_path)
+    except ResultsError as exc:
+        notices.append(f"{_trial_name(trial)}: trace left out: {exc.message}")
+        return trial.model_copy(update={"trace_path": None})
+    return trial if clean == trial.trace_path else trial.model_copy(update={"trace_path": clean})
+
+
+def _trace_for_export(run_dir: Path, trial: TrialResult, notices: list[str]) -> bytes | None:
+    """The trace's bytes, when its file is a regular file inside the run folder and at most
+    TRACE_FILE_LIMIT long; a trace whose file is gone is left out without a word (as before)."""
+    assert trial.trace_path is not None
+    try:
+        path = trace_file(run_dir, trial.trace_path)
+        if path is None:
+            return None
+        data, more = read_trace(path, TRACE_FILE_LIMIT)
+    except ResultsError as exc:
+        notices.append(f"{_trial_name(trial)}: trace left out: {exc.message}")
+        return None
+    if more:
+        notices.append(f"{_trial_name(trial)}: trace left out: over {TRACE_FILE_LIMIT // 2**20} MiB")
+        return None
+    return data
+
+
+def _trial_name(trial: TrialResult) -> str:
+    return f"run {trial.run_id}, {trial.model} on {trial.task_id} trial {trial.trial}"
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -467,15 +589,27 @@ def _read_records(text: str, where: str, kind: str) -> tuple[list[RunInfo], list
             )
 
     def add(record: object, at: str) -> None:
+        if not (isinstance(record, dict) and set(record) in ({"run"}, {"trial"})):
+            raise ResultsError(f"{at}: expected an object with one key, 'run' or 'trial'")
         try:
-            if isinstance(record, dict) and set(record) == {"run"}:
-                runs.append(RunInfo.model_validate(record["run"]))
-            elif isinstance(record, dict) and set(record) == {"trial"}:
-                trials.append(TrialResult.model_validate(record["trial"]))
+            if "run" in record:
+                info = RunInfo.model_validate(record["run"])
+                _check_run_id(info.run_id)
+                runs.append(info)
             else:
-                raise ResultsError(f"{at}: expected an object with one key, 'run' or 'trial'")
+                trial = TrialResult.model_validate(record["trial"])
+                if trial.trace_path is not None:
+                    trial = trial.model_copy(update={"trace_path": clean_trace_path(trial.trace_path)})
+                trials.append(trial)
         except ValidationError as exc:
             raise ResultsError(f"{at}: not a result record: {_first_error(exc)}") from exc
+        except ResultsError as exc:
+            # a record localagent could not have written: the file was edited or is hostile,
+            # and its figures are no more trustworthy than its paths; nothing is imported
+            raise ResultsError(
+                f"{at}: {exc.message}",
+                hint="nothing was imported; ask for a fresh `localagent results export`, or remove that record",
+            ) from None
 
     if kind == "json":
         try:
@@ -483,6 +617,10 @@ def _read_records(text: str, where: str, kind: str) -> tuple[list[RunInfo], list
         except json.JSONDecodeError as exc:
             raise ResultsError(f"{where}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
         header(doc, where)
+        assert isinstance(doc, dict)
+        for field in ("runs", "trials"):
+            if not isinstance(doc.get(field, []), list):
+                raise ResultsError(f"{where}: '{field}' is not a list", hint="make one with `localagent results export FILE`")
         for i, run in enumerate(doc.get("runs", [])):
             add({"run": run}, f"{where}: runs[{i}]")
         for i, trial in enumerate(doc.get("trials", [])):
@@ -514,53 +652,106 @@ def _trace_target(name: str) -> tuple[str, str] | None:
     return parts[1], "/".join(parts[2:])
 
 
+def _read_export(src: Path, kind: str) -> tuple[str, dict[str, dict[str, bytes]]]:
+    """The export's JSON or JSONL text and, from a .tar.gz, its trace members: run id ->
+    path inside that run's folder -> bytes. A member bigger than TRACE_FILE_LIMIT is refused."""
+    traces: dict[str, dict[str, bytes]] = {}
+    try:
+        if kind != "tar":
+            return src.read_text(encoding="utf-8"), traces
+        with tarfile.open(src, "r:*") as tar:
+            handle = tar.extractfile(tar.getmember(RESULTS_FILE))
+            text = handle.read().decode("utf-8") if handle else ""
+            for member in tar.getmembers():
+                target = _trace_target(member.name) if member.isfile() else None
+                if target is None:
+                    continue
+                if member.size > TRACE_FILE_LIMIT:
+                    raise ResultsError(
+                        f"{src}: {member.name} is {member.size} bytes, over the {TRACE_FILE_LIMIT // 2**20} MiB a trace may have",
+                        hint="nothing was imported; export without it (`localagent results export FILE.jsonl` has no traces)",
+                    )
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    traces.setdefault(target[0], {})[target[1]] = handle.read()
+    except KeyError as exc:
+        raise ResultsError(f"{src}: no {RESULTS_FILE} inside", hint="make one with `localagent results export FILE.tar.gz`") from exc
+    except (OSError, tarfile.TarError, UnicodeDecodeError, EOFError) as exc:
+        raise ResultsError(f"{src}: cannot read: {exc}") from exc
+    return text, traces
+
+
+def _write_run_folder(final: Path, info: RunInfo, trials: list[TrialResult], traces: dict[str, bytes]) -> int:
+    """A new run folder for an imported run: run.json, results.jsonl and the trials' traces
+    (other members are ignored), written beside it and renamed into place, so a folder is
+    either whole or absent. Returns the number of traces written."""
+    tmp = final.with_name(f".import-{final.name}-{uuid.uuid4().hex[:8]}")
+    written = 0
+    try:
+        tmp.mkdir(parents=True)
+        for rel in dict.fromkeys(t.trace_path for t in trials if t.trace_path in traces):
+            assert rel is not None
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(traces[rel])
+            written += 1
+        run = RunDir(tmp)
+        run.write_info(info)
+        _atomic_write(run.results_path, "".join(t.model_dump_json() + "\n" for t in trials))
+        os.rename(tmp, final)  # refuses a folder that appeared since the check
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ResultsError(f"cannot write the run folder {final}: {exc.strerror or exc}", hint="nothing was imported") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return written
+
+
 def import_results(db: ResultsDB, src: Path) -> ImportSummary:
     """Add an export's runs and trials to the database. Idempotent: a (run, model, task,
     trial) already stored is skipped. From a .tar.gz, traces of newly added runs are written
-    under settings.runs_dir()/<run id>/."""
+    under settings.runs_dir()/<run id>/.
+
+    Every record is checked (schema, run ids that name one folder, trace paths inside their
+    run folder) before anything is written, and a bad one refuses the whole import; the
+    database is written in one transaction, and a run folder that already exists is never
+    written into."""
     kind = _format_of(src)
     if not src.is_file():
         raise ResultsError(f"{src}: no such file")
-    traces: dict[str, list[tuple[str, bytes]]] = {}
-    try:
-        if kind == "tar":
-            with tarfile.open(src, "r:*") as tar:
-                member = tar.getmember(RESULTS_FILE)
-                handle = tar.extractfile(member)
-                text = handle.read().decode("utf-8") if handle else ""
-                for member in tar.getmembers():
-                    target = _trace_target(member.name) if member.isfile() else None
-                    handle = tar.extractfile(member) if target else None
-                    if target and handle:
-                        traces.setdefault(target[0], []).append((target[1], handle.read()))
-        else:
-            text = src.read_text(encoding="utf-8")
-    except KeyError as exc:
-        raise ResultsError(f"{src}: no {RESULTS_FILE} inside", hint="make one with `localagent results export FILE.tar.gz`") from exc
-    except (OSError, tarfile.TarError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{src}: cannot read: {exc}") from exc
+    text, traces = _read_export(src, kind)
     runs, trials = _read_records(text, str(src), "json" if kind == "json" else "jsonl")
     known = {r.run_id for r in runs}
     missing = sorted({t.run_id for t in trials} - known)
     if missing:
         raise ResultsError(f"{src}: trials of run {missing[0]} without its run record", hint="export again with `localagent results export`")
-    runs_added = written = 0
-    for info in runs:
-        if db.run(info.run_id) is not None:
-            continue
-        run_dir = None
+    new = [info for info in dict((r.run_id, r) for r in runs).values() if db.run(info.run_id) is None]
+    folders: dict[str, Path] = {}
+    for info in new:
         if traces.get(info.run_id):
-            run_dir = settings.runs_dir() / info.run_id
-            for rel, data in traces[info.run_id]:
-                path = run_dir / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                written += 1
-            run = RunDir(run_dir)
-            run.write_info(info)
-            own = "".join(t.model_dump_json() + "\n" for t in trials if t.run_id == info.run_id)
-            _atomic_write(run.results_path, own)
-        db.save_run(info, run_dir)
-        runs_added += 1
-    added = sum(db.add_trial(t) for t in trials)
-    return ImportSummary(runs_added, added, len(trials) - added, written)
+            folder = settings.runs_dir() / info.run_id
+            if os.path.lexists(folder):
+                raise ResultsError(
+                    f"{folder} already exists, but the results database does not know run {info.run_id}",
+                    hint="nothing was imported; move that folder away, or import the .jsonl export (no traces)",
+                )
+            folders[info.run_id] = folder
+    written = 0
+    created: list[Path] = []  # removed again if the import fails: folders it wrote, no other
+    try:
+        for info in new:
+            if info.run_id in folders:
+                own = [t for t in trials if t.run_id == info.run_id]
+                written += _write_run_folder(folders[info.run_id], info, own, traces[info.run_id])
+                created.append(folders[info.run_id])
+        added = db.add_all([(info, folders.get(info.run_id)) for info in new], trials)
+    except sqlite3.Error as exc:
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise ResultsError(f"cannot write the results database {db.path}: {exc}", hint="nothing was imported") from exc
+    except BaseException:
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return ImportSummary(len(new), added, len(trials) - added, written)

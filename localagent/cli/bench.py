@@ -167,6 +167,8 @@ def export(
 
     with ResultsDB() as db:
         summary = export_results(db, file, run_id=run, model=model)
+    for notice in summary.notices:
+        print(f"warning: {notice}", file=sys.stderr)
     if json_output:
         print(json.dumps({"file": str(file), "runs": summary.runs, "trials": summary.trials, "traces": summary.traces}))
     else:
