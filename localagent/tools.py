@@ -517,8 +517,8 @@ def compile_regex(pattern: str) -> "re2._Regexp":
         except (re.error, RecursionError, OverflowError, ValueError):
             raise ToolError(f"invalid regular expression {pattern!r}: {reason}") from exc
         raise ToolError(
-            f"regular expression {pattern!r} uses a feature search_files does not support ({reason}); "
-            "its engine (RE2) runs in linear time and has no backreferences, lookahead or lookbehind, "
+            f"regular expression {pattern!r} uses a feature the regex engine does not support ({reason}); "
+            "the engine (RE2) runs in linear time and has no backreferences, lookahead or lookbehind, "
             "and \\z instead of \\Z; rewrite the pattern without them"
         ) from exc
 

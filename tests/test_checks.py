@@ -209,3 +209,28 @@ def test_python_commands_leave_no_bytecode(tmp_path):
     check = CHECK.validate_python({"kind": "command", "argv": ["python", "-c", "import mod"]})
     assert run_check(check, root, FIXTURE, "").passed
     assert not list(root.rglob("__pycache__"))
+
+
+def test_answer_regex_is_linear_on_a_hostile_answer():
+    """A catastrophic pattern against a model's answer hung a bench with Python's re (0 trials
+    recorded); in RE2 it returns. The watchdog only guards against a hang."""
+    import threading
+
+    from localagent.bench import checks
+    from localagent.bench import tasks as t
+
+    check = t.AnswerRegex(kind="answer_regex", pattern="^(a+)+$")
+    outcome: list = []
+    worker = threading.Thread(target=lambda: outcome.append(checks.answer_regex(check, Path("."), {}, "a" * 50_000 + "b")), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert outcome and not outcome[0].passed
+    assert checks.answer_regex(check, Path("."), {}, "x\n" + "a" * 40).passed  # multi-line, as the format says
+
+
+def test_answer_regex_rejects_what_re2_lacks_at_load():
+    from localagent.bench import tasks as t
+
+    with pytest.raises(ValueError, match="backreferences"):
+        t.AnswerRegex(kind="answer_regex", pattern=r"(a)\1")
+    assert t.AnswerRegex(kind="answer_regex", pattern="total", ignore_case=True).compiled("total", True).search("TOTAL: 3")

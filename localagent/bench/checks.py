@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -87,8 +86,7 @@ def answer_contains(check: t.AnswerContains, root: Path, fixture: Fixture, answe
 
 
 def answer_regex(check: t.AnswerRegex, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
-    flags = re.MULTILINE | (re.IGNORECASE if check.ignore_case else 0)
-    if re.search(check.pattern, answer, flags):
+    if t.AnswerRegex.compiled(check.pattern, check.ignore_case).search(answer):
         return _ok(check.kind)
     return _fail(check.kind, f"expected the answer to match /{check.pattern}/, found {short(answer)}")
 

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal, Sequence, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from localagent.errors import TaskFileError
-from localagent.tools import TOOLS, InvalidToolCall
+from localagent.errors import TaskFileError, ToolError
+from localagent.tools import TOOLS, InvalidToolCall, compile_regex
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,10 +89,16 @@ class AnswerRegex(_Strict):
     @classmethod
     def _compiles(cls, v: str) -> str:
         try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+            compile_regex(v)
+        except ToolError as exc:
+            raise ValueError(str(exc).replace("invalid regular expression", "not a valid regular expression", 1)) from None
         return v
+
+    @staticmethod
+    def compiled(pattern: str, ignore_case: bool) -> Any:
+        """The pattern in RE2 (linear time: a catastrophic pattern against a model's answer
+        hung a bench with Python's re), multi-line as the format says."""
+        return compile_regex(("(?mi)" if ignore_case else "(?m)") + pattern)
 
 
 class AnswerExcludes(_Strict):
