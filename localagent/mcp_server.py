@@ -13,6 +13,9 @@ the local agent the way it would to a sub-agent. Three tools: `run_agent`, `list
 - One model stays loaded between calls and is unloaded after `keep_alive_s` idle seconds
   (Ollama's keep_alive), or when a call asks for another model.
 - Workspaces are folders inside the root fixed at start-up; no argument can widen it.
+- A client names models, not files: catalog aliases, [aliases] names, oracle/noop and models
+  installed in the store. Paths to .gguf files only with `--allow-model-paths`, and even then
+  a path outside the root gets one error whatever is (or is not) there.
 - A bad request is a tool error (isError) carrying the message and hint a CLI user would
   see; the server keeps serving.
 """
@@ -23,6 +26,7 @@ the local agent the way it would to a sub-agent. Three tools: `run_agent`, `list
 import inspect
 import logging
 import os
+import stat
 import threading
 import time
 from contextlib import asynccontextmanager, contextmanager
@@ -34,8 +38,8 @@ from pydantic import BaseModel, Field
 
 from localagent import __version__, settings, store
 from localagent.agent import Agent, AgentConfig
-from localagent.catalog import PSEUDO_MODELS, Price, cost_usd, load_catalog
-from localagent.errors import ConfigError, LocalAgentError, MissingExtraError, OfflineError
+from localagent.catalog import PSEUDO_MODELS, Price, cost_usd, load_catalog, suggest
+from localagent.errors import ConfigError, LocalAgentError, MissingExtraError, ModelNotFoundError, OfflineError
 from localagent.memory import PeakMemory
 from localagent.records import FinalStep, ModelStep, Step
 from localagent.tools import Workspace
@@ -76,6 +80,7 @@ class ServerConfig:
     time_limit_s: float = AgentConfig.time_limit_s  # per run_agent call
     n_ctx: int | None = None  # None: the engine's default for the model
     offline: bool = False
+    allow_model_paths: bool = False  # run_agent may load a .gguf by path (`--allow-model-paths`)
 
 
 class RunResult(BaseModel):
@@ -245,6 +250,74 @@ def confine(root: Path, requested: str) -> Path:
     return real
 
 
+# ---------------------------------------------------------------- model names
+
+
+def _has_path_syntax(name: str) -> bool:
+    """Whether a client's model name reads as a file path: decided from the text alone, so
+    the answer says nothing about the filesystem."""
+    return "/" in name or os.sep in name or name.startswith("~") or name.lower().endswith(".gguf")
+
+
+def model_names() -> list[str]:
+    """Every name a client may give: catalog aliases (local, hosted, [aliases]), the pseudo
+    models, and the aliases of models installed in the store."""
+    catalog = load_catalog()
+    return list(dict.fromkeys([*catalog.aliases, *PSEUDO_MODELS, *(m.alias for m in store.installed())]))
+
+
+def admit_model(name: str, root: Path, *, allow_paths: bool) -> str:
+    """What a client's `model` argument may run: a known name (ALIAS:QUANT too) as given; a
+    path only when `allow_paths`, as the resolved path of a .gguf regular file. Nothing about a
+    refused name depends on the filesystem, and a path outside `root` that cannot be used gets
+    one error whether it is missing, a folder, another kind of file or not a GGUF."""
+    known = model_names()
+    if store.split_quant(name)[0] in known:
+        return name
+    if not _has_path_syntax(name):
+        raise ModelNotFoundError(f"unknown model '{name}'", hint=suggest(name, known).replace(
+            "`localagent models list`", "list_models"))
+    if not allow_paths:
+        raise ConfigError(
+            f"model '{name}' is not a catalog alias or an installed model, and this server does not load models by path",
+            hint="give an alias from list_models; to use a GGUF file, register it (`localagent models import PATH "
+            "--name NAME`) or start the server with `localagent mcp --allow-model-paths`",
+        )
+    return str(_model_file(root, name))
+
+
+def _model_file(root: Path, name: str) -> Path:
+    """The .gguf regular file `name` points at (relative to `root`, or absolute), verified as
+    a GGUF. Inside the root the error says what is wrong; outside it, one error for all."""
+    uniform = ModelNotFoundError(
+        f"'{name}' is not a model file this server can use",
+        hint=f"outside the server's root {root}, a model path must be an existing, readable .gguf file; "
+        "or give an alias from list_models",
+    )
+    if "\0" in name:
+        raise uniform
+    real = Path(os.path.realpath(root / Path(name).expanduser()))
+    inside = Workspace(root).contains(real)
+    if not (name.lower().endswith(".gguf") and real.suffix.lower() == ".gguf"):
+        raise uniform if not inside else ConfigError(
+            f"model path '{name}' does not name a .gguf file", hint="give the path of a GGUF model file"
+        )
+    try:
+        regular = stat.S_ISREG(os.stat(real).st_mode)  # a stat, never an open: a FIFO cannot block
+    except OSError:
+        regular = False
+    if not regular:
+        raise uniform if not inside else ModelNotFoundError(
+            f"no such model file: {name} (under {root})", hint="give the path of a GGUF model file, relative to the root"
+        )
+    if not inside:
+        try:
+            store.resolve(str(real), offline=True)  # the header and sha256, remembered for the load
+        except (LocalAgentError, OSError):  # OSError: unreadable
+            raise uniform from None
+    return real
+
+
 # ---------------------------------------------------------------- the work, synchronous
 
 
@@ -302,6 +375,8 @@ class AgentService:
             raise ConfigError("the prompt is empty", hint="say what the agent should do")
         folder = confine(self.root, workspace)
         catalog = load_catalog()
+        if model and model != self.config.default_model:  # the operator's own --model is trusted
+            model = admit_model(model, self.root, allow_paths=self.config.allow_model_paths)
         alias = model or self.config.default_model or catalog.default
         self._check_known(alias)  # before the kept model is unloaded for it
         agent_config = AgentConfig(max_steps=max_steps, time_limit_s=self.config.time_limit_s, max_tokens=self.config.max_tokens)
@@ -366,6 +441,11 @@ class AgentService:
         )
 
     def pull(self, alias: str, report: Report) -> PullResult:
+        if _has_path_syntax(alias):
+            raise ConfigError(
+                f"pull_model takes a model alias, not a path: '{alias}'",
+                hint="give a local model alias from list_models (ALIAS:QUANT for another quant)",
+            )
         if self.offline:
             raise ConfigError(
                 "this server was started offline: it cannot download models",
@@ -489,7 +569,10 @@ def build_server(config: ServerConfig) -> MCPServer:
     async def run_agent(
         prompt: Annotated[str, Field(description="The task, self-contained: the agent sees nothing of your conversation.")],
         ctx: Context,
-        model: Annotated[str | None, Field(description="A model alias from list_models; default: the server's default.")] = None,
+        model: Annotated[
+            str | None,
+            Field(description="A model alias from list_models (ALIAS:QUANT for another quant); default: the server's default."),
+        ] = None,
         workspace: Annotated[str, Field(description="The folder to work in, relative to the server's root ('.' is the root).")] = ".",
         max_steps: Annotated[int, Field(ge=1, le=100, description="Most model calls before the agent gives up.")] = AgentConfig.max_steps,
         tool_mode: Annotated[

@@ -22,6 +22,10 @@ def mcp_command(
     time_limit: float = typer.Option(AgentConfig.time_limit_s, "--time-limit", min=1, help="Wall-clock limit of one run_agent call, in seconds."),
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", min=256, help="Context length to load local models with; default: the engine's."),
     offline: bool = typer.Option(False, "--offline", help="Never touch the network (no pulls)."),
+    allow_model_paths: bool = typer.Option(
+        False, "--allow-model-paths",
+        help="Let clients give run_agent a path to a .gguf file as its model; without it, only catalog aliases and installed models.",
+    ),
 ) -> None:
     """Serve the agent to MCP clients (Claude Code, Claude Desktop, Cursor) over stdio.
 
@@ -36,5 +40,6 @@ def mcp_command(
         time_limit_s=time_limit,
         n_ctx=n_ctx,
         offline=offline or settings.offline(),
+        allow_model_paths=allow_model_paths,
     )
     serve(config, log_file)
