@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Literal, Union
 
 from localagent import __version__, settings
 from localagent.bench import metrics
-from localagent.bench.checks import run_checks
+from localagent.bench.checks import require_confinement, run_checks
 from localagent.bench.results import ResultsDB, RunDir, key_of, locate_run, new_run_id, utc_now
 from localagent.bench.schema import CheckResult, HostInfo, RunInfo, TrialResult
 from localagent.bench.tasks import Task, default_tasks_dir, load_tasks, make_workspace
@@ -51,6 +51,7 @@ class BenchConfig:
     max_tokens: int = 1024  # per model call
     n_ctx: int | None = None  # None: the engine's default
     download_progress: bool = False  # show a bar when a local model must be pulled first
+    allow_unconfined_checks: bool = False  # run task commands even where nothing can confine them
     argv: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -197,9 +198,21 @@ def _check_local_models(kinds: dict[str, ModelKind], progress: bool) -> None:
             store.resolve(alias, progress=progress)
 
 
+def _confine_commands(config: BenchConfig, tasks: list[Task]) -> str | None:
+    """How the tasks' command checks will run (None: they have none); refuses to run them
+    unconfined unless the config allows it."""
+    if not any(c.kind == "command" for task in tasks for c in task.checks):
+        return None
+    found = require_confinement(config.allow_unconfined_checks)
+    if found.mechanism is None:
+        return f"command checks run UNCONFINED (--allow-unconfined-checks): {found.detail}"
+    return f"command checks run confined by {found.detail}"
+
+
 def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB) -> _Plan:
     kinds = _kinds(config, catalog)
     tasks = _select_tasks(config)
+    _confine_commands(config, tasks)  # refused before a run folder exists
     _check_local_models(kinds, config.download_progress)
     run_id = new_run_id()
     info = RunInfo(
@@ -249,6 +262,7 @@ def _resume_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB) -> _Plan:
     )
     kinds = _kinds(config, catalog)
     tasks = load_tasks(config.tasks_dir, ids=config.task_ids)
+    _confine_commands(config, tasks)
     versions = {t.id: t.sha256 for t in tasks}
     for trial in done.values():
         if versions.get(trial.task_id, trial.task_sha256) != trial.task_sha256:
@@ -324,7 +338,7 @@ def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, ta
                     elif isinstance(step, FinalStep):
                         seen.final = step
             if seen.final is not None:
-                outcomes = run_checks(task, workspace, seen.final.answer)
+                outcomes = run_checks(task, workspace, seen.final.answer, allow_unconfined=config.allow_unconfined_checks)
                 seen.checks = [CheckResult(kind=c.kind, passed=c.passed, detail=c.detail) for c in outcomes]
         except Exception as exc:  # noqa: BLE001 - recorded as the trial's runtime error
             seen.error = f"{type(exc).__name__}: {exc}"
@@ -525,6 +539,9 @@ def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None
     with ResultsDB() as db:
         plan = _resume_plan(config, catalog, db) if config.resume else _new_plan(config, catalog, db)
         emit(RunStarted(plan.info, plan.run.path))
+        how = _confine_commands(plan.config, plan.tasks)
+        if how:
+            notify(how)
         if plan.done:
             notify(f"resuming run {plan.info.run_id}: {len(plan.done)} of {plan.total} trials already done")
         record = _Recorder(plan, db, emit)

@@ -89,6 +89,7 @@ def bench(
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (id or folder); finished trials are kept."),
     quick: bool = typer.Option(False, "--quick", help="Only the tasks tagged 'quick'."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    allow_unconfined_checks: bool = typer.Option(False, "--allow-unconfined-checks", help="Run task files' command checks even where they cannot be confined (no user namespaces): only for suites you have reviewed."),
 ) -> None:
     """Run tasks on local models (and hosted baselines), grade them, and compare."""
     from localagent.bench.runner import BenchConfig, run_bench
@@ -113,6 +114,7 @@ def bench(
         max_tokens=max_tokens,
         n_ctx=ctx_tokens,
         download_progress=sys.stderr.isatty(),
+        allow_unconfined_checks=allow_unconfined_checks,
         argv=tuple(sys.argv[1:]),
     )
     progress = BenchProgress(enabled=sys.stderr.isatty())
