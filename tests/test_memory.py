@@ -24,10 +24,13 @@ def test_sample_adds_up() -> None:
 def test_anonymous_allocation_raises_the_anon_peak() -> None:
     before = sample()
     with PeakMemory(interval_s=0.005) as mem:
-        block = bytearray(64 * MB)
-        block[:: 4096] = b"x" * len(block[:: 4096])  # touch every page
+        # fresh pages from the kernel (an anonymous mmap), not the allocator's free pool: a
+        # bytearray reused memory earlier tests in this process had freed, and anon did not grow
+        block = mmap.mmap(-1, 64 * MB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        for offset in range(0, 64 * MB, 4096):  # touch every page
+            block[offset] = 1
         time.sleep(0.05)
-        del block
+        block.close()
     assert mem.samples >= 3
     assert mem.peak_anon - before.anon >= 48 * MB
     assert mem.peak_rss >= mem.peak_anon
