@@ -575,10 +575,11 @@ def _prune_empty(folder: Path, root: Path) -> None:
 def import_file(path: str | Path, name: str) -> ResolvedModel:
     """Copy a GGUF the user already has into the store under `name`, after checking it is a
     whole GGUF. On any failure nothing is registered and no partial file is left."""
-    if not NAME_RE.fullmatch(name):
+    # a name ending in .gguf would be read as a path wherever a model is named (resolve, MCP)
+    if not NAME_RE.fullmatch(name) or name.lower().endswith(".gguf"):
         raise ConfigError(
             f"'{name}' is not a usable model name",
-            hint="use letters, digits, '.', '_' and '-' (at most 64, starting with a letter or digit)",
+            hint="use letters, digits, '.', '_' and '-' (at most 64, starting with a letter or digit, not ending in .gguf)",
         )
     catalog = load_catalog()
     if name in catalog.local or name in catalog.hosted or name in catalog.pointers:

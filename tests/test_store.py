@@ -249,7 +249,13 @@ def test_import_of_a_bad_file_leaves_the_good_one(tmp_path, damage):
 
 
 @pytest.mark.parametrize(
-    "name, words", [("qwen-small", "is a catalog model"), ("bad name", "not a usable model name"), ("../up", "not a usable")]
+    "name, words",
+    [
+        ("qwen-small", "is a catalog model"),
+        ("bad name", "not a usable model name"),
+        ("../up", "not a usable"),
+        ("mine.GGUF", "not a usable"),  # would be read as a path wherever a model is named
+    ],
 )
 def test_import_refuses_bad_names(tmp_path, name, words):
     with pytest.raises(ConfigError) as err:
