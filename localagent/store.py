@@ -371,7 +371,7 @@ def _offline_error(alias: str, catalog: Catalog) -> OfflineError:
         f"model '{alias}' is not on this machine and offline mode is on (--offline / HF_HUB_OFFLINE)",
         hint=(
             f"pull it while online: `localagent models pull {alias}`; or use the bundled {default}{extra}; "
-            f"or register a GGUF you have: `localagent models import PATH --name {alias}`"
+            f"or register a GGUF you have under a name of your own: `localagent models import PATH --name NAME`"
         ),
     )
 

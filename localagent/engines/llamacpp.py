@@ -629,17 +629,16 @@ _UNKNOWN_ARCH_RE = re.compile(r"unknown model architecture: '([^']{1,100})'")
 # The llama-cpp-python release each family of the catalog was first run with by localagent's
 # tests (tests/archmodels.py builds one of each). Which release first added an architecture is
 # not recorded upstream in one place; this says where it is known to work.
-VERIFIED_ARCHITECTURES = {
-    arch: "0.3.36"
-    for arch in ("llama", "qwen2", "qwen3", "qwen35", "lfm2", "mamba", "mamba2", "gemma3", "gemma4", "granitehybrid", "smollm3")
-}
+VERIFIED_WITH = "0.3.36"
+VERIFIED_ARCHITECTURES = frozenset(
+    ("llama", "qwen2", "qwen3", "qwen35", "lfm2", "mamba", "mamba2", "gemma3", "gemma4", "granitehybrid", "smollm3")
+)
 
 
 def _architecture_hint(arch: str) -> str:
-    verified = VERIFIED_ARCHITECTURES.get(arch)
     upgrade = "upgrade llama-cpp-python (`pip install -U llama-cpp-python`; set CMAKE_ARGS as for the first install)"
-    if verified:
-        return f"{upgrade}: '{arch}' runs in llama-cpp-python {verified} and later"
+    if arch in VERIFIED_ARCHITECTURES:
+        return f"{upgrade}: '{arch}' runs in llama-cpp-python {VERIFIED_WITH} and later"
     return f"{upgrade}, or use a model of a family it knows (`localagent models list`)"
 
 
