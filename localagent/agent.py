@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from localagent.engines.base import ChatModel
 from localagent.errors import ContextOverflowError, EngineError, HostedAPIError, ToolError
@@ -59,6 +60,32 @@ class _Totals:
 
 class _TimeUp(Exception):
     """Raised from the token callback: the run's time limit passed during a model call."""
+
+
+def _within(deadline: float, fn: Callable[[], Any]) -> Any:
+    """fn() on a worker thread, waited for until the deadline; _TimeUp if it is still running.
+
+    A tool can block where no check of ours reaches: a file on a hung network mount, a custom
+    tool waiting on a socket. Python cannot kill a thread, so the stuck call is abandoned (a
+    daemon thread, never joined) and the run stops with `timeout`: the run, and an MCP
+    server's lock on its model, are given back on time. A write the abandoned call finishes
+    later can still land in the workspace; the trace says the call was cut off."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="localagent-tool", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.perf_counter()))
+    if worker.is_alive():
+        raise _TimeUp
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _call_key(call: ToolCall) -> str:
@@ -170,7 +197,7 @@ class Agent:
                 Message(role="assistant", content=reply.text, tool_calls=reply.tool_calls, reasoning=reply.reasoning)
             )
             for call in reply.tool_calls:
-                tool_step = self._run_call(step, call, started)
+                tool_step = self._run_call(step, call, started, deadline)
                 key = _call_key(call)
                 if tool_step.error is None:
                     if key in succeeded:
@@ -185,6 +212,9 @@ class Agent:
                     Message(role="tool", content=tool_step.result, tool_call_id=call.id, name=call.name)
                 )
                 yield tool_step
+                if tool_step.cut_off:
+                    yield final(step, "timeout", error=timeout + f" during a call of {call.name}")
+                    return
                 if tool_step.error is None:
                     continue
                 failures[key] = failures.get(key, 0) + 1
@@ -196,12 +226,14 @@ class Agent:
                     return
         yield final(self.config.max_steps, "max_steps", error=f"no answer after {self.config.max_steps} steps")
 
-    def _run_call(self, step: int, call: ToolCall, started: float) -> ToolStep:
+    def _run_call(self, step: int, call: ToolCall, started: float, deadline: float) -> ToolStep:
         t0 = time.perf_counter()
         error: str | None = None
-        invalid = False
+        invalid = cut_off = False
         try:
-            result = run_tool(self.workspace, call, self.tools)
+            result = _within(deadline, lambda: run_tool(self.workspace, call, self.tools))
+        except _TimeUp:
+            error, cut_off = f"cut off: the run's time limit of {self.config.time_limit_s:g} s passed during this call", True
         except InvalidToolCall as exc:
             error, invalid = str(exc), True
         except ToolError as exc:
@@ -216,6 +248,7 @@ class Agent:
             duration_s=now - t0,
             error=error,
             invalid=invalid,
+            cut_off=cut_off,
             elapsed_s=now - started,
         )
 

@@ -128,6 +128,7 @@ class ToolStep:
     duration_s: float
     error: str | None = None  # the tool failed or the call was invalid; `result` says why
     invalid: bool = False  # the model's call was malformed / unknown tool / bad arguments
+    cut_off: bool = False  # still running when the run's time limit passed; abandoned
     elapsed_s: float = 0.0
     kind: Literal["tool"] = "tool"
 

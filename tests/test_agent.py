@@ -254,3 +254,45 @@ def test_time_limit_cuts_a_model_call_in_progress(workspace: Path, bundled_gguf:
         assert reply.usage.output_tokens > 0
     finally:
         model.close()
+
+
+def test_a_tool_call_stuck_past_the_time_limit_stops_the_run_with_timeout(workspace: Path) -> None:
+    """A tool that blocks where no check reaches (a hung mount, a custom tool on a socket) is
+    cut off at the run's deadline; the run ends `timeout` and the caller gets control back."""
+    import threading
+    import time
+
+    from pydantic import BaseModel
+
+    from localagent.tools import TOOLS, Tool
+
+    release = threading.Event()
+
+    class NoArgs(BaseModel):
+        pass
+
+    def stuck(ws, args) -> str:
+        release.wait(30)
+        return "too late"
+
+    tools = (*TOOLS, Tool("wait_forever", "Blocks.", NoArgs, stuck))
+    model = ReplayModel([tool_reply("wait_forever")], then="never reached")
+    t0 = time.perf_counter()
+    try:
+        steps = list(Agent(model, workspace, AgentConfig(time_limit_s=1.0), tools=tools).run("go"))
+    finally:
+        release.set()
+    took = time.perf_counter() - t0
+    tool_step, final = steps[-2], steps[-1]
+    assert isinstance(tool_step, ToolStep) and tool_step.cut_off
+    assert "time limit of 1 s passed during this call" in tool_step.result
+    assert isinstance(final, FinalStep) and final.stop_reason == "timeout"
+    assert "during a call of wait_forever" in (final.error or "")
+    assert took < 10  # the 30 s wait was not waited for
+
+
+def test_a_tool_error_raised_on_the_worker_thread_reaches_the_model(workspace: Path) -> None:
+    steps = list(Agent(ReplayModel([tool_reply("read_file", path="missing.txt")], then="done"), workspace).run("go"))
+    tool_step = next(s for s in steps if isinstance(s, ToolStep))
+    assert tool_step.error and not tool_step.cut_off and "missing.txt" in tool_step.result
+    assert steps[-1].stop_reason == "answer"

@@ -19,14 +19,21 @@ app.add_typer(results_app, name="results")
 state = {"debug": False}
 
 
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    # eager, so it runs while the arguments are parsed: a plain option's callback runs only
+    # after click has already refused the missing command
+    if value:
         from localagent import __version__
 
         typer.echo(f"localagent {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
     state["debug"] = debug

@@ -19,6 +19,7 @@ from localagent.agent import Agent, AgentConfig
 from localagent.catalog import load_catalog
 from localagent.cli.app import app
 from localagent.engines.base import ChatModel, EngineConfig
+from localagent.errors import ConfigError
 from localagent.memory import PeakMemory, format_bytes
 from localagent.records import FinalStep, ModelStep, Step, ToolStep, as_dict
 from localagent.tools import Workspace, call_text, plural
@@ -134,6 +135,9 @@ def run(
     cpu: bool = typer.Option(False, "--cpu", help="Keep every layer on the CPU."),
 ) -> None:
     """Run the agent on PROMPT in a workspace and print its answer."""
+    if not prompt.strip():
+        # an empty prompt would still load the model and spend a step on nothing
+        raise ConfigError("the prompt is empty", hint='say what the agent should do: localagent run "list the files"')
     ws = Workspace(workspace)
     alias = model or load_catalog().default
     engine_config = EngineConfig(
