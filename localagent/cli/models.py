@@ -1,4 +1,4 @@
-"""`localagent models list|pull|info|import|rm` and `localagent doctor`: parse, call the
+"""`localagent models list|pull|info|import|rm|verify` and `localagent doctor`: parse, call the
 store, render (a rich table, or --json)."""
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ def list_models(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) 
         f"\nRAM available now: {human_bytes(available)}. RAM NEEDED = file + KV cache at the default context "
         f"(CONTEXT = default/trained) + headroom; ~ = KV cache estimated (exact once installed)."
     )
+    for r in rows:
+        if r.status == "broken":
+            typer.echo(f"broken: {r.alias} ({r.quant}): {r.problem}; remove it with `localagent models rm {r.alias}`")
     if pointers:
         typer.echo("Aliases: " + ", ".join(f"{name} = {target}" for name, target in pointers.items()))
 
@@ -201,10 +204,38 @@ def rm(
     from localagent import store
 
     for m in store.remove(alias, quant=quant):
-        if m.path.exists():  # a bundled file in site-packages, or a file another alias uses
+        if isinstance(m, store.BrokenManifest):
+            kept = "" if m.path else " (it names no model file: any file it had stays in the store)"
+            typer.echo(f"removed the broken manifest of {m.alias} ({m.quant}): {m.manifest}{kept}")
+        elif m.path.exists():  # a bundled file in site-packages, or a file another alias uses
             typer.echo(f"unregistered {m.alias} ({m.quant}); its file stays: {m.path}")
         else:
             typer.echo(f"removed {m.alias} ({m.quant}), {human_bytes(m.size_bytes)}")
+
+
+@models_app.command("verify")
+def verify(
+    alias: Optional[str] = typer.Argument(None, help="One installed model (ALIAS or ALIAS:QUANT); default: all."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Hash installed model files again and compare them with the sha256 recorded at install
+    (exit status 1 if any is changed, missing or broken)."""
+    from localagent import store
+
+    rows = store.verify(alias)
+    bad = [r for r in rows if r.status != "ok"]
+    if json_out:
+        _print_json({"ok": not bad, "models": [_plain(r) for r in rows]})
+    elif not rows:
+        typer.echo("nothing is installed")
+    else:
+        table = [[r.alias, r.quant, r.status, str(r.path or "-")] for r in rows]
+        _table(None, ["MODEL", "QUANT", "STATUS", "FILE"], table)
+        for r in bad:
+            way_out = f"`localagent models rm {r.alias}`, then pull or import it again"
+            typer.echo(f"{r.status}: {r.alias} ({r.quant}): {r.problem}; {way_out}")
+    if bad:
+        raise typer.Exit(1)
 
 
 @app.command()
