@@ -62,6 +62,16 @@ class ResultsError(LocalAgentError):
     """Stored results cannot be read, resumed, imported or exported."""
 
 
+class ResultsWriteError(ResultsError):
+    """A run folder, an export or the results database cannot be written (disk full, a file
+    size limit, read-only): the bench stops at the first such write, and that one is reported."""
+
+
+class ResultsWarning(UserWarning):
+    """A problem in stored results that does not stop a read: a line of a run's results.jsonl
+    that is skipped, a trial recorded twice. The CLI prints it as `warning: ...`."""
+
+
 class EngineError(LocalAgentError):
     """A model engine failed."""
 

@@ -9,17 +9,20 @@ moves forward through an ordered list of small migrations recorded in a table.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import sqlite3
 import stat
 import tarfile
 import uuid
-from contextlib import contextmanager
+import warnings
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -29,10 +32,17 @@ from pydantic import ValidationError
 
 from localagent import settings
 from localagent.bench.schema import SCHEMA_VERSION, RunInfo, TrialResult
-from localagent.errors import ResultsError
+from localagent.errors import ResultsError, ResultsWarning, ResultsWriteError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: runs are not locked there
+    fcntl = None  # type: ignore[assignment]
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
+# held (flock) by the bench running the run, and naming it: one bench per run at a time
+LOCK_FILE = "bench.lock"
 TRACES_DIR = "traces"
 EXPORT_FORMAT = "localagent-results"
 # localagent writes traces/<model>/<task>-<trial>.jsonl; a trace path far longer is not ours
@@ -40,6 +50,13 @@ TRACE_PATH_MAX = 1024
 # bytes of one trace an export packs or an import unpacks (the longest bench trace seen so far
 # is a few MiB); a bigger file is left out of an export and refused in an import
 TRACE_FILE_LIMIT = 64 * 2**20
+# how long a database statement waits for another process's lock before it gives up: the
+# transactions of a bench or an import last milliseconds, so a lock held longer is a program
+# holding the database open in a transaction (a sqlite3 shell, a stuck process), not a queue
+BUSY_TIMEOUT_S = 5.0
+
+# what to do about an export that is not one: nothing of it was written
+REMAKE_HINT = "nothing was imported; make the file with `localagent results export FILE`"
 
 TrialKey = tuple[str, str, int]  # (model, task id, trial)
 
@@ -68,6 +85,24 @@ def _atomic_write(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_error(path: Path, exc: OSError) -> ResultsWriteError:
+    """A failed write of `path`, in words, with what to do about it. Made from the first error
+    of a write, before anything else (closing the file, a cleanup) can raise a second one."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f"free some space on the disk that holds {path.parent}"
+    elif exc.errno == errno.EFBIG:
+        hint = "a file size limit stopped the write (see `ulimit -f`): lift it"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = f"make {path.parent} writable"
+    else:
+        hint = None
+    return ResultsWriteError(f"cannot write {path}: {exc.strerror or exc}", hint=hint)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, ResultsWarning, stacklevel=3)
 
 
 def _safe_name(name: str) -> str:
@@ -166,7 +201,10 @@ class RunDir:
         return run
 
     def write_info(self, info: RunInfo) -> None:
-        _atomic_write(self.info_path, info.model_dump_json(indent=2) + "\n")
+        try:
+            _atomic_write(self.info_path, info.model_dump_json(indent=2) + "\n")
+        except OSError as exc:
+            raise write_error(self.info_path, exc) from None
 
     def read_info(self) -> RunInfo:
         try:
@@ -180,35 +218,144 @@ class RunDir:
         """Relative to the run directory, as stored in TrialResult.trace_path."""
         return f"{TRACES_DIR}/{_safe_name(model)}/{_safe_name(task_id)}-{trial}.jsonl"
 
-    def read_trials(self) -> list[TrialResult]:
-        """Every complete line. A last line without its newline is a write a kill cut short:
-        it is skipped (and `repair` removes it)."""
-        if not self.results_path.exists():
+    def read_trials(self, on_problem: Callable[[str], None] | None = None) -> list[TrialResult]:
+        """Every trial, once. A line that is no trial record (not UTF-8, not JSON, wrong
+        fields: an edit or a disk fault) is skipped and reported to `on_problem` as
+        `file:line: why` (default: a ResultsWarning), so one bad line costs one trial, which
+        --resume runs again. A last line without its newline is a write a kill cut short, and
+        skipped the same way, unless it is a whole record. A trial recorded twice (two benches
+        on one run, before runs were locked) counts once: its last record."""
+        problem = on_problem or _warn
+        try:
+            data = self.results_path.read_bytes()
+        except FileNotFoundError:
             return []
-        text = self.results_path.read_text(encoding="utf-8")
-        lines = text.split("\n")
-        trials = []
-        for number, line in enumerate(lines[:-1], 1):
-            if line.strip():
-                trials.append(_parse_trial(line, f"{self.results_path}:{number}"))
-        return trials
+        except OSError as exc:
+            raise ResultsError(f"cannot read {self.results_path}: {exc.strerror}") from exc
+        lines = data.split(b"\n")
+        last = lines.pop()  # what follows the last newline: b"" in a whole file
+        trials: dict[TrialKey, TrialResult] = {}
+        first_line: dict[TrialKey, int] = {}
+        repeated: list[tuple[TrialKey, int, int]] = []
+        for number, raw in enumerate([*lines, last], 1):
+            if not raw.strip():
+                continue
+            parsed = _trial_or_reason(raw)
+            if isinstance(parsed, str):
+                torn = number > len(lines)
+                why = "an incomplete last line (a write cut short)" if torn else parsed
+                problem(f"{self.results_path}:{number}: {why}: skipped (`localagent bench --resume` runs its trial again)")
+                continue
+            key = key_of(parsed)
+            if key in trials:
+                repeated.append((key, first_line[key], number))
+            first_line.setdefault(key, number)
+            trials[key] = parsed
+        if repeated:
+            (model, task_id, trial), a, b = repeated[0]
+            problem(
+                f"{self.results_path}: {len(repeated)} record(s) repeat a trial already recorded"
+                f" (the first: {model} on {task_id} trial {trial}, lines {a} and {b}); each trial counts once, as its last record"
+            )
+        return list(trials.values())
 
     def repair(self) -> None:
-        """Cut a torn last line so the next append starts on a line of its own."""
-        if not self.results_path.exists():
+        """End the file on a whole line, so the next append starts a line of its own: a last
+        line without its newline is cut when it is a write cut short, and given its newline
+        when it is a whole record (nothing readable is dropped)."""
+        try:
+            data = self.results_path.read_bytes()
+        except FileNotFoundError:
             return
-        data = self.results_path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.results_path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
-                os.fsync(f.fileno())
+        except OSError as exc:
+            raise ResultsError(f"cannot read {self.results_path}: {exc.strerror}") from exc
+        if not data or data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        whole = isinstance(_trial_or_reason(data[start:]), TrialResult)
+        try:
+            fd = os.open(self.results_path, os.O_WRONLY | os.O_APPEND)
+            try:
+                if whole:
+                    os.write(fd, b"\n")
+                else:
+                    os.ftruncate(fd, start)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise write_error(self.results_path, exc) from None
 
     def append(self, trial: TrialResult) -> None:
-        line = trial.model_dump_json() + "\n"
-        with open(self.results_path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        """One line, fsync'd. A write the disk refuses part-way (full, a size limit) is cut
+        back off, so the file still ends on its last whole line, and the write's own error is
+        the one raised: a buffered file would raise a second time on close, on the bytes it
+        could not write, and hide the first. The run lock makes this process the only writer."""
+        data = (trial.model_dump_json() + "\n").encode("utf-8")
+        try:
+            fd = os.open(self.results_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(self.results_path, exc) from None
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError as exc:
+                with suppress(OSError):  # shrinking needs no space; if it fails, repair() cuts the line
+                    os.ftruncate(fd, start)
+                raise write_error(self.results_path, exc) from None
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def lock(self, run_id: str) -> Iterator[None]:
+        """Hold the run for one bench: an exclusive flock on bench.lock in the run folder for
+        as long as the bench runs, the file naming the holder (pid, host, start). A second
+        bench on the run is refused at once: two resumes at once both ran every pending trial
+        (846 records for 580 trials). The kernel drops a flock when its process dies, so the
+        lock of a killed bench blocks nothing; the file stays (removing it would let a third
+        bench lock a new file while a second still holds the old one)."""
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        path = self.path / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _run_busy(run_id, fd) from None
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, (json.dumps(holder) + "\n").encode("utf-8"))
+            except OSError as exc:
+                raise write_error(path, exc) from None
+            try:
+                yield
+            finally:
+                with suppress(OSError):  # no holder to name any more; the flock goes with the fd
+                    os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+
+def _run_busy(run_id: str, fd: int) -> ResultsError:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        who = f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+    except (OSError, ValueError, KeyError, TypeError):  # the holder has not written itself yet
+        who = "another process"
+    return ResultsError(
+        f"run {run_id} is being run by {who}",
+        hint=f"wait for that bench to end (or stop it), then `localagent bench --resume {run_id}` runs what it left",
+    )
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -217,11 +364,16 @@ def _first_error(exc: ValidationError) -> str:
     return f"field '{field}': {err['msg']}"
 
 
-def _parse_trial(line: str, where: str) -> TrialResult:
+def _trial_or_reason(line: bytes) -> TrialResult | str:
+    """A line of results.jsonl as a trial, or why it is none."""
     try:
-        return TrialResult.model_validate_json(line)
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte {exc.start + 1} of the line)"
+    try:
+        return TrialResult.model_validate_json(text)
     except ValidationError as exc:
-        raise ResultsError(f"{where}: not a trial record: {_first_error(exc)}") from exc
+        return f"not a trial record: {_first_error(exc)}"
 
 
 # --- the database -----------------------------------------------------------------------------
@@ -269,6 +421,10 @@ def migration_name(fn: Callable) -> str:
     return fn.__name__.lstrip("_")
 
 
+class _RollBack(Exception):
+    """Ends a transaction with a rollback and no error (ResultsDB.check_writable)."""
+
+
 @dataclass(frozen=True)
 class StoredRun:
     info: RunInfo
@@ -282,11 +438,16 @@ class ResultsDB:
         self.path = Path(path) if path is not None else settings.database()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        with self._sqlite_errors("open"):
             # autocommit; transactions are explicit, so DDL in migrations is transactional too
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise ResultsError(f"cannot open the results database {self.path}: {exc}") from exc
-        self.migrate()
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            self.migrate()
+        except BaseException:
+            self.db.close()
+            raise
 
     def __enter__(self) -> ResultsDB:
         return self
@@ -298,12 +459,13 @@ class ResultsDB:
         self.db.close()
 
     def applied_migrations(self) -> list[str]:
-        return [row[0] for row in self.db.execute("SELECT name FROM schema_migrations ORDER BY rowid")]
+        return [row[0] for row in self._rows("SELECT name FROM schema_migrations ORDER BY rowid")]
 
     def migrate(self) -> list[str]:
         """Apply the migrations not yet recorded, each in its own transaction; returns their
         names. A second process waits on the lock and then finds nothing left to do."""
-        self.db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        with self._sqlite_errors("open"):
+            self.db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
         applied = []
         for fn in MIGRATIONS:
             name = migration_name(fn)
@@ -315,15 +477,75 @@ class ResultsDB:
                 applied.append(name)
         return applied
 
+    def check_writable(self) -> None:
+        """Fail now, before a bench makes its run folder, when the database cannot be written
+        (read-only, its folder read-only, its disk full): a write rolled back. BEGIN alone
+        succeeds on a read-only file; only a changed page needs the file and its journal."""
+        with self._transaction():
+            self.db.execute("INSERT INTO schema_migrations (name, applied_at) VALUES ('write check', '')")
+            raise _RollBack
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
+        with self._sqlite_errors("write"):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException as exc:
+                # the first error is the one to report: one from the rollback (the transaction
+                # may already be gone with a failed write) would only hide it
+                with suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                if isinstance(exc, _RollBack):
+                    return
+                raise
+            self.db.execute("COMMIT")
+
+    def _rows(self, sql: str, params: Iterable[object] = ()) -> list[tuple]:
+        with self._sqlite_errors():
+            return self.db.execute(sql, tuple(params)).fetchall()
+
+    @contextmanager
+    def _sqlite_errors(self, doing: str = "read") -> Iterator[None]:
         try:
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing) from exc
+
+    def _error(self, exc: sqlite3.Error, doing: str) -> ResultsError:
+        """An SQLite error as something the user can act on, naming the database file. The
+        file itself is never deleted or rewritten to get past an error."""
+        name = getattr(exc, "sqlite_errorname", "")  # Python >= 3.11; before, the message alone
+        where = f"the results database {self.path}"
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            if not os.access(self.path.parent, os.W_OK):
+                # SQLite cannot create its journal beside the database, and calls that "locked"
+                return ResultsWriteError(f"cannot write {where}: its folder is read-only", hint=f"make {self.path.parent} writable")
+            return ResultsError(
+                f"{where} is locked: another process has held it for over {BUSY_TIMEOUT_S:g} s",
+                hint="let that program (another localagent, a sqlite3 shell) finish or close the database, then run this again",
+            )
+        if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+            return ResultsError(
+                f"{where} is damaged ({exc}); it is left as it is",
+                hint=f"move it aside (mv {self.path} {self.path}.damaged): the next command makes a new one, and"
+                " `localagent bench --resume RUN` puts a run folder's trials back in it",
+            )
+        if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
+            return ResultsWriteError(
+                f"cannot write {where}: {exc}",
+                hint=f"make {self.path} and its folder writable, or set LOCALAGENT_HOME to a folder you can write",
+            )
+        if name.startswith("SQLITE_CANTOPEN"):
+            return ResultsWriteError(
+                f"cannot {doing} {where}: {exc}",
+                hint=f"{self.path.parent} must be a folder you can write, and {self.path.name} a file in it",
+            )
+        if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
+            return ResultsWriteError(
+                f"cannot write {where}: {exc}", hint="free some space on its disk, or lift a file size limit (`ulimit -f`)"
+            )
+        return ResultsError(f"cannot {doing} {where}: {exc}")
 
     # --- writing ---
 
@@ -393,16 +615,16 @@ class ResultsDB:
 
     def runs(self) -> list[StoredRun]:
         """Every run, oldest first."""
-        rows = self.db.execute("SELECT info, run_dir FROM runs ORDER BY started_at, run_id").fetchall()
+        rows = self._rows("SELECT info, run_dir FROM runs ORDER BY started_at, run_id")
         return [_stored_run(info, run_dir) for info, run_dir in rows]
 
     def run(self, run_id: str) -> StoredRun | None:
-        row = self.db.execute("SELECT info, run_dir FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return _stored_run(*row) if row else None
+        rows = self._rows("SELECT info, run_dir FROM runs WHERE run_id = ?", (run_id,))
+        return _stored_run(*rows[0]) if rows else None
 
     def latest_run(self) -> StoredRun | None:
-        row = self.db.execute("SELECT info, run_dir FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchone()
-        return _stored_run(*row) if row else None
+        rows = self._rows("SELECT info, run_dir FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1")
+        return _stored_run(*rows[0]) if rows else None
 
     def trials(self, run_id: str | None = None, model: str | None = None) -> list[TrialResult]:
         """Stored trials, optionally of one run and/or one model, in run then task order."""
@@ -415,19 +637,19 @@ class ResultsDB:
             sql += " AND t.model = ?"
             params.append(model)
         sql += " ORDER BY r.started_at, t.run_id, t.model, t.tier, t.task_id, t.trial"
-        return [TrialResult.model_validate_json(row[0]) for row in self.db.execute(sql, params)]
+        return [TrialResult.model_validate_json(row[0]) for row in self._rows(sql, params)]
 
     def latest_results(self, model: str, task_sha256s: Iterable[str]) -> list[TrialResult]:
         """For each task version, the trials of `model` from the latest run that ran it: what
         a bench compares against when that model cannot be run now."""
         wanted = json.dumps(sorted(set(task_sha256s)))
-        rows = self.db.execute(
+        rows = self._rows(
             """SELECT t.task_sha256, r.started_at, t.run_id, t.record
             FROM trials t JOIN runs r ON r.run_id = t.run_id
             WHERE t.model = ? AND t.task_sha256 IN (SELECT value FROM json_each(?))
             ORDER BY t.task_id, t.trial""",
             (model, wanted),
-        ).fetchall()
+        )
         latest: dict[str, tuple[str, str]] = {}
         for sha, started, run_id, _ in rows:
             latest[sha] = max(latest.get(sha, ("", "")), (started, run_id))
@@ -499,6 +721,17 @@ def export_results(db: ResultsDB, dest: Path, *, run_id: str | None = None, mode
     runs = [s.info for s in stored.values() if s is not None]
     notices: list[str] = []
     trials = [_exportable(t, notices) for t in trials]
+    try:
+        traces = _write_export(dest, kind, runs, trials, stored, notices)
+    except OSError as exc:  # a full disk, a read-only folder: said once, naming the file
+        raise write_error(dest, exc) from None
+    return ExportSummary(len(runs), len(trials), traces, tuple(notices))
+
+
+def _write_export(
+    dest: Path, kind: str, runs: list[RunInfo], trials: list[TrialResult], stored: dict[str, StoredRun | None], notices: list[str]
+) -> int:
+    """The export file, written beside `dest` and renamed into place; the number of traces packed."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     traces = 0
     if kind == "json":
@@ -528,7 +761,7 @@ def export_results(db: ResultsDB, dest: Path, *, run_id: str | None = None, mode
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    return ExportSummary(len(runs), len(trials), traces, tuple(notices))
+    return traces
 
 
 def _exportable(trial: TrialResult, notices: list[str]) -> TrialResult:
@@ -580,7 +813,7 @@ def _read_records(text: str, where: str, kind: str) -> tuple[list[RunInfo], list
 
     def header(doc: object, at: str) -> None:
         if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
-            raise ResultsError(f"{at}: not a localagent results export", hint="make one with `localagent results export FILE`")
+            raise ResultsError(f"{at}: not a localagent results export", hint=REMAKE_HINT)
         version = doc.get("schema_version")
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise ResultsError(
@@ -590,7 +823,7 @@ def _read_records(text: str, where: str, kind: str) -> tuple[list[RunInfo], list
 
     def add(record: object, at: str) -> None:
         if not (isinstance(record, dict) and set(record) in ({"run"}, {"trial"})):
-            raise ResultsError(f"{at}: expected an object with one key, 'run' or 'trial'")
+            raise ResultsError(f"{at}: expected an object with one key, 'run' or 'trial'", hint=REMAKE_HINT)
         try:
             if "run" in record:
                 info = RunInfo.model_validate(record["run"])
@@ -602,7 +835,7 @@ def _read_records(text: str, where: str, kind: str) -> tuple[list[RunInfo], list
                     trial = trial.model_copy(update={"trace_path": clean_trace_path(trial.trace_path)})
                 trials.append(trial)
         except ValidationError as exc:
-            raise ResultsError(f"{at}: not a result record: {_first_error(exc)}") from exc
+            raise ResultsError(f"{at}: not a result record: {_first_error(exc)}", hint=REMAKE_HINT) from exc
         except ResultsError as exc:
             # a record localagent could not have written: the file was edited or is hostile,
             # and its figures are no more trustworthy than its paths; nothing is imported
@@ -615,12 +848,12 @@ def _read_records(text: str, where: str, kind: str) -> tuple[list[RunInfo], list
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ResultsError(f"{where}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
+            raise ResultsError(f"{where}:{exc.lineno}: not valid JSON: {exc.msg}", hint=REMAKE_HINT) from exc
         header(doc, where)
         assert isinstance(doc, dict)
         for field in ("runs", "trials"):
             if not isinstance(doc.get(field, []), list):
-                raise ResultsError(f"{where}: '{field}' is not a list", hint="make one with `localagent results export FILE`")
+                raise ResultsError(f"{where}: '{field}' is not a list", hint=REMAKE_HINT)
         for i, run in enumerate(doc.get("runs", [])):
             add({"run": run}, f"{where}: runs[{i}]")
         for i, trial in enumerate(doc.get("trials", [])):
@@ -628,12 +861,12 @@ def _read_records(text: str, where: str, kind: str) -> tuple[list[RunInfo], list
         return runs, trials
     lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
-        raise ResultsError(f"{where}: empty file")
+        raise ResultsError(f"{where}: empty file", hint=REMAKE_HINT)
     for n, line in lines:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ResultsError(f"{where}:{n}: not valid JSON: {exc.msg}") from exc
+            raise ResultsError(f"{where}:{n}: not valid JSON: {exc.msg}", hint=REMAKE_HINT) from exc
         if n == lines[0][0]:
             header(record, f"{where}:{n}")
         else:
@@ -745,11 +978,11 @@ def import_results(db: ResultsDB, src: Path) -> ImportSummary:
                 own = [t for t in trials if t.run_id == info.run_id]
                 written += _write_run_folder(folders[info.run_id], info, own, traces[info.run_id])
                 created.append(folders[info.run_id])
-        added = db.add_all([(info, folders.get(info.run_id)) for info in new], trials)
-    except sqlite3.Error as exc:
-        for folder in created:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise ResultsError(f"cannot write the results database {db.path}: {exc}", hint="nothing was imported") from exc
+        try:
+            added = db.add_all([(info, folders.get(info.run_id)) for info in new], trials)
+        except ResultsError as exc:  # the database refused: its one transaction is rolled back
+            exc.hint = "nothing was imported" + (f"; {exc.hint}" if exc.hint else "")
+            raise
     except BaseException:
         for folder in created:
             shutil.rmtree(folder, ignore_errors=True)

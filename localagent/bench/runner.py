@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Union
@@ -20,13 +20,14 @@ from typing import Any, Callable, Iterable, Literal, Union
 from localagent import __version__, settings
 from localagent.bench import metrics
 from localagent.bench.checks import require_confinement, run_checks
-from localagent.bench.results import ResultsDB, RunDir, key_of, locate_run, new_run_id, utc_now
+from localagent.bench.results import ResultsDB, RunDir, key_of, locate_run, new_run_id, utc_now, write_error
 from localagent.bench.schema import CheckResult, HostInfo, RunInfo, TrialResult
 from localagent.bench.tasks import Task, default_tasks_dir, load_tasks, make_workspace
 from localagent.catalog import PSEUDO_MODELS, Catalog, HostedModel, Price, cost_usd, load_catalog
 from localagent.engines.base import ChatModel, EngineConfig, ToolMode
-from localagent.errors import ConfigError, LocalAgentError, ResultsError
+from localagent.errors import ConfigError, LocalAgentError, ResultsError, ResultsWriteError
 from localagent.records import FinalStep, Message, ModelStep, Usage
+from localagent.trace import TraceWriter
 
 ModelKind = Literal["local", "hosted", "pseudo"]
 
@@ -209,7 +210,7 @@ def _confine_commands(config: BenchConfig, tasks: list[Task]) -> str | None:
     return f"command checks run confined by {found.detail}"
 
 
-def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB) -> _Plan:
+def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitStack) -> _Plan:
     kinds = _kinds(config, catalog)
     tasks = _select_tasks(config)
     _confine_commands(config, tasks)  # refused before a run folder exists
@@ -233,15 +234,19 @@ def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB) -> _Plan:
         argv=list(config.argv),
     )
     run = RunDir.create(config.out or settings.runs_dir() / run_id, info)
+    held.enter_context(run.lock(run_id))  # a --resume of this run while it runs is refused
     db.save_run(info, run.path)
     return _Plan(config, info, run, tasks, kinds)
 
 
-def _resume_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB) -> _Plan:
+def _resume_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitStack, notify: Callable[[str], None]) -> _Plan:
     run = locate_run(config.resume or "", db)
     info = run.read_info()
+    # before anything reads or repairs results.jsonl: another bench may be appending to it
+    held.enter_context(run.lock(info.run_id))
+    # a line that is no trial is left where it is, and its trial (if it held one) runs again
+    done = {key_of(t): t for t in run.read_trials(on_problem=notify)}
     run.repair()
-    done = {key_of(t): t for t in run.read_trials()}
     limits = info.limits
     config = dataclasses.replace(
         config,
@@ -302,7 +307,6 @@ def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, ta
     result instead of ending the bench."""
     from localagent.agent import Agent, AgentConfig
     from localagent.memory import PeakMemory
-    from localagent.trace import TraceWriter
 
     config = plan.config
     seed = trial
@@ -330,7 +334,7 @@ def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, ta
         try:
             workspace = make_workspace(task, Path(tmp) / "workspace")
             agent = Agent(model, workspace, agent_config)
-            with TraceWriter(plan.run.path / trace_rel, header) as trace, (seen.memory or nullcontext()):
+            with _RunTrace(plan.run.path / trace_rel, header) as trace, (seen.memory or nullcontext()):
                 for step in agent.run(task.prompt):
                     trace.write(step)
                     if isinstance(step, ModelStep):
@@ -340,10 +344,43 @@ def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, ta
             if seen.final is not None:
                 outcomes = run_checks(task, workspace, seen.final.answer, allow_unconfined=config.allow_unconfined_checks)
                 seen.checks = [CheckResult(kind=c.kind, passed=c.passed, detail=c.detail) for c in outcomes]
+        except ResultsWriteError:
+            # the run folder cannot be written: no result of this trial can be kept, and every
+            # next trial would fail the same way (recorded as runtime errors before, rc 0)
+            raise
         except Exception as exc:  # noqa: BLE001 - recorded as the trial's runtime error
             seen.error = f"{type(exc).__name__}: {exc}"
     # described after the run: a hosted engine may have switched modes on the first call
     return _result(plan, alias, facts, task, trial, seed, seen, trace_rel, model.describe())
+
+
+class _RunTrace(TraceWriter):
+    """A trial's trace in the run folder. A write that fails (disk full, a read-only folder, a
+    file size limit) is the run folder's failure, not the trial's: ResultsWriteError naming the
+    file, raised from that first failed write. Closing the file after it, which fails again
+    on the bytes still buffered, stays quiet so as not to replace it."""
+
+    def __enter__(self) -> _RunTrace:
+        try:
+            super().__enter__()
+        except ConfigError as exc:  # the file could not be opened: TraceWriter keeps the OSError as cause
+            if isinstance(exc.__cause__, OSError):
+                raise write_error(self.path, exc.__cause__) from None
+            raise
+        except ResultsWriteError:  # the header could not be written
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _append(self, record: dict[str, Any]) -> None:
+        try:
+            super()._append(record)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+
+    def __exit__(self, *exc_info: Any) -> None:
+        with suppress(OSError):  # every record was flushed as written: only an echo can fail here
+            super().__exit__(*exc_info)
 
 
 @dataclass
@@ -536,32 +573,46 @@ def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None
         notices.append(text)
         emit(Notice(text))
 
-    with ResultsDB() as db:
-        plan = _resume_plan(config, catalog, db) if config.resume else _new_plan(config, catalog, db)
-        emit(RunStarted(plan.info, plan.run.path))
-        how = _confine_commands(plan.config, plan.tasks)
-        if how:
-            notify(how)
-        if plan.done:
-            notify(f"resuming run {plan.info.run_id}: {len(plan.done)} of {plan.total} trials already done")
-        record = _Recorder(plan, db, emit)
-        baseline_trials: list[TrialResult] = []
-        shas = [t.sha256 for t in plan.tasks]
-        for alias in plan.info.baselines:
-            if not plan.pending(alias):
-                continue
-            reason = reach_baseline(alias, plan.config)
-            if reason is None:
-                _run_hosted(plan, alias, catalog, record)
-                continue
-            stored = [t for t in db.latest_results(alias, shas) if t.run_id != plan.info.run_id]
-            baseline_trials.extend(stored)
-            notify(_fallback_notice(alias, reason, stored, len(plan.tasks)))
-        for alias in plan.info.models:
-            _run_local(plan, alias, record, emit)
-        # baselines that could not run stay pending: a later --resume can still fill them in
-        plan.info.finished_at = utc_now()
-        plan.run.write_info(plan.info)
-        db.save_run(plan.info, plan.run.path)
-        return BenchOutcome(plan.info, plan.run.path, record.trials, baseline_trials, notices)
+    with ResultsDB() as db, ExitStack() as held:
+        db.check_writable()  # a read-only or damaged database fails here, before a run folder exists
+        plan = _resume_plan(config, catalog, db, held, notify) if config.resume else _new_plan(config, catalog, db, held)
+        try:
+            return _run_plan(plan, catalog, db, emit, notify, notices)
+        except ResultsWriteError as exc:
+            exc.hint = "; ".join(
+                filter(None, [exc.hint, f"then `localagent bench --resume {plan.info.run_id}` runs the trials left (finished ones are kept)"])
+            )
+            raise
+
+
+def _run_plan(
+    plan: _Plan, catalog: Catalog, db: ResultsDB, emit: Callable[[BenchEvent], None], notify: Callable[[str], None], notices: list[str]
+) -> BenchOutcome:
+    """Every pending trial of the plan, recorded as it ends, then the run marked finished."""
+    emit(RunStarted(plan.info, plan.run.path))
+    how = _confine_commands(plan.config, plan.tasks)
+    if how:
+        notify(how)
+    if plan.done:
+        notify(f"resuming run {plan.info.run_id}: {len(plan.done)} of {plan.total} trials already done")
+    record = _Recorder(plan, db, emit)
+    baseline_trials: list[TrialResult] = []
+    shas = [t.sha256 for t in plan.tasks]
+    for alias in plan.info.baselines:
+        if not plan.pending(alias):
+            continue
+        reason = reach_baseline(alias, plan.config)
+        if reason is None:
+            _run_hosted(plan, alias, catalog, record)
+            continue
+        stored = [t for t in db.latest_results(alias, shas) if t.run_id != plan.info.run_id]
+        baseline_trials.extend(stored)
+        notify(_fallback_notice(alias, reason, stored, len(plan.tasks)))
+    for alias in plan.info.models:
+        _run_local(plan, alias, record, emit)
+    # baselines that could not run stay pending: a later --resume can still fill them in
+    plan.info.finished_at = utc_now()
+    plan.run.write_info(plan.info)
+    db.save_run(plan.info, plan.run.path)
+    return BenchOutcome(plan.info, plan.run.path, record.trials, baseline_trials, notices)
 

@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import re
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -27,16 +27,23 @@ TOOL_NAMES = tuple(tool.name for tool in TOOLS)
 
 
 def _relative_path(value: str) -> str:
-    """A workspace-relative POSIX path: no absolute paths, no '..', no backslashes."""
+    """A workspace-relative POSIX path naming one file or folder below the workspace: no
+    absolute paths, no '..', no backslashes, no control characters, and no '.' or empty part
+    ('.', 'a/', 'a//b'): a fixture named '.' is the workspace itself, and writing it failed
+    every trial of the task instead of its file at load."""
     if not value or value.strip() != value:
         raise ValueError("must be a non-empty path without surrounding spaces")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{value!r} holds a control character (NUL, newline, ...)")
     if "\\" in value:
         raise ValueError(f"'{value}': use '/' as the separator")
-    pure = PurePosixPath(value)
-    if pure.is_absolute() or re.match(r"^[A-Za-z]:", value):
+    if value.startswith("/") or re.match(r"^[A-Za-z]:", value):
         raise ValueError(f"'{value}' must be relative to the workspace")
-    if ".." in pure.parts:
+    parts = value.split("/")
+    if ".." in parts:
         raise ValueError(f"'{value}' must stay inside the workspace (no '..')")
+    if "." in parts or "" in parts:
+        raise ValueError(f"'{value}' has an empty or '.' part: name a file below the workspace, like 'data/a.csv'")
     return value
 
 
@@ -417,9 +424,17 @@ def load_task_file(path: Path) -> Task:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise TaskFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        line = raw[: exc.start].count(b"\n") + 1
+        raise TaskFileError(
+            f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+            hint="TOML files are UTF-8: save the file in that encoding",
+        ) from exc
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables by recursion: a few thousand levels
+        # exhaust the interpreter's stack, which is no TOMLDecodeError
+        raise TaskFileError(f"{path}: not valid TOML: values nested too deeply to read", hint=format_hint()) from None
     except tomllib.TOMLDecodeError as exc:
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise TaskFileError(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from localagent.cli.app import app
-from localagent.errors import ConfigError
+from localagent.errors import ConfigError, ResultsWarning
 
 
 @app.command()
@@ -29,8 +30,15 @@ def report(
 
     if markdown and as_json:
         raise ConfigError("--markdown and --json both print the report", hint="pick one")
-    with ResultsDB() as db:
+    # lines of results.jsonl that are skipped, trials recorded twice: said, not fatal
+    with ResultsDB() as db, warnings.catch_warnings(record=True) as problems:
+        warnings.simplefilter("always", ResultsWarning)
         stored = load_report(db, run)
+    for problem in problems:
+        if issubclass(problem.category, ResultsWarning):
+            print(f"warning: {problem.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(problem.message, problem.category, problem.filename, problem.lineno)
     summary = summarize(stored.info, stored.trials, stored.baseline_trials)
     if html is not None:
         page = render_html(summary, stored.run_dir, html, stored.other_runs)
