@@ -4,14 +4,16 @@ thread under a generous watchdog that only turns a hang into a failure."""
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import stat
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -338,3 +340,191 @@ def test_dollar_matches_at_the_end_of_each_line_as_before(ws: Workspace) -> None
 def test_a_huge_pattern_is_refused_not_run(ws: Workspace) -> None:
     with pytest.raises(ToolError, match="regular expression"):
         hostile(ws, "search_files", pattern="((((a{100}){100}){100}){100})")
+
+
+# --- races: a folder swapped for a link between the sandbox's check and the tool's use ---
+
+RACE_CALLS = 2000  # enough for each test below to catch 3 to 118 escapes from path-based tools
+
+
+@contextmanager
+def swapping(ws: Workspace, outside: Path) -> Iterator[None]:
+    """While the block runs, a thread keeps swapping `sub` between a real folder and a link
+    to `outside`, each time by renaming a prepared entry onto the free name. A write that
+    recreates `sub` in the instant it is free only costs a retry: that folder is moved aside."""
+    sub, parked, link = ws.root / "sub", ws.root / "parked", ws.root / "link"
+    link.symlink_to(outside, target_is_directory=True)
+    stop = threading.Event()
+    strays = iter(range(sys.maxsize))
+    failed: list[BaseException] = []
+
+    def put(src: Path, dst: Path) -> None:
+        while True:
+            try:
+                os.rename(src, dst)
+                return
+            except OSError:
+                os.rename(dst, ws.root / f"stray{next(strays)}")
+
+    def swap() -> None:
+        try:
+            while not stop.is_set():
+                os.rename(sub, parked)
+                put(link, sub)
+                os.rename(sub, link)
+                put(parked, sub)
+        except BaseException as exc:  # handed to the test below, so a broken swapper is not a passed race
+            failed.append(exc)
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        swapper.join(WATCHDOG_S)
+    if failed:
+        raise failed[0]
+    assert not swapper.is_alive() and sub.is_dir() and not sub.is_symlink()
+
+
+@pytest.fixture
+def outside(tmp_path: Path, ws: Workspace) -> Path:
+    """A folder beside the workspace, and `sub`, the workspace folder that is swapped for a link to it."""
+    (ws.root / "sub").mkdir()
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    return folder
+
+
+def racing(ws: Workspace, name: str, **arguments) -> str | None:
+    """The call's result, or None when the race made it fail with a tool error (allowed: the
+    folder can be missing, or a link, at the moment the call looks)."""
+    try:
+        return call(ws, name, **arguments)
+    except ToolError:
+        return None
+
+
+def landed(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def test_writes_through_a_folder_swapped_for_a_link_never_land_outside(ws: Workspace, outside: Path) -> None:
+    with swapping(ws, outside):
+        done = [racing(ws, "write_file", path=f"sub/f{i}.txt", content=f"{i}\n") for i in range(RACE_CALLS)]
+    escaped = landed(outside)
+    assert not escaped, f"{len(escaped)} of {RACE_CALLS} writes landed outside the workspace: {escaped[:5]}"
+    assert any(done) and not all(done)  # the race ran: some calls met the folder, some the link
+
+
+def test_parents_made_through_a_folder_swapped_for_a_link_never_land_outside(ws: Workspace, outside: Path) -> None:
+    with swapping(ws, outside):
+        done = [racing(ws, "write_file", path=f"sub/d{i}/deep/f.txt", content="x") for i in range(RACE_CALLS)]
+    escaped = landed(outside)
+    assert not escaped, f"{len(escaped)} folders and files of {RACE_CALLS} writes landed outside: {escaped[:5]}"
+    assert any(done) and not all(done)
+
+
+def test_reads_through_a_folder_swapped_for_a_link_never_return_what_is_outside(ws: Workspace, outside: Path) -> None:
+    (outside / "secret.txt").write_text("top secret\n")
+    (ws.root / "sub" / "secret.txt").write_text("harmless\n")
+    with swapping(ws, outside):
+        read = [racing(ws, "read_file", path="sub/secret.txt") for _ in range(RACE_CALLS)]
+    leaked = sum(1 for text in read if text and "top secret" in text)
+    assert leaked == 0, f"{leaked} of {RACE_CALLS} reads returned the secret from outside the workspace"
+    assert "harmless\n" in read and None in read
+
+
+def test_edits_through_a_folder_swapped_for_a_link_never_change_a_file_outside(ws: Workspace, outside: Path) -> None:
+    for i in range(RACE_CALLS):
+        (outside / f"e{i}.txt").write_text("before\n")
+        (ws.root / "sub" / f"e{i}.txt").write_text("before\n")
+    with swapping(ws, outside):
+        done = [racing(ws, "edit_file", path=f"sub/e{i}.txt", old_text="before", new_text="after") for i in range(RACE_CALLS)]
+    changed = [n for n in landed(outside) if not n.startswith("e") or (outside / n).read_text() != "before\n"]
+    assert not changed, f"{len(changed)} of {RACE_CALLS} edits changed or added files outside: {changed[:5]}"
+    assert any(done) and not all(done)
+
+
+# --- links and descriptors: what the walk from the root's descriptor keeps and refuses ---
+
+
+def test_links_inside_the_workspace_are_followed_by_every_tool(ws: Workspace) -> None:
+    (ws.root / "docs").mkdir()
+    (ws.root / "docs" / "guide.md").write_text("hello guide\n")
+    (ws.root / "rel").symlink_to("docs", target_is_directory=True)
+    (ws.root / "abs").symlink_to(ws.root / "docs", target_is_directory=True)
+    (ws.root / "docs" / "up").symlink_to("../README.md")
+    for folder in ("rel", "abs"):
+        assert hostile(ws, "read_file", path=f"{folder}/guide.md") == "hello guide\n"
+        assert hostile(ws, "list_directory", path=folder).splitlines() == ["docs/guide.md", "docs/up"]
+        assert "docs/guide.md:1:hello guide" in hostile(ws, "search_files", pattern="guide", path=folder)
+    assert "symlink: yes" in hostile(ws, "get_file_info", path="docs/up")
+    assert hostile(ws, "write_file", path="rel/new/n.txt", content="n") == "created docs/new/n.txt (1 bytes)"
+    assert "edited docs/guide.md" in hostile(ws, "edit_file", path="abs/guide.md", old_text="hello", new_text="hi")
+    assert hostile(ws, "edit_file", path="docs/up", old_text="hello", new_text="hey").startswith("edited README.md")
+    assert (ws.root / "docs" / "up").is_symlink() and (ws.root / "README.md").read_text() == "# Demo\nhey world\n"
+
+
+def test_a_path_that_leaves_the_root_is_refused_even_if_it_comes_back(ws: Workspace) -> None:
+    """The walk never opens a folder above the root, so it cannot vouch for the way back."""
+    back = f"../{ws.root.name}/README.md"
+    (ws.root / "back").symlink_to(back)
+    for path in (back, "back"):
+        with pytest.raises(ToolError, match="outside the workspace"):
+            hostile(ws, "read_file", path=path)
+    assert "back (link to outside the workspace)" in hostile(ws, "list_directory")
+
+
+def test_a_link_loop_is_a_clear_error_not_a_hang(ws: Workspace) -> None:
+    (ws.root / "a").symlink_to("b")
+    (ws.root / "b").symlink_to("a")
+    for name, extra in [*DIRECT_CALLS, ("write_file", {"content": "x"})]:
+        with pytest.raises(ToolError, match="more than 40 symbolic links"):
+            hostile(ws, name, path="a/x" if name == "write_file" else "a", **extra)
+    assert "a (broken link)" in hostile(ws, "list_directory").splitlines()
+    assert hostile(ws, "search_files", pattern="hello") == "README.md:2:hello world"
+
+
+def test_a_missing_folder_followed_by_dotdot_is_resolved_as_text_and_not_made(ws: Workspace) -> None:
+    assert hostile(ws, "read_file", path="nope/../README.md").startswith("# Demo")
+    assert hostile(ws, "write_file", path="new/../made.txt", content="m") == "created made.txt (1 bytes)"
+    assert not (ws.root / "new").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any file, and the tools refuse only what open() would")
+def test_a_read_only_file_is_not_replaced(ws: Workspace) -> None:
+    locked = ws.root / "locked.txt"
+    locked.write_text("keep\n")
+    locked.chmod(0o444)
+    with pytest.raises(ToolError, match="locked.txt is read-only"):
+        hostile(ws, "write_file", path="locked.txt", content="gone\n")
+    with pytest.raises(ToolError, match="locked.txt is read-only"):
+        hostile(ws, "edit_file", path="locked.txt", old_text="keep", new_text="gone")
+    assert locked.read_text() == "keep\n" and not [p for p in ws.root.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc/self/fd")
+def test_every_descriptor_is_closed_after_success_and_refusal(ws: Workspace, fifo: Path) -> None:
+    (ws.root / "d" / "e").mkdir(parents=True)
+    (ws.root / "d" / "e" / "f.txt").write_text("hello\n")
+    (ws.root / "loop").symlink_to("loop")
+    (ws.root / "out").symlink_to(ws.root.parent, target_is_directory=True)
+    calls = [
+        (name, {"path": path, **extra})
+        for name, extra in [*DIRECT_CALLS, ("write_file", {"content": "x"}), ("list_directory", {"recursive": True})]
+        for path in ("d/e/f.txt", "d", "d/../d/e/../e", "pipe", "loop", "out/x", "d/missing/x", "../x")
+    ]
+    gc.collect()  # earlier tests' workspaces close their root descriptors now, not during the count
+    gc.disable()  # and nothing collected meanwhile could hide a leak
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for name, arguments in calls:
+            try:
+                hostile(ws, name, **arguments)
+            except ToolError:
+                pass
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        gc.enable()
