@@ -19,7 +19,19 @@ from typing import Any, Callable, Iterator, Sequence
 
 from localagent.engines.base import ChatModel
 from localagent.errors import ContextOverflowError, EngineError, HostedAPIError, ToolError
-from localagent.records import FinalStep, Message, ModelStep, Reply, Step, StopReason, ToolCall, ToolStep, Usage
+from localagent.records import (
+    FinalStep,
+    Message,
+    ModelStep,
+    Reply,
+    Step,
+    StopReason,
+    ToolCall,
+    ToolStep,
+    Usage,
+    safe_data,
+    safe_text,
+)
 from localagent.tools import TOOLS, InvalidToolCall, Tool, Workspace, run_tool
 
 SYSTEM_PROMPT = (
@@ -36,6 +48,11 @@ REPEAT_LIMIT = 3
 # Small models re-issue a call that already succeeded (SmolLM2 reads the same line of README.md
 # until max_steps). The result still goes back, with this note, so the model can move on.
 REPEAT_NOTE = "\n\n(note: you made this exact call at step {step}; the result is the same. Answer now, or call a different tool.)"
+
+# Thread.join(timeout) raises OverflowError past threading.TIMEOUT_MAX (about 292 years), so
+# `--time-limit 1e10` or `inf` killed a run at its first tool call: a tool is waited for in
+# slices of at most this long, until it returns or the deadline passes
+MAX_WAIT_SLICE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -80,9 +97,11 @@ def _within(deadline: float, fn: Callable[[], Any]) -> Any:
 
     worker = threading.Thread(target=work, name="localagent-tool", daemon=True)
     worker.start()
-    worker.join(max(0.0, deadline - time.perf_counter()))
-    if worker.is_alive():
-        raise _TimeUp
+    while worker.is_alive():
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            raise _TimeUp
+        worker.join(min(left, MAX_WAIT_SLICE_S))
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -130,10 +149,16 @@ class Agent:
 
         failures: dict[str, int] = {}
         succeeded: dict[str, int] = {}  # call key -> step of its first success
-        messages: list[Message] = [
-            Message(role="system", content=self.system_prompt),
-            Message(role="user", content=prompt),
-        ]
+        messages: list[Message] = []
+
+        def add(message: Message) -> None:
+            # every message reaches the engine's tokenizer or an HTTP request, both UTF-8: a lone
+            # surrogate (a prompt byte that is not UTF-8, a model's "\ud800" escape in a call it
+            # made) is escaped here, once, instead of killing the next model call
+            messages.append(safe_data(message))
+
+        add(Message(role="system", content=self.system_prompt))
+        add(Message(role="user", content=prompt))
 
         def final(
             step: int, reason: StopReason, answer: str = "", error: str | None = None, hint: str | None = None
@@ -191,11 +216,10 @@ class Agent:
                 )
                 return
             if not reply.tool_calls:
-                yield final(step, "answer", answer=reply.text.strip())
+                # the answer is printed, stored and traced as text: a stray "\ud800" is shown escaped
+                yield final(step, "answer", answer=safe_text(reply.text.strip()))
                 return
-            messages.append(
-                Message(role="assistant", content=reply.text, tool_calls=reply.tool_calls, reasoning=reply.reasoning)
-            )
+            add(Message(role="assistant", content=reply.text, tool_calls=reply.tool_calls, reasoning=reply.reasoning))
             for call in reply.tool_calls:
                 tool_step = self._run_call(step, call, started, deadline)
                 key = _call_key(call)
@@ -208,9 +232,7 @@ class Agent:
                 totals.tool_calls += 1
                 totals.tool_s += tool_step.duration_s
                 totals.invalid_tool_calls += tool_step.invalid
-                messages.append(
-                    Message(role="tool", content=tool_step.result, tool_call_id=call.id, name=call.name)
-                )
+                add(Message(role="tool", content=tool_step.result, tool_call_id=call.id, name=call.name))
                 yield tool_step
                 if tool_step.cut_off:
                     yield final(step, "timeout", error=timeout + f" during a call of {call.name}")
@@ -235,11 +257,15 @@ class Agent:
         except _TimeUp:
             error, cut_off = f"cut off: the run's time limit of {self.config.time_limit_s:g} s passed during this call", True
         except InvalidToolCall as exc:
-            error, invalid = str(exc), True
+            error, invalid = safe_text(str(exc)), True
         except ToolError as exc:
-            error = str(exc)
+            error = safe_text(str(exc))
         if error is not None:
             result = f"error: {error}"
+        else:
+            # a file name that is not UTF-8 (listed, searched, suggested) is shown escaped:
+            # b"caf\xe9.txt" reads `caf\xe9.txt`
+            result = safe_text(result)
         now = time.perf_counter()
         return ToolStep(
             step=step,

@@ -7,6 +7,7 @@ passed around. `as_dict` turns any of them into plain JSON-able data for traces.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -85,6 +86,9 @@ class Timings:
     prompt_tokens_evaluated: int = 0
     prefill_tokens_per_s: float | None = None
     decode_tokens_per_s: float | None = None
+    # output tokens a grammar forced (appended in a batch, without sampling); the other
+    # output tokens were sampled one by one
+    forced_tokens: int = 0
 
 
 # unfinished_thinking: the reply opened a think block and never closed it (no answer, no call)
@@ -171,3 +175,42 @@ Step = Union[ModelStep, ToolStep, FinalStep]
 def as_dict(record: Any) -> dict[str, Any]:
     """Plain JSON-able data (tuples become lists) for traces and --json."""
     return dataclasses.asdict(record)
+
+
+# A lone surrogate (U+D800-U+DFFF) cannot be encoded as UTF-8: one in a prompt, a tool result or
+# a trace record kills the tokenizer, an HTTP request or a file write. They arrive two ways:
+# a model's JSON escape ("\ud800"), and a name or argument that is not UTF-8, which Python
+# decodes with surrogateescape (the byte 0xE9 becomes U+DCE9).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    # U+DC80-U+DCFF stands for the byte it escaped (surrogateescape): shown as that byte
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def safe_text(text: str) -> str:
+    """`text` with every lone surrogate written as a backslash escape: `caf\\xe9.txt` for a
+    file name whose bytes are not UTF-8, `\\ud800` for a model's stray JSON escape. The result
+    always encodes as UTF-8; text that already does comes back as it is."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub(_escaped, text)
+
+
+def safe_data(value: Any) -> Any:
+    """safe_text applied to every string inside `value`: dicts (keys too), lists, tuples and
+    the frozen records above. Anything else, and a record with nothing to escape, comes
+    back as it is."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {safe_data(k): safe_data(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(safe_data(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
+        safe = {name: safe_data(v) for name, v in fields.items()}
+        return value if safe == fields else dataclasses.replace(value, **safe)
+    return value

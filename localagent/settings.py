@@ -6,14 +6,26 @@ import os
 import sys
 from pathlib import Path
 
+from localagent.errors import ConfigError
+
 TRUTHY = {"1", "true", "yes", "on"}
+FALSY = {"0", "false", "no", "off", ""}
+
+
+def expand_user(path: Path) -> Path:
+    """`~` and `~user` expanded; a path naming a user that does not exist is kept as written
+    (Path.expanduser raises RuntimeError, which no caller expects)."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
 
 
 def home() -> Path:
     """The store root: $LOCALAGENT_HOME, else the platform's per-user data folder."""
     explicit = os.environ.get("LOCALAGENT_HOME")
     if explicit:
-        return Path(explicit).expanduser()
+        return expand_user(Path(explicit))
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / "localagent"
     if sys.platform == "win32":
@@ -38,8 +50,20 @@ def runs_dir() -> Path:
 
 
 def offline() -> bool:
-    """True when nothing may touch the network (HF_HUB_OFFLINE or LOCALAGENT_OFFLINE)."""
-    return any(os.environ.get(v, "").lower() in TRUTHY for v in ("HF_HUB_OFFLINE", "LOCALAGENT_OFFLINE"))
+    """True when nothing may touch the network (HF_HUB_OFFLINE or LOCALAGENT_OFFLINE).
+
+    LOCALAGENT_OFFLINE is ours: its value is read trimmed and in any case, and one that is
+    neither on nor off is a ConfigError. `"1 "` from a shell script, or a typo, used to count
+    as off and send the run to the network without a word. HF_HUB_OFFLINE belongs to
+    huggingface_hub, which reads a value it does not know as off; other tools set it too, so
+    it is only trimmed here, never refused."""
+    ours = os.environ.get("LOCALAGENT_OFFLINE", "").strip().lower()
+    if ours not in TRUTHY | FALSY:
+        raise ConfigError(
+            f"LOCALAGENT_OFFLINE={os.environ['LOCALAGENT_OFFLINE']!r} is neither on nor off",
+            hint="set LOCALAGENT_OFFLINE to 1, true, yes or on (offline), or 0, false, no, off or nothing (online)",
+        )
+    return ours in TRUTHY or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUTHY
 
 
 def hf_endpoint() -> str:

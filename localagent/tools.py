@@ -28,7 +28,8 @@ import re2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from localagent.errors import ConfigError, ToolError
-from localagent.records import ToolCall, ToolSpec
+from localagent.records import ToolCall, ToolSpec, safe_text
+from localagent.settings import expand_user
 
 # Limits sized for small local models: a 4k-8k context must survive one tool result.
 READ_MAX_LINES = 400
@@ -44,6 +45,11 @@ READ_SCAN_MAX_BYTES = 64 * 1024 * 1024
 # edit_file holds the whole file in memory and rewrites it
 EDIT_MAX_BYTES = 4_000_000
 IGNORED_DIRS = frozenset({".git"})
+# Linux's PATH_MAX and NAME_MAX. Checked before a walk makes any folder: write_file to a path
+# 3000 folders deep failed cleanly, but only after it had made the a/a/a/... chain, which it
+# left behind. Other programs cannot open a longer path, and no longer name can exist.
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
 
 
 class InvalidToolCall(ToolError):
@@ -89,7 +95,7 @@ class Workspace:
     way, and 56 of 20,000 reads returned a file from outside)."""
 
     def __init__(self, root: Path | str):
-        path = Path(root).expanduser()
+        path = expand_user(Path(root))
         if not path.is_dir():
             raise ConfigError(f"workspace {path} is not a directory", hint="pass an existing folder with --workspace")
         self.root = path.resolve()
@@ -113,10 +119,14 @@ class Workspace:
             raise ToolError("path is empty; use '.' for the workspace root")
         if "\0" in path:
             raise ToolError("path contains a NUL character")
-        candidate = Path(path).expanduser() if path.startswith("~") else Path(path)
+        _check_text(path)
+        # `~` is an ordinary name character, never expanded: the workspace holds no home
+        # folder, and expanding `~nosuchuser/x` raised RuntimeError, which ended the run
+        candidate = Path(path)
         parts = self.inside(candidate) if candidate.is_absolute() else candidate.parts
         if parts is None:
             raise _outside(path)
+        _check_length(path, parts)
         return self._walk(path, parts, make_parents)
 
     def follow(self, parts: Sequence[str]) -> ContextManager[Target]:
@@ -272,8 +282,34 @@ class _Walk:
             )
 
 
+def _check_text(path: str) -> None:
+    """A path must encode as UTF-8. One holding a lone surrogate (a JSON "\\ud800" escape) made
+    the path check raise UnicodeEncodeError, which ended the run; one with surrogateescape
+    characters ("\\udce9") would make a name that is not UTF-8. Both are the model's mistake."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ToolError(
+            f"path '{safe_text(path)}' is not valid text (it holds a lone surrogate, "
+            f"{safe_text(path[exc.start:exc.end])}); give the name in plain characters"
+        ) from exc
+
+
+def _check_length(path: str, parts: Sequence[str]) -> None:
+    """Refuse a path longer than MAX_PATH_BYTES, or with a name longer than MAX_NAME_BYTES."""
+    size = len(path.encode("utf-8"))
+    if size >= MAX_PATH_BYTES:
+        raise ToolError(f"path '{path[:40]}...' is {size} bytes long; a path may have at most {MAX_PATH_BYTES - 1} bytes")
+    for name in parts:
+        size = len(name.encode("utf-8"))
+        if size > MAX_NAME_BYTES:
+            raise ToolError(
+                f"the name '{name[:40]}...' is {size} bytes long; a file or folder name may have at most {MAX_NAME_BYTES} bytes"
+            )
+
+
 def _outside(path: str) -> OutsideWorkspace:
-    candidate = Path(path).expanduser() if path.startswith("~") else Path(path)
+    candidate = Path(path)
     if candidate.is_absolute():
         hint = f"use a path relative to the workspace root, e.g. '{candidate.name or '.'}'"
     else:
@@ -467,6 +503,18 @@ def _refuse_write(path: str, target: Target) -> None:
         raise _in_git(path)
     if target.info is not None and not os.access(target.name, os.W_OK, dir_fd=target.dir_fd):
         raise ToolError(f"{path} is read-only; the tools do not change files without write permission")
+
+
+def _refuse_folder_path(path: str, tool: str) -> None:
+    """write_file and edit_file name a file. A path ending in '/' or '/.' names a folder, but
+    the walk (like realpath) drops the ending: 'README.md/.' replaced README.md and 'new/'
+    made a file named new, where a shell says "Not a directory" / "Is a directory"."""
+    ending = next((e for e in ("/.", "/") if path.endswith(e)), None)
+    if ending is not None:
+        raise ToolError(
+            f"{path} ends with '{ending}', so it names a folder, and {tool} writes a file; "
+            "give the file's path, with its name after the last '/' (e.g. 'notes/todo.txt')"
+        )
 
 
 def _encode(text: str) -> bytes:
@@ -876,6 +924,7 @@ class WriteFileArgs(_Args):
 
 
 def write_file(ws: Workspace, args: WriteFileArgs) -> str:
+    _refuse_folder_path(args.path, "write_file")
     data = _encode(args.content)
     with ws.locate(args.path, make_parents=True) as target:
         _refuse_write(args.path, target)
@@ -891,6 +940,7 @@ class EditFileArgs(_Args):
 
 
 def edit_file(ws: Workspace, args: EditFileArgs) -> str:
+    _refuse_folder_path(args.path, "edit_file")
     with ws.locate(args.path) as target:
         _refuse_write(args.path, target)
         _refuse_special(args.path, _require(args.path, target))

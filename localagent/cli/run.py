@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ from localagent.errors import ConfigError
 from localagent.memory import PeakMemory, format_bytes
 from localagent.records import FinalStep, ModelStep, Step, ToolStep, as_dict
 from localagent.tools import Workspace, call_text, plural
-from localagent.trace import TraceWriter
+from localagent.trace import TraceWriter, trace_error
 
 STOP_HINTS = {
     "max_steps": "raise --max-steps, or split the task",
@@ -119,13 +120,49 @@ def result_json(final: FinalStep, model: ChatModel, engine: dict[str, Any], memo
     }
 
 
+def _finite(value: float) -> float:
+    # click's min=1 lets `inf` through (and nan compares false with everything)
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a number of seconds; give a finite limit, e.g. 600")
+    return value
+
+
+class _Trace(TraceWriter):
+    """The run's --trace file. A write that fails (/dev/full, a full disk, a file size limit)
+    stops the run with `error:` naming the file, instead of an OSError traceback. A file this
+    run created and left empty, failing before the header (an unknown model), is removed."""
+
+    def __enter__(self) -> _Trace:
+        self._created = not self.path.exists()
+        super().__enter__()
+        return self
+
+    def _append(self, record: dict[str, Any]) -> None:
+        try:
+            super()._append(record)
+        except OSError as exc:
+            raise trace_error(self.path, exc) from exc
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            super().__exit__(*exc_info)
+        except OSError as exc:
+            raise trace_error(self.path, exc) from exc
+        if exc_info[0] is not None and self.header is None and self._created:
+            with contextlib.suppress(OSError):
+                if self.path.is_file() and self.path.stat().st_size == 0:
+                    self.path.unlink()
+
+
 @app.command()
 def run(
     prompt: str = typer.Argument(..., help="What the agent should do."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model alias (local or hosted); default: the catalog's default."),
     workspace: Path = typer.Option(Path("."), "--workspace", "-w", help="The folder the tools may read and write."),
     max_steps: int = typer.Option(AgentConfig.max_steps, "--max-steps", min=1, help="Most model calls."),
-    time_limit: float = typer.Option(AgentConfig.time_limit_s, "--time-limit", min=1, help="Wall-clock limit in seconds."),
+    time_limit: float = typer.Option(
+        AgentConfig.time_limit_s, "--time-limit", min=1, callback=_finite, help="Wall-clock limit in seconds."
+    ),
     max_tokens: int = typer.Option(AgentConfig.max_tokens, "--max-tokens", min=1, help="Most tokens per model reply."),
     tool_mode: ToolModeChoice = typer.Option(ToolModeChoice.auto, "--tool-mode", help="How local models call tools."),
     think: Optional[bool] = typer.Option(None, "--think/--no-think", help="Think before answering (models whose template takes enable_thinking). Default: the model's own."),
@@ -146,8 +183,12 @@ def run(
     agent_config = AgentConfig(max_steps=max_steps, time_limit_s=time_limit, max_tokens=max_tokens)
     progress = Progress(enabled=sys.stderr.isatty())
 
-    progress.note(f"loading {alias} ...")
-    with PeakMemory() as memory:
+    with contextlib.ExitStack() as stack:
+        # opened before the model loads: a trace path that cannot be written is refused at
+        # once, not after the load; the header, which describes the engine, follows the load
+        writer = stack.enter_context(_Trace(trace)) if trace else None
+        progress.note(f"loading {alias} ...")
+        memory = stack.enter_context(PeakMemory())
         from localagent.engines import open_model  # engine modules load only when a run starts
 
         chat_model = open_model(alias, engine_config)
@@ -155,7 +196,9 @@ def run(
             engine = chat_model.describe()
             progress.note(f"{alias} ready in {chat_model.load_s:.2f} s ({_settings_note(engine, think)})")
             agent = Agent(chat_model, ws, agent_config)
-            final = _drive(agent, prompt, progress, trace, _trace_header(alias, engine, prompt, agent))
+            if writer is not None:
+                writer.start(_trace_header(alias, engine, prompt, agent))
+            final = _drive(agent, prompt, progress, writer)
             engine = chat_model.describe()  # as it ended: checkpoint counts, a mode a hosted engine switched to
         finally:
             chat_model.close()
@@ -198,17 +241,15 @@ def _trace_header(alias: str, engine: dict[str, Any], prompt: str, agent: Agent)
     }
 
 
-def _drive(agent: Agent, prompt: str, progress: Progress, trace: Path | None, header: dict[str, Any]) -> FinalStep:
+def _drive(agent: Agent, prompt: str, progress: Progress, writer: TraceWriter | None) -> FinalStep:
     """Run the agent to its end, showing and tracing every step."""
     final: FinalStep | None = None
-    with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(TraceWriter(trace, header)) if trace else None
-        for step in agent.run(prompt, on_token=progress.token if progress.enabled else None):
-            if writer is not None:
-                writer.write(step)
-            progress.step(step)
-            if isinstance(step, FinalStep):
-                final = step
+    for step in agent.run(prompt, on_token=progress.token if progress.enabled else None):
+        if writer is not None:
+            writer.write(step)
+        progress.step(step)
+        if isinstance(step, FinalStep):
+            final = step
     assert final is not None, "Agent.run always ends with a FinalStep"
     return final
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from localagent.errors import ToolError
+from localagent.errors import ConfigError, ToolError
 from localagent.records import ToolCall
 from localagent.tools import (
     EDIT_MAX_BYTES,
@@ -528,3 +528,58 @@ def test_every_descriptor_is_closed_after_success_and_refusal(ws: Workspace, fif
         assert len(os.listdir("/proc/self/fd")) == before
     finally:
         gc.enable()
+
+
+# --- paths the walk must refuse before touching anything (red-team pass 2) ---
+
+
+@pytest.mark.parametrize("path", ["\ud800", "\ud800.txt", "caf\udce9.txt", "d/\udcff/x"])
+@pytest.mark.parametrize("name", ["read_file", "write_file", "list_directory", "get_file_info"])
+def test_a_path_that_is_not_valid_text_is_a_tool_error(ws: Workspace, name: str, path: str) -> None:
+    # F02: a JSON "\ud800" escape made the path check raise UnicodeEncodeError and end the run;
+    # a "\udce9" (surrogateescape) would create a name that is not UTF-8
+    extra = {"content": "x"} if name == "write_file" else {}
+    with pytest.raises(ToolError, match="is not valid text"):
+        hostile(ws, name, path=path, **extra)
+    assert sorted(os.listdir(ws.root)) == ["README.md"]
+
+
+def test_a_tilde_is_a_name_character_never_the_home_folder(ws: Workspace) -> None:
+    # F32: `~nosuchuser/x` went through expanduser, whose RuntimeError ended the run
+    with pytest.raises(ToolError, match="~nosuchuser/x does not exist"):
+        hostile(ws, "read_file", path="~nosuchuser/x")
+    assert hostile(ws, "write_file", path="~/notes.txt", content="n") == "created ~/notes.txt (1 bytes)"
+    assert (ws.root / "~" / "notes.txt").read_text() == "n"
+    (ws.root / "~$report.txt").write_text("word lock\n")  # the names Office leaves beside a file
+    assert hostile(ws, "read_file", path="~$report.txt") == "word lock\n"
+
+
+def test_a_workspace_naming_an_unknown_user_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a directory"):
+        Workspace("~nosuchuser-localagent/ws")
+
+
+@pytest.mark.parametrize("path", ["README.md/.", "README.md/", "newdir/", "newdir/.", "d/e/"])
+@pytest.mark.parametrize("name", ["write_file", "edit_file"])
+def test_a_path_ending_in_a_slash_names_a_folder_and_is_refused(ws: Workspace, name: str, path: str) -> None:
+    # F33: the walk drops the ending, so `README.md/.` replaced README.md and `newdir/` made a file
+    extra = {"content": "gone"} if name == "write_file" else {"old_text": "hello", "new_text": "gone"}
+    with pytest.raises(ToolError, match="names a folder"):
+        hostile(ws, name, path=path, **extra)
+    assert sorted(os.listdir(ws.root)) == ["README.md"]
+    assert (ws.root / "README.md").read_text() == "# Demo\nhello world\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("a/" * 3000 + "f", "is 6001 bytes long; a path may have at most 4095 bytes"),
+        ("a/" + "é" * 128 + "/f", "is 256 bytes long; a file or folder name may have at most 255 bytes"),
+        ("a/b/" + "x" * 256, "is 256 bytes long; a file or folder name may have at most 255 bytes"),
+    ],
+)
+def test_a_path_too_long_to_exist_is_refused_before_any_folder_is_made(ws: Workspace, path: str, message: str) -> None:
+    # F36: the error was clean, but only after mkdir had left the a/a/a/... chain behind
+    with pytest.raises(ToolError, match=message):
+        hostile(ws, "write_file", path=path, content="x")
+    assert sorted(os.listdir(ws.root)) == ["README.md"]
