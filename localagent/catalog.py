@@ -11,9 +11,9 @@ import re
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from localagent import settings
 from localagent.errors import ConfigError, ModelNotFoundError
@@ -25,6 +25,34 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PSEUDO_MODELS = ("oracle", "noop")
+
+
+def _sha256_hex(value: str) -> str:
+    # a sha256 names files in the store (the .partial/<sha256>.part of a pull): only the one
+    # spelling of a digest, never a path
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError("must be 64 lowercase hex characters")
+    return value
+
+
+def _repo_path(value: str) -> str:
+    # a hub path becomes a path in the store (hub/<repo>/<file>): folders the hub can hold, no
+    # '..', '.', empty, absolute or backslashed part that would lead out of it, no NUL
+    parts = value.split("/")
+    if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+        raise ValueError("must be a relative path inside the repository (no '..', '.', empty parts, '\\' or NUL)")
+    return value
+
+
+def _repo_id(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*", value) or ".." in value:
+        raise ValueError("must be a Hugging Face repository id, OWNER/NAME")
+    return value
+
+
+Sha256 = Annotated[str, AfterValidator(_sha256_hex)]
+RepoPath = Annotated[str, AfterValidator(_repo_path)]
+RepoId = Annotated[str, AfterValidator(_repo_id)]
 
 
 class _Strict(BaseModel):
@@ -43,12 +71,12 @@ class Bundled(_Strict):
 class LocalModel(_Strict):
     alias: str
     description: str = ""
-    repo: str
-    file: str
+    repo: RepoId
+    file: RepoPath
     quant: str
-    quants: dict[str, str] = Field(default_factory=dict)  # other quant -> file
+    quants: dict[str, RepoPath] = Field(default_factory=dict)  # other quant -> file
     revision: str = "main"
-    sha256: str | None = None
+    sha256: Sha256 | None = None
     size_mb: float | None = None
     params: str = ""
     context: int = Field(gt=0)
@@ -64,13 +92,6 @@ class LocalModel(_Strict):
     def think_default(self) -> bool | None:
         """What the engine passes as `enable_thinking` unless the user says (None: nothing)."""
         return {"none": None, "on": True, "off": False, "always": True}[self.thinking]
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[0-9a-f]{64}", v):
-            raise ValueError("must be 64 lowercase hex characters")
-        return v
 
     @property
     def kind(self) -> str:

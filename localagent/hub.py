@@ -5,6 +5,10 @@ huggingface_hub builds the URLs, headers and HTTP session and reads the metadata
 fetched here because huggingface_hub (>= 1.18) does not resume a download begun by an earlier
 process. The endpoint and token are read at call time: huggingface_hub reads HF_ENDPOINT only
 once, at import.
+
+The hub is not trusted: HF_ENDPOINT may name any server. Its sha256 names the `.part` file and
+its size bounds the download, so both are validated here (pydantic, at the edge) before any
+filesystem use, and a body longer than the advertised size is refused.
 """
 
 from __future__ import annotations
@@ -15,12 +19,18 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Annotated, Callable, Iterator
+from urllib.parse import quote
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from localagent import settings
+from localagent.catalog import Sha256
 from localagent.errors import DownloadError, ModelNotFoundError, OfflineError
 
 CHUNK = 1024 * 1024
+# the paths-info answer for one file is about 300 bytes; a hub sending more is not answering
+METADATA_LIMIT = 1024 * 1024
 UNREACHABLE_HINT = (
     "check the network (and HF_ENDPOINT if you set it); without it, use an installed model "
     "(`localagent models list`), the bundled smollm2-135m, or `localagent models import PATH --name NAME`"
@@ -42,6 +52,60 @@ class RemoteFile:
         return f"{self.repo}/{self.file}"
 
 
+def _commit_hex(value: str) -> str:
+    # a git commit id, sha1 or sha256: it is put in the download URL and the manifest
+    if not (len(value) in (40, 64) and all(c in "0123456789abcdef" for c in value)):
+        raise ValueError("must be a commit id (40 or 64 lowercase hex characters)")
+    return value
+
+
+class _FileMeta(BaseModel):
+    """What the hub's HEAD on the file says (headers X-Repo-Commit and the linked size)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    commit: Annotated[str, AfterValidator(_commit_hex)] | None
+    size: Annotated[int, Field(ge=0)] | None
+
+
+class _Lfs(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    oid: Sha256  # the file's sha256: it names the download's .part file
+    size: Annotated[int, Field(ge=0)]
+
+
+class _PathInfo(BaseModel):
+    """One entry of the hub's paths-info answer: the fields every entry of the hub's API has.
+    Its `path` never reaches the filesystem: only the entry whose path equals the asked
+    file (a catalog value, validated there) is used."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: str
+    path: str
+    oid: str
+    size: Annotated[int, Field(ge=0)]
+    lfs: _Lfs | None = None
+
+
+_PATHS_INFO = TypeAdapter(list[_PathInfo])
+
+
+def _malformed(what: str, exc: ValidationError) -> DownloadError:
+    """A hub answer of the wrong shape -> DownloadError naming the hub, the answer and the field."""
+    err = exc.errors()[0]
+    if err["type"] == "json_invalid":  # pydantic's parser also stops JSON nested too deeply
+        problem = f"not valid JSON ({err.get('ctx', {}).get('error', err['msg'])})"
+    else:
+        field = ".".join(str(p) for p in err["loc"]) or "the answer"
+        problem = f"field '{field}': {err['msg']}"
+    return DownloadError(
+        f"the hub at {settings.hf_endpoint()} sent a malformed {what}: {problem}",
+        hint="check HF_ENDPOINT: it must name a Hugging Face hub (or a faithful mirror)",
+    )
+
+
 def _transport_error() -> type[BaseException]:
     """huggingface_hub 2.x talks through httpx2, 1.x through httpx: what its transport raises
     for refused, dropped and timed-out connections."""
@@ -53,9 +117,21 @@ def _transport_error() -> type[BaseException]:
     return ConnectionError
 
 
+def _request_error() -> type[BaseException]:
+    """The transport's base of every request failure: besides TransportError, a redirect
+    loop (TooManyRedirects) and a body it cannot decode."""
+    for name in ("httpx2", "httpx"):
+        try:
+            return importlib.import_module(name).RequestError
+        except ImportError:
+            continue
+    return ConnectionError
+
+
 @contextmanager
-def _hub_errors(repo: str, file: str, revision: str) -> Iterator[None]:
-    """huggingface_hub's and the transport's exceptions, as one-line LocalAgentErrors."""
+def _hub_errors(repo: str, file: str, revision: str, url: str) -> Iterator[None]:
+    """huggingface_hub's and the transport's exceptions, as one-line LocalAgentErrors; `url`
+    is the request's, named when the hub's answers cannot be followed."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -93,23 +169,62 @@ def _hub_errors(repo: str, file: str, revision: str) -> Iterator[None]:
     except _transport_error() as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DownloadError(f"cannot reach the hub at {endpoint} ({reason})", hint=UNREACHABLE_HINT) from exc
+    except _request_error() as exc:  # TooManyRedirects: a redirect loop
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DownloadError(
+            f"the hub at {endpoint} gave no usable answer for {url} ({type(exc).__name__}: {reason})",
+            hint="check HF_ENDPOINT (and any proxy in between): it must name a Hugging Face hub or a faithful mirror",
+        ) from exc
 
 
 def locate(repo: str, file: str, revision: str = "main") -> RemoteFile:
-    """The file's commit, size and LFS sha256 on the hub (two small requests, no body)."""
-    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+    """The file's commit, size and LFS sha256 on the hub (two small requests, no body), each
+    value checked before it is used (DownloadError naming the hub and the field)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     endpoint, token = settings.hf_endpoint(), settings.hf_token()
     url = hf_hub_url(repo, file, revision=revision, endpoint=endpoint)
-    with _hub_errors(repo, file, revision):
-        meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
-        commit = meta.commit_hash
-        # pin the download and the sha256 to the commit the metadata came from
-        if commit:
-            url = hf_hub_url(repo, file, revision=commit, endpoint=endpoint)
-        infos = HfApi(endpoint=endpoint, token=token).get_paths_info(repo, [file], revision=commit or revision)
-    sha = next((i.lfs.sha256 for i in infos if i.path == file and getattr(i, "lfs", None)), None)
-    return RemoteFile(repo, file, revision, commit, url, meta.size, sha)
+    with _hub_errors(repo, file, revision, url):
+        raw = get_hf_file_metadata(url, token=token, endpoint=endpoint)
+    try:
+        meta = _FileMeta(commit=raw.commit_hash, size=raw.size)
+    except ValidationError as exc:
+        raise _malformed(f"answer for {url} (headers X-Repo-Commit / size)", exc) from exc
+    # pin the download and the sha256 to the commit the metadata came from
+    pinned = meta.commit or revision
+    if meta.commit:
+        url = hf_hub_url(repo, file, revision=meta.commit, endpoint=endpoint)
+    infos = _paths_info(repo, file, pinned)
+    sha = next((i.lfs.oid for i in infos if i.path == file and i.type == "file" and i.lfs), None)
+    return RemoteFile(repo, file, revision, meta.commit, url, meta.size, sha)
+
+
+def _paths_info(repo: str, file: str, revision: str) -> list[_PathInfo]:
+    """The hub's paths-info entries for `file`: the request HfApi.get_paths_info makes, read
+    here so that the answer is bounded in size and depth and validated as a whole."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = f"{settings.hf_endpoint()}/api/models/{repo}/paths-info/{quote(revision, safe='')}"
+    headers = build_hf_headers(token=settings.hf_token())
+    body = bytearray()
+    with _hub_errors(repo, file, revision, url), get_session().stream(
+        "POST", url, data={"paths": [file], "expand": False}, headers=headers, timeout=30
+    ) as resp:
+        if resp.status_code >= 400:
+            resp.read()  # the error parser reads the body
+            hf_raise_for_status(resp)
+        for chunk in resp.iter_bytes(CHUNK):
+            body += chunk
+            if len(body) > METADATA_LIMIT:
+                raise DownloadError(
+                    f"the hub at {settings.hf_endpoint()} sent more than {METADATA_LIMIT} bytes for the "
+                    f"paths-info of {repo}/{file}",
+                    hint="check HF_ENDPOINT: it must name a Hugging Face hub (or a faithful mirror)",
+                )
+    try:
+        return _PATHS_INFO.validate_json(bytes(body))
+    except ValidationError as exc:
+        raise _malformed(f"paths-info answer for {repo}/{file}", exc) from exc
 
 
 # called with (bytes done, bytes total) as a download advances: the MCP server's progress
@@ -167,15 +282,17 @@ def _hash_prefix(part: Path, size: int | None) -> tuple[int, "hashlib._Hash"]:
 def download(remote: RemoteFile, part: Path, *, progress: bool | Progress = True) -> str:
     """Fetch `remote` into `part`, continuing after the bytes already there; the sha256 of
     the whole part file. A dropped connection is resumed at once while bytes keep coming;
-    when none come, DownloadError, and the part stays for the next call to continue."""
+    when none come, DownloadError, and the part stays for the next call to continue. A body
+    longer than the advertised size is a failed download: DownloadError, and no part stays."""
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     done, digest = _hash_prefix(part, remote.size)
     session = get_session()
-    with _hub_errors(remote.repo, remote.file, remote.revision), _progress_bar(
+    overlong = False
+    with _hub_errors(remote.repo, remote.file, remote.revision, remote.url), _progress_bar(
         remote.file, remote.size, done, progress
     ) as advance, part.open("ab") as out:
-        while remote.size is None or done < remote.size:
+        while not overlong and (remote.size is None or done < remote.size):
             headers = build_hf_headers(token=settings.hf_token())
             headers["Accept-Encoding"] = "identity"
             if done:
@@ -191,6 +308,11 @@ def download(remote: RemoteFile, part: Path, *, progress: bool | Progress = True
                         advance(-done)
                         done, digest = 0, hashlib.sha256()
                     for chunk in resp.iter_bytes(CHUNK):
+                        # not one byte past the size the hub advertised: a hub that keeps
+                        # sending would otherwise fill the disk (400 MB for a 98 MB file)
+                        if remote.size is not None and done + len(chunk) > remote.size:
+                            overlong = True
+                            break
                         out.write(chunk)
                         digest.update(chunk)
                         done += len(chunk)
@@ -207,6 +329,14 @@ def download(remote: RemoteFile, part: Path, *, progress: bool | Progress = True
                     ) from exc
             if done == before:  # a clean but empty answer: the server has nothing more to give
                 break
+    if overlong:
+        # the bytes so far cannot be trusted to be the start of the file either
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"the hub at {settings.hf_endpoint()} sent more than the {remote.size} bytes it advertised for "
+            f"{remote.label} ({remote.url}); nothing was kept",
+            hint="pull again later; if it happens again, check HF_ENDPOINT and any proxy in between",
+        )
     if remote.size is not None and done != remote.size:
         raise DownloadError(
             f"download of {remote.label} ended at {done} of {remote.size} bytes",

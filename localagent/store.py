@@ -32,15 +32,25 @@ from typing import Iterator, Literal
 from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from localagent import ggufinfo, hardware, settings
-from localagent.catalog import Catalog, LocalModel, load_catalog, suggest
-from localagent.errors import ConfigError, IntegrityError, ModelLoadError, ModelNotFoundError, OfflineError, StoreError
+from localagent.catalog import PSEUDO_MODELS, Catalog, LocalModel, load_catalog, suggest
+from localagent.errors import (
+    ConfigError,
+    DownloadError,
+    IntegrityError,
+    ModelLoadError,
+    ModelNotFoundError,
+    OfflineError,
+    StoreError,
+)
 from localagent.ggufinfo import GGUFInfo
 from localagent.hub import Progress  # (done, total) callback, or True for a terminal bar
 
 CHUNK = 1024 * 1024
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_MAX = 255  # the longest file name (in bytes) Linux, macOS and Windows filesystems allow
 Source = Literal["hub", "bundled", "import", "path"]
 
 
@@ -178,12 +188,37 @@ def _now() -> str:
 # ---------------------------------------------------------------- manifests
 
 
-def _manifest_dir(alias: str) -> Path:
-    return settings.models_dir() / "manifests" / quote(alias, safe="")
+def _folder_name(name: str) -> str | None:
+    """`name` quoted into one file name; None when no file can have it: empty, '.' or '..',
+    too long once quoted, or not encodable (a non-UTF-8 name from argv arrives with lone
+    surrogates). Such a name has nothing installed: a lookup of it finds nothing without
+    touching the disk."""
+    try:
+        quoted = quote(name, safe="")
+    except UnicodeEncodeError:
+        return None
+    return quoted if 0 < len(quoted) <= NAME_MAX and quoted not in (".", "..") else None
+
+
+def _stored_name(name: str) -> str:
+    """`name` as a file name in the store, for writing; ConfigError when it cannot be one (only
+    catalog aliases and quants reach here unchecked: imported names match NAME_RE)."""
+    folder = _folder_name(name)
+    if folder is None:
+        raise ConfigError(
+            f"'{name}' cannot name a file in the model store: it is empty, '.', '..', too long or not UTF-8",
+            hint="give the catalog entry (or its quant) a shorter plain name",
+        )
+    return folder
+
+
+def _manifest_dir(alias: str) -> Path | None:
+    folder = _folder_name(alias)
+    return settings.models_dir() / "manifests" / folder if folder else None
 
 
 def _manifest_path(alias: str, quant: str) -> Path:
-    return _manifest_dir(alias) / f"{quote(quant, safe='')}.json"
+    return settings.models_dir() / "manifests" / _stored_name(alias) / _stored_name(f"{quant}.json")
 
 
 def _read_manifest(path: Path) -> Manifest | BrokenManifest | None:
@@ -226,8 +261,15 @@ def _named_file(raw: bytes) -> Path | None:
 
 def _write_manifest(manifest: Manifest, path: Path | None = None) -> None:
     path = path or _manifest_path(manifest.alias, manifest.quant)
+    try:
+        text = manifest.model_dump_json(indent=2) + "\n"
+    except PydanticSerializationError as exc:  # a path that is not UTF-8 (lone surrogates)
+        raise StoreError(
+            f"cannot record {manifest.path!r} in the model store: its name is not UTF-8",
+            hint="rename the file (or its folder) to a UTF-8 name",
+        ) from exc
     with _writing(path):
-        _atomic_write(path, manifest.model_dump_json(indent=2) + "\n")
+        _atomic_write(path, text)
 
 
 def _remember(manifest: Manifest, path: Path | None = None) -> None:
@@ -243,7 +285,10 @@ def _scan(alias: str | None = None) -> tuple[list[Manifest], list[BrokenManifest
     """The manifests (of `alias`, else all): those that read, and the broken ones."""
     root = settings.models_dir() / "manifests"
     try:
-        dirs = [_manifest_dir(alias)] if alias else (sorted(root.iterdir()) if root.is_dir() else [])
+        if alias is not None:
+            dirs = [d] if (d := _manifest_dir(alias)) else []
+        else:
+            dirs = sorted(root.iterdir()) if root.is_dir() else []
     except OSError as exc:
         raise StoreError(
             f"cannot read the model store ({root}): {exc.strerror or exc}",
@@ -404,7 +449,7 @@ def _assemble(entry: LocalModel) -> tuple[Path, str]:
             f"the catalog entry {entry.alias} has chunks but no sha256 to check the assembled file against",
             hint="add sha256 to the entry",
         )
-    target = settings.models_dir() / "bundled" / quote(entry.alias, safe="") / entry.file
+    target = settings.models_dir() / "bundled" / _stored_name(entry.alias) / entry.file
     digest = hashlib.sha256()
     with _writing(target):
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -472,7 +517,8 @@ def _offline_error(alias: str, catalog: Catalog) -> OfflineError:
 
 def _looks_like_path(alias: str) -> bool:
     has_sep = "/" in alias or os.sep in alias
-    return alias.lower().endswith(".gguf") or (has_sep and Path(alias).expanduser().exists())
+    # os.path.exists: False, not an OSError, for a name too long to be a file's
+    return alias.lower().endswith(".gguf") or (has_sep and os.path.exists(Path(alias).expanduser()))
 
 
 def resolve(
@@ -538,6 +584,7 @@ def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Progress) 
     from localagent import hub
 
     file = entry.file_for(quant)
+    _manifest_path(entry.alias, quant)  # a name the store cannot hold fails before the download
     remote = hub.locate(entry.repo, file, entry.revision)
     # the catalog's sha256 describes the entry's own file, not its other quants
     catalog_sha = entry.sha256 if quant == entry.quant else None
@@ -569,6 +616,11 @@ def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Progress) 
             with suppress(OSError):  # a part kept for resuming would keep a full disk full
                 part.unlink(missing_ok=True)
             raise
+        except DownloadError:
+            with suppress(OSError):
+                if part.stat().st_size == 0:  # nothing to continue from
+                    part.unlink()
+            raise
         if sha != expected:
             part.unlink(missing_ok=True)
             source = "the catalog's" if catalog_sha else "the hub's LFS"
@@ -593,12 +645,12 @@ def _pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Progress) 
 
 def _resolve_path(path: Path) -> ResolvedModel:
     """A .gguf used by path: verified once, remembered by (path, size, mtime)."""
-    if not path.is_file():
+    if not os.path.isfile(path):  # False, not an OSError, for a name too long to be a file's
         raise ModelNotFoundError(
             f"no such model file: {path}", hint="give an alias from `localagent models list` or a path to a .gguf file"
         )
     path = path.resolve()
-    key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
+    key = hashlib.sha256(os.fsencode(path)).hexdigest()[:32]  # the path's bytes: it need not be UTF-8
     record = settings.models_dir() / ".paths" / f"{key}.json"
     manifest = _read_manifest(record)  # broken: only a saved hash, verified afresh and rewritten
     if isinstance(manifest, Manifest) and Path(manifest.path) == path:
@@ -699,7 +751,12 @@ def import_file(path: str | Path, name: str) -> ResolvedModel:
             hint="use letters, digits, '.', '_' and '-' (at most 64, starting with a letter or digit, not ending in .gguf)",
         )
     catalog = load_catalog()
-    if name in catalog.local or name in catalog.hosted or name in catalog.pointers:
+    if name in PSEUDO_MODELS or name in catalog.hosted:
+        # these names never reach the store: `--model noop` is the built-in model whatever is
+        # installed under that name, so an import of it could never be used
+        kind = "a built-in pseudo model" if name in PSEUDO_MODELS else "a hosted model"
+        raise ConfigError(f"'{name}' is {kind}", hint="choose another name for the import")
+    if name in catalog.local or name in catalog.pointers:
         raise ConfigError(
             f"'{name}' is a catalog model", hint=f"choose another name, or `localagent models pull {name}`"
         )
@@ -707,7 +764,9 @@ def import_file(path: str | Path, name: str) -> ResolvedModel:
     if not src.is_file():
         raise ConfigError(f"no such file: {src}", hint="give the path of a .gguf file")
     models = settings.models_dir()
-    target = models / "imported" / name / src.name
+    # the copy's name is recorded in JSON, which holds only UTF-8: a Latin-1 name gets U+FFFD
+    file = os.fsencode(src.name).decode("utf-8", "replace")
+    target = models / "imported" / name / file
     tmp = _copy_in(src, target)
     try:
         # the copy is what gets registered, so the copy is what is checked: the source may
@@ -725,7 +784,7 @@ def import_file(path: str | Path, name: str) -> ResolvedModel:
             _prune_empty(target.parent, models.resolve())
         raise
     previous, broken = _scan(name)
-    manifest = _register(target, sha, info, alias=name, quant=info.quant or "unknown", source="import", file=src.name)
+    manifest = _register(target, sha, info, alias=name, quant=info.quant or "unknown", source="import", file=file)
     # the earlier registrations of `name` go once the new one is written: a failure keeps them
     earlier = [(_manifest_path(m.alias, m.quant), Path(m.path)) for m in previous if m.alias == name]
     earlier += [(b.manifest, b.path) for b in broken]

@@ -8,6 +8,11 @@ Switches for the failure tests: `corrupt` (serve one flipped byte, the advertise
 right), `drop_at` + `drops` (close the connection after sending up to that byte offset, for
 the next `drops` GETs), `block_delay` (a slow link), `ranges` (the Range header of every GET received), `requests` (every
 request line), and `stop()`.
+
+Hostile switches (a hub that lies): `lfs_oid` (the LFS sha256 paths-info reports, any
+string), `paths_info_body` (raw bytes instead of the paths-info JSON), `overlong` (GET bodies
+carry that many bytes past the file, without Content-Length; `sent` counts the body bytes
+the client took) and `redirect_loop` (the methods whose /resolve/ answers 302 to itself).
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ class FakeHub:
     block_delay: float = 0.0  # seconds to wait after each 1 MiB block: a slow link
     ranges: list[str | None] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    lfs_oid: str | None = None
+    paths_info_body: bytes | None = None
+    overlong: int = 0
+    sent: int = 0
+    redirect_loop: tuple[str, ...] = ()
     url: str = ""
     _server: ThreadingHTTPServer | None = None
 
@@ -136,12 +146,13 @@ class FakeHub:
         return self.repos[repo]
 
     def _entry(self, name: str, f: HubFile) -> dict:
+        sha = f.sha256 if self.lfs_oid is None else self.lfs_oid
         return {
             "type": "file",
             "path": name,
             "oid": f.sha256[:40],
             "size": f.size,
-            "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": 134},
+            "lfs": {"oid": sha, "size": f.size, "pointerSize": 134},
         }
 
     # ------------------------------------------------------------ endpoints
@@ -163,7 +174,13 @@ class FakeHub:
 
     def _paths_info(self, h, repo: str, rev: str, wanted: list[str]) -> None:
         files = self._repo(h, repo, rev)
-        if files is not None:
+        if files is not None and self.paths_info_body is not None:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(self.paths_info_body)))
+            h.end_headers()
+            h.wfile.write(self.paths_info_body)
+        elif files is not None:
             self._json(h, [self._entry(n, files[n]) for n in wanted if n in files])
 
     def _resolve(self, h, repo: str, rev: str, name: str, head: bool) -> None:
@@ -173,6 +190,14 @@ class FakeHub:
         f = files.get(name)
         if f is None:
             return self._error(h, 404, "EntryNotFound", f"{name} does not exist on {rev}")
+        if h.command in self.redirect_loop:
+            h.send_response(302)
+            h.send_header("Location", h.path)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        if self.overlong and not head:
+            return self._send_overlong(h, f)
         start = 0
         rng = h.headers.get("Range")
         if not head:
@@ -204,6 +229,25 @@ class FakeHub:
             h.wfile.flush()
             h.connection.shutdown(2)  # the client sees the body end short: a dropped connection
 
+    def _send_overlong(self, h, f: HubFile) -> None:
+        """The whole file, then `overlong` zero bytes; no Content-Length, so the body ends
+        only when the connection closes."""
+        h.send_response(200)
+        h.send_header("X-Repo-Commit", COMMIT)
+        h.send_header("ETag", f'"{f.sha256}"')
+        h.send_header("Content-Type", "application/octet-stream")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.close_connection = True
+        self._send(h, f, 0, f.size)
+        zeros = bytes(BLOCK)
+        for _ in range(-(-self.overlong // BLOCK)):
+            try:
+                h.wfile.write(zeros)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            self.sent += BLOCK
+
     def _send(self, h, f: HubFile, start: int, stop: int) -> None:
         flip = f.size // 2 if self.corrupt else -1
         with f.path.open("rb") as fh:
@@ -222,6 +266,7 @@ class FakeHub:
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 pos += len(block)
+                self.sent += len(block)
                 if self.block_delay:
                     time.sleep(self.block_delay)
 

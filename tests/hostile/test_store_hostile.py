@@ -8,18 +8,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from fakehub import bundled_sha256, fake_hub  # noqa: F401 (fixtures)
+from fakehub import FILE, REPO, bundled_sha256, fake_hub  # noqa: F401 (fixtures)
 from test_cli_models import Done, assert_user_error, cli  # noqa: F401 (fixture)
 from test_store import store_files, write_tiny_gguf
 
 from localagent import settings, store
-from localagent.errors import StoreError
+from localagent.catalog import PSEUDO_MODELS, load_catalog
+from localagent.errors import ConfigError, DownloadError, StoreError
 
 # runs the CLI after installing an audit hook that acts on the source file at the moment it is
 # opened for the copy (any open of it outside the GGUF header reader): the race, made exact
@@ -61,7 +63,7 @@ FSIZE_LIMIT = 8 * 1024 * 1024
 
 def run_cli(
     *args: str, home: Path, endpoint: str | None = None, fsize: int | None = None, read_only: Path | None = None,
-    script: str | None = None,
+    script: str | None = None, timeout: float = 120,
 ) -> Done:
     """`localagent ARGS` in a child process; `script` runs instead of `-m localagent` (its
     argv after the script's own arguments are the CLI's); `read_only`: that folder is
@@ -82,7 +84,7 @@ def run_cli(
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     done = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=120, preexec_fn=limit if fsize else None
+        command, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=limit if fsize else None
     )
     return Done(done.returncode, done.stdout, done.stderr)
 
@@ -342,3 +344,184 @@ def test_a_store_that_cannot_be_written_still_resolves_the_bundled_model(localag
     with pytest.raises(StoreError) as err:
         store.import_file(bundled_gguf, "smol")
     assert str(localagent_home / "models") in err.value.message
+
+
+# ---------------------------------------------------------------- 8: a hostile hub (HF_ENDPOINT)
+
+
+@pytest.mark.parametrize("kind", ["traversal", "upper-case", "nul"])
+def test_a_hub_sha256_that_is_not_a_digest_touches_no_file(fake_hub, tmp_path, kind):
+    # before (F31): the part file was models/.partial/<the hub's sha256>.part, so "../../PWNED"
+    # appended the 98 MB body to a file outside the store, deleted it on the sha mismatch
+    # (a file planted there was lost) and left PWNED.part.lock beside it
+    planted = tmp_path / "PWNED.part"
+    planted.write_bytes(b"precious")
+    traversal = os.path.relpath(tmp_path / "PWNED", settings.models_dir() / ".partial")
+    fake_hub.lfs_oid = {"traversal": traversal, "upper-case": "AB" * 32, "nul": "a" * 63 + "\0"}[kind]
+    with pytest.raises(DownloadError) as err:
+        store.pull("fake-smol", progress=False)
+    assert fake_hub.url in err.value.message and "lfs.oid" in err.value.message
+    assert "64 lowercase hex" in err.value.message and "HF_ENDPOINT" in err.value.hint
+    assert planted.read_bytes() == b"precious" and sorted(p.name for p in tmp_path.iterdir()) == ["PWNED.part"]
+    assert fake_hub.gets == 0 and gguf_files() == []
+
+
+def test_a_hub_body_longer_than_advertised_is_cut_off_and_not_kept(fake_hub):
+    # before (F28): 400 MB written for a 98 MB file, the part kept, "run again: it continues"
+    fake_hub.overlong = 256 * 1024 * 1024
+    size = fake_hub.repos[REPO][FILE].size
+    with pytest.raises(DownloadError) as err:
+        store.pull("fake-smol", progress=False)
+    assert f"more than the {size} bytes it advertised" in err.value.message and fake_hub.url in err.value.message
+    assert "continues" not in err.value.hint
+    assert store_files() == []  # the part is gone
+    # the client stopped reading at the advertised size: the server could not send the rest
+    assert fake_hub.sent < size + fake_hub.overlong // 2
+
+
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+def test_a_hub_redirect_loop_is_an_error_naming_the_url(fake_hub, localagent_home, method):
+    # before (F29): an httpx2.TooManyRedirects traceback (not a TransportError, so not mapped)
+    fake_hub.redirect_loop = (method,)
+    done = run_cli("models", "pull", "fake-smol", home=localagent_home, endpoint=fake_hub.url)
+    assert_user_error(done, fake_hub.url, "TooManyRedirects", "/resolve/", "HF_ENDPOINT")
+    assert gguf_files() == []
+
+
+ENTRY = {"type": "file", "path": FILE, "oid": "0" * 40, "size": 1, "lfs": {"oid": "0" * 64, "size": 1}}
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON (recursion limit exceeded"),
+        (json.dumps([{k: v for k, v in ENTRY.items() if k != "oid"}]).encode(), "field '0.oid': Field required"),
+        (json.dumps([{k: v for k, v in ENTRY.items() if k != "size"}]).encode(), "field '0.size': Field required"),
+        (json.dumps([{**ENTRY, "lfs": {"oid": "0" * 64}}]).encode(), "field '0.lfs.size': Field required"),
+        (json.dumps([{**ENTRY, "size": -5}]).encode(), "field '0.size'"),
+        (b'{"error": "no"}', "Input should be a valid array"),
+        (b"[" + b",".join([json.dumps(ENTRY).encode()] * 20_000) + b"]", "more than 1048576 bytes"),
+    ],
+    ids=["deep", "no-oid", "no-size", "no-lfs-size", "negative-size", "not-a-list", "huge"],
+)
+def test_malformed_hub_metadata_names_the_hub_and_what_is_wrong(fake_hub, body, words):
+    # before (F30): RecursionError and KeyError: 'oid' tracebacks out of hub.locate
+    fake_hub.paths_info_body = body
+    with pytest.raises(DownloadError) as err:
+        store.pull("fake-smol", progress=False)
+    assert fake_hub.url in err.value.message and "paths-info" in err.value.message
+    assert words in err.value.message
+    assert fake_hub.gets == 0 and gguf_files() == []
+
+
+# ---------------------------------------------------------------- 9: a hostile GGUF header
+
+
+def _gguf(kvs: list[bytes], tensors: int = 0, pad_to: int = 0) -> bytes:
+    """A GGUF v3 header with these key-value records (and a tensor count), zero-padded to
+    `pad_to` bytes."""
+    data = b"GGUF" + struct.pack("<IQQ", 3, tensors, len(kvs)) + b"".join(kvs)
+    return data + bytes(max(0, pad_to - len(data)))
+
+
+def _text(s: bytes) -> bytes:
+    return struct.pack("<Q", len(s)) + s
+
+
+ARCH = _text(b"general.architecture") + struct.pack("<I", 8) + _text(b"llama")
+BIG = 64 * 1024 * 1024
+
+HOSTILE_HEADERS = {
+    # the red team's 133-byte file: a uint8 array of 2**40 elements (type 9 = array, 0 = uint8)
+    "uint8-array-2e40": (_gguf([_text(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 0, 2**40) + bytes(64)]), 133),
+    "string-array-2e40": (_gguf([_text(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2**40) + _text(b"a") * 4]), 105),
+    "kv-count-2e63": (b"GGUF" + struct.pack("<IQQ", 3, 0, 2**63) + ARCH, 69),
+    "tensor-count-2e40": (_gguf([ARCH], tensors=2**40), 69),
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE_HEADERS)
+def test_a_gguf_declaring_more_than_the_file_holds_fails_at_once(tmp_path, localagent_home, kind):
+    # before (F13): gguf.GGUFReader looped once per declared element: the 133-byte file kept
+    # `models import` (and run --model PATH, models info, every pull) busy for minutes, its
+    # memory growing by 1 GB a minute
+    data, size = HOSTILE_HEADERS[kind]
+    assert len(data) == size
+    path = tmp_path / f"{kind}.gguf"
+    path.write_bytes(data)
+    done = run_cli("models", "import", str(path), "--name", "x", home=localagent_home, timeout=30)
+    assert_user_error(done, str(path), "not a whole GGUF file", "declare")
+    assert store_files() == []
+
+
+def test_a_big_numeric_array_is_skipped_not_walked(tmp_path, localagent_home):
+    # a whole file whose header holds a 64 MiB uint8 array (real vocabularies hold 150k-element
+    # score and type arrays): skipped in one step. before: GGUFReader built 67M numpy views
+    array = _text(b"tokenizer.ggml.token_type") + struct.pack("<IIQ", 9, 0, BIG) + bytes(BIG)
+    header = _gguf([ARCH, array])
+    path = tmp_path / "big.gguf"
+    path.write_bytes(header + bytes(-len(header) % 32))  # the data section starts aligned
+    done = run_cli("models", "import", str(path), "--name", "big", home=localagent_home, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert store.resolve("big", offline=True).gguf.architecture == "llama"
+
+
+# ---------------------------------------------------------------- 10: names the store cannot hold
+
+
+def test_import_refuses_the_names_of_built_in_and_hosted_models(tmp_path):
+    # before (F34): `models import --name noop` was accepted and listed, but `--model noop`
+    # always ran the built-in pseudo model: the import was never usable
+    src = write_tiny_gguf(tmp_path / "t.gguf")
+    hosted = next(iter(load_catalog().hosted))
+    for name in [*PSEUDO_MODELS, hosted]:
+        with pytest.raises(ConfigError) as err:
+            store.import_file(src, name)
+        assert f"'{name}'" in err.value.message and "another name" in err.value.hint
+    assert store.installed() == [] and store_files() == []
+
+
+LONG_NAMES = {"300-chars": "a" * 300, "non-UTF-8": "x\udcff", "quoted-past-255": "é" * 50}
+
+
+@pytest.mark.parametrize("name", LONG_NAMES.values(), ids=LONG_NAMES.keys())
+def test_a_model_name_no_file_can_have_is_an_unknown_model(tmp_path, localagent_home, name):
+    # before: F35 "OSError: [Errno 36] File name too long" and F06 UnicodeEncodeError (a
+    # non-UTF-8 --model from argv) tracebacks from the manifest lookup. Something is installed
+    # first: without a manifests folder the lookup met "No such file" before the long name
+    store.import_file(write_tiny_gguf(tmp_path / "t.gguf"), "mine")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    commands = [
+        ("run", "hi", "--model", name, "--workspace", str(workspace)),
+        ("bench", "--model", name),
+        ("models", "info", name),
+        ("models", "verify", name),
+    ]
+    for args in commands:
+        done = run_cli(*args, home=localagent_home)
+        assert_user_error(done, "is not installed" if args[1] == "verify" else "unknown model")
+    done = run_cli("models", "rm", name, home=localagent_home)
+    assert_user_error(done, "is not installed")
+    assert [m.alias for m in store.installed()] == ["mine"]
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ('repo = "../x"\nfile = "m.gguf"', "field 'repo'"),
+        ('repo = "a/b"\nfile = "../../../evil.gguf"', "field 'file'"),
+        ('repo = "a/b"\nfile = "/etc/evil.gguf"', "field 'file'"),
+        ('repo = "a/b"\nfile = "m.gguf"\nquants = { Q8_0 = "sub/../../evil.gguf" }', "field 'quants.Q8_0'"),
+        ('repo = "a/b"\nfile = "m\\u0000.gguf"', "field 'file'"),
+    ],
+    ids=["repo", "file-up", "file-absolute", "quant-file", "nul"],
+)
+def test_catalog_repo_and_file_cannot_lead_out_of_the_store(localagent_home, fields, words):
+    # a pull writes hub/<repo>/<file> in the store: a user's (or a shared) models.toml with
+    # '..' in them wrote outside it
+    user = localagent_home / "models.toml"
+    user.write_text(f'[local.x]\n{fields}\nquant = "Q4_K_M"\ncontext = 4096\n')
+    with pytest.raises(ConfigError) as err:
+        load_catalog()
+    assert str(user) in err.value.message and words in err.value.message
