@@ -46,7 +46,12 @@ def short(value: Any, limit: int = _SHORT) -> str:
     """A string's repr, or other data as JSON, cut to about `limit` characters, for details."""
     if isinstance(value, str):
         return repr(cut(value, limit))
-    return cut(json.dumps(value, ensure_ascii=False), limit)
+    try:
+        return cut(json.dumps(value, ensure_ascii=False), limit)
+    except RecursionError:
+        # JSON the model wrote that parsed just below the stack's limit: showing it from a
+        # few frames deeper must not turn its wrong answer into a runtime error
+        return f"a {type(value).__name__} nested too deeply to show"
 
 
 Fixture = Mapping[str, str]
@@ -205,6 +210,13 @@ def file_json(check: t.FileJson, root: Path, fixture: Fixture, answer: str) -> C
         found = json.loads(text)
     except json.JSONDecodeError as exc:
         return _fail(check.kind, f"{check.path} is not valid JSON: {exc.msg} at line {exc.lineno}, found {short(text)}")
+    except (RecursionError, ValueError) as exc:
+        # The model wrote this file: JSON nested deeper than the interpreter's stack, or an
+        # integer past Python's digit limit, is its wrong output (wrong_state), not a failure
+        # of the harness (it was scored runtime_error before). Python's advice after the ';'
+        # (set_int_max_str_digits) is not the model's to take.
+        reason = "nested too deeply to read" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        return _fail(check.kind, f"{check.path} is not valid JSON: {reason}, found {short(text)}")
     problem = json_mismatch(check.expect, found, exact=check.exact, unordered=check.unordered)
     if problem is None:
         return _ok(check.kind)

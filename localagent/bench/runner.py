@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Union
 
 from localagent import __version__, settings
 from localagent.bench import metrics
@@ -29,7 +29,19 @@ from localagent.errors import ConfigError, LocalAgentError, ResultsError, Result
 from localagent.records import FinalStep, Message, ModelStep, Usage
 from localagent.trace import TraceWriter
 
+if TYPE_CHECKING:
+    from localagent.store import ResolvedModel
+
 ModelKind = Literal["local", "hosted", "pseudo"]
+
+# --trials 1000000000 grew to 3.4 GB listing its plan without finishing a trial; a thousand is
+# far past what pass^k needs (and the pending trials are now made as they run, not listed).
+MAX_TRIALS = 1000
+# --ctx 4294967296 failed inside llama-cpp-python with a 16 GiB numpy allocation traceback:
+# no model is trained on more than 4M tokens (2^22), and a model's own context is checked
+# before loading (check_context)
+MIN_CTX = 256
+MAX_CTX = 4_194_304
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,16 @@ class BenchConfig:
         for name in ("trials", "jobs", "max_steps", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.trials > MAX_TRIALS:
+            raise ConfigError(
+                f"--trials must be at most {MAX_TRIALS}, got {self.trials}",
+                hint="pass^k is reported for k up to the trials run; a few (3 to 10) trials per task are enough to compare models",
+            )
+        if self.n_ctx is not None and not MIN_CTX <= self.n_ctx <= MAX_CTX:
+            raise ConfigError(
+                f"--ctx must be between {MIN_CTX} and {MAX_CTX:,} tokens, got {self.n_ctx:,}",
+                hint="the KV cache grows with the context; leave --ctx out for the engine's default, or give at most the model's trained context",
+            )
         if self.time_limit_s <= 0:
             raise ConfigError(f"the time limit must be positive, got {self.time_limit_s}")
         if not 0.0 <= self.temperature <= 2.0:
@@ -129,8 +151,12 @@ class _Plan:
     def total(self) -> int:
         return len(self.kinds) * len(self.tasks) * self.config.trials
 
-    def pending(self, model: str) -> list[tuple[Task, int]]:
-        return [(t, k) for t in self.tasks for k in range(self.config.trials) if (model, t.id, k) not in self.done]
+    def pending(self, model: str) -> Iterator[tuple[Task, int]]:
+        """The trials of `model` not done yet, made as they are run, not listed up front."""
+        return ((t, k) for t in self.tasks for k in range(self.config.trials) if (model, t.id, k) not in self.done)
+
+    def has_pending(self, model: str) -> bool:
+        return next(self.pending(model), None) is not None
 
 
 def model_kind(alias: str, catalog: Catalog) -> ModelKind:
@@ -189,14 +215,41 @@ def _select_tasks(config: BenchConfig) -> list[Task]:
     return tasks
 
 
-def _check_local_models(kinds: dict[str, ModelKind], progress: bool) -> None:
+def _check_local_models(kinds: dict[str, ModelKind], config: BenchConfig) -> None:
     """Fail before the first trial, not after an hour, when a local model is unknown or
-    cannot be had (a catalog model not yet on disk is pulled here)."""
-    from localagent import store
+    cannot be had (a catalog model not yet on disk is pulled here), or cannot open the
+    context --ctx asks for."""
+    from localagent import hardware, store
 
     for alias, kind in kinds.items():
         if kind == "local":
-            store.resolve(alias, progress=progress)
+            resolved = store.resolve(alias, progress=config.download_progress)
+            if config.n_ctx is not None:
+                check_context(resolved, config.n_ctx, hardware.available_ram())
+
+
+def check_context(resolved: ResolvedModel, n_ctx: int, available: int) -> None:
+    """Refuse a --ctx past the model's trained context, or whose KV cache with the weights
+    does not fit the `available` bytes of RAM, saying how much it would need. llama.cpp
+    failed these with std::bad_alloc, which its loader blamed on the file."""
+    from localagent import hardware
+    from localagent.memory import format_bytes
+
+    if resolved.context and n_ctx > resolved.context:
+        raise ConfigError(
+            f"--ctx {n_ctx:,} is past the {resolved.context:,} tokens {resolved.alias} was trained on",
+            hint=f"pass --ctx {resolved.context} or less, or leave it out for the default ({hardware.capped_context(resolved.context)})",
+        )
+    per_token = resolved.gguf.kv_bytes_per_token if resolved.gguf else None
+    if per_token is None:
+        return  # the header does not say the cache's shape: llama.cpp will tell
+    needed = hardware.required_bytes(resolved.size_bytes, per_token * n_ctx)
+    if needed > available:
+        raise ConfigError(
+            f"{resolved.alias} at --ctx {n_ctx:,} needs about {format_bytes(needed)} of RAM (weights, KV cache, headroom); "
+            f"{format_bytes(available)} is available",
+            hint=f"lower --ctx (the default is {hardware.capped_context(resolved.context)}), or free memory",
+        )
 
 
 def _confine_commands(config: BenchConfig, tasks: list[Task]) -> str | None:
@@ -214,7 +267,7 @@ def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitSt
     kinds = _kinds(config, catalog)
     tasks = _select_tasks(config)
     _confine_commands(config, tasks)  # refused before a run folder exists
-    _check_local_models(kinds, config.download_progress)
+    _check_local_models(kinds, config)
     run_id = new_run_id()
     info = RunInfo(
         run_id=run_id,
@@ -275,7 +328,7 @@ def _resume_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: Exi
                 f"task '{trial.task_id}' changed since run {info.run_id} started (its file's sha256 differs)",
                 hint="results compare only on equal task versions: start a new run",
             )
-    _check_local_models(kinds, config.download_progress)
+    _check_local_models(kinds, config)
     # a kill between the results.jsonl append and the database insert leaves the database behind
     db.save_run(info, run.path)
     for trial in done.values():
@@ -520,9 +573,9 @@ class _Recorder:
 
 
 def _run_local(plan: _Plan, alias: str, record: _Recorder, emit: Callable[[BenchEvent], None]) -> None:
-    pending = plan.pending(alias)
-    if not pending:
+    if not plan.has_pending(alias):
         return
+    pending = plan.pending(alias)
     if plan.kinds[alias] == "pseudo":
         for task, trial in pending:
             model = _pseudo_model(alias, task)
@@ -599,7 +652,7 @@ def _run_plan(
     baseline_trials: list[TrialResult] = []
     shas = [t.sha256 for t in plan.tasks]
     for alias in plan.info.baselines:
-        if not plan.pending(alias):
+        if not plan.has_pending(alias):
             continue
         reason = reach_baseline(alias, plan.config)
         if reason is None:

@@ -7,6 +7,7 @@ where it can be found, the line. `make_workspace` turns a task's [files] into a 
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import re
 import sys
@@ -26,11 +27,22 @@ else:  # pragma: no cover
 TOOL_NAMES = tuple(tool.name for tool in TOOLS)
 
 
+# Linux refuses a file or folder name over 255 bytes (NAME_MAX) and a path over 4096 (PATH_MAX):
+# a fixture beyond either loaded, then failed every trial, the oracle's too, as a runtime error.
+# The workspace's own folder takes part of PATH_MAX, so a task's paths get 3072 bytes of it.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 3072
+# A glob is compiled to RE2 (linear time), but matching still costs its length times the path's:
+# at 1024 characters the worst glob takes about 1 ms against a 4000-character path.
+MAX_GLOB_CHARS = 1024
+
+
 def _relative_path(value: str) -> str:
     """A workspace-relative POSIX path naming one file or folder below the workspace: no
     absolute paths, no '..', no backslashes, no control characters, and no '.' or empty part
     ('.', 'a/', 'a//b'): a fixture named '.' is the workspace itself, and writing it failed
-    every trial of the task instead of its file at load."""
+    every trial of the task instead of its file at load. Names and the whole path stay within
+    what the file system takes."""
     if not value or value.strip() != value:
         raise ValueError("must be a non-empty path without surrounding spaces")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
@@ -44,11 +56,62 @@ def _relative_path(value: str) -> str:
         raise ValueError(f"'{value}' must stay inside the workspace (no '..')")
     if "." in parts or "" in parts:
         raise ValueError(f"'{value}' has an empty or '.' part: name a file below the workspace, like 'data/a.csv'")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_PATH_BYTES:
+        raise ValueError(f"'{value[:40]}…' is {size} bytes long; a path holds at most {MAX_PATH_BYTES} bytes")
+    for part in parts:
+        size = len(part.encode("utf-8", "surrogatepass"))
+        if size > MAX_NAME_BYTES:
+            raise ValueError(f"the name '{part[:40]}…' is {size} bytes long; a file or folder name holds at most {MAX_NAME_BYTES} bytes")
     return value
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
+_REGEX_SPECIAL = frozenset(".^$*+?()[]{}|\\")
+_CLASS_SPECIAL = frozenset("\\]^-[")
+
+
+def _escaped(char: str, special: frozenset[str]) -> str:
+    return "\\" + char if char in special else char
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """The index of the ']' closing the class opened at `start`, as fnmatch reads it (a ']'
+    right after '[' or '[!' is a member); None when it is not closed, and '[' is literal."""
+    j = start + 1
+    if j < len(pattern) and pattern[j] == "!":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":
+        j += 1
+    end = pattern.find("]", j)
+    return end if end != -1 else None
+
+
+def _glob_class(body: str, pattern: str) -> str:
+    """The body of a glob's [...] (after any '!') as an RE2 class body, every character
+    literal but the '-' of a range; a reversed range ('z-a') is refused, naming it."""
     out, i = "", 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            low, high = body[i], body[i + 2]
+            if low > high:
+                raise ValueError(f"the glob '{pattern}' has the reversed range '{low}-{high}' (write '{high}-{low}')")
+            out += _escaped(low, _CLASS_SPECIAL) + "-" + _escaped(high, _CLASS_SPECIAL)
+            i += 3
+        else:
+            out += _escaped(body[i], _CLASS_SPECIAL)
+            i += 1
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> Any:
+    """The glob as a compiled RE2 pattern, matched against the whole path. RE2, not Python's
+    re: a glob such as '**a**a**a**a**b' backtracked for seconds on a 60-character path the
+    model wrote (and a bench hung in no_extra_files); RE2's time is linear in the path.
+    Raises ValueError for a glob that cannot be compiled (too long, a reversed range)."""
+    if len(pattern) > MAX_GLOB_CHARS:
+        raise ValueError(f"the glob '{pattern[:40]}…' is {len(pattern)} characters long; a glob holds at most {MAX_GLOB_CHARS}")
+    out, i = "(?s)", 0
     while i < len(pattern):
         if pattern.startswith("**/", i):
             out, i = out + "(?:.*/)?", i + 3
@@ -58,20 +121,26 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
             out, i = out + "[^/]*", i + 1
         elif pattern[i] == "?":
             out, i = out + "[^/]", i + 1
-        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
-            end = pattern.index("]", i + 2)
-            body = pattern[i + 1 : end]
-            out += "[" + ("^" + body[1:] if body.startswith("!") else body) + "]"
-            i = end + 1
+        elif pattern[i] == "[" and (end := _class_end(pattern, i)) is not None:
+            negated = pattern[i + 1] == "!"
+            body = _glob_class(pattern[i + 1 + negated : end], pattern)
+            # a negated class stays inside one folder, as '*' and '?' do
+            out, i = out + ("[^/" if negated else "[") + body + "]", end + 1
         else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(out + r"\Z")
+            out, i = out + _escaped(pattern[i], _REGEX_SPECIAL), i + 1
+    try:
+        return compile_regex(out)
+    except ToolError as exc:  # not expected after the escaping above; said in the task's words
+        raise ValueError(f"the glob '{pattern}' cannot be compiled: {exc}") from None
 
 
 def glob_match(pattern: str, path: str) -> bool:
     """Whether a workspace-relative POSIX `path` matches `pattern`: `*` and `?` stay inside
-    one folder, `**` spans folders (`data/**` is everything under data/, `**/*.py` every .py)."""
-    return _glob_regex(pattern).match(path) is not None
+    one folder, `**` spans folders (`data/**` is everything under data/, `**/*.py` every .py).
+    A name that is not UTF-8 (surrogate escapes from the file system) is matched with its
+    undecodable bytes as U+FFFD, which RE2 can read."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _glob_regex(pattern).fullmatch(text) is not None
 
 
 class _Strict(BaseModel):
@@ -148,6 +217,7 @@ class FileJson(_PathCheck):
 def _globs(v: list[str]) -> list[str]:
     for pattern in v:
         _relative_path(pattern)
+        _glob_regex(pattern)  # compiled at load: a glob that cannot be is the file's error, with its line
     return v
 
 
@@ -372,7 +442,8 @@ def _field_name(loc: Sequence[str | int]) -> str:
         elif part in CHECK_KINDS or part == "[key]":
             continue
         elif i == 1 and loc[0] == "files":
-            out += f'."{part}"'
+            # a fixture's name may be too long to be the task's error; its line still points at it
+            out += f'."{part if len(part) <= 60 else part[:59] + "…"}"'
         else:
             out += f".{part}" if out else str(part)
     return out or "(task)"

@@ -440,3 +440,199 @@ def test_a_fixture_named_dot_is_refused_by_the_cli_before_any_trial(localagent_h
     path.write_text(FIXTURE.format(key='"."'))
     assert_error(cli("bench", "--model", "oracle", "--tasks", str(path)), f"{path}:8: task 'fixture', field 'files.\".\"'")
     assert not (localagent_home / "runs").exists()
+
+
+# --- 7. task files and flags past what the machine can hold (red-team F17-F22) ----------------
+
+WRITER = '''id = "writer"
+title = "The oracle writes one file"
+tier = 1
+prompt = "Write the file."
+
+[files]
+"README.md" = "x"
+
+[[checks]]
+{check}
+
+[[solution]]
+tool = "write_file"
+arguments = {{ path = "{path}", content = "{content}" }}
+
+[[solution]]
+answer = "done"
+'''
+
+
+def writer(tmp_path: Path, check: str, path: str = "out.txt", content: str = "x") -> Path:
+    task = tmp_path / "writer.toml"
+    task.write_text(WRITER.format(check=check, path=path, content=content))
+    return task
+
+
+def test_a_glob_with_a_reversed_range_is_an_error_naming_file_and_line(localagent_home, tmp_path):
+    """Before: a traceback (re.error: bad character range) at load, naming no file."""
+    task = writer(tmp_path, 'kind = "unchanged"\npaths = ["data/[z-a].txt", "README.md"]')
+    line = WRITER.splitlines().index("{check}") + 2
+    assert_error(
+        cli("bench", "--model", "oracle", "--tasks", str(task)),
+        f"{task}:{line}: task 'writer', field 'checks[0].paths': the glob 'data/[z-a].txt' has the reversed range 'z-a'",
+    )
+    assert not (localagent_home / "runs").exists()
+
+
+def test_a_glob_longer_than_the_limit_is_refused_at_load(tmp_path):
+    from localagent.bench.tasks import MAX_GLOB_CHARS
+
+    glob = "/".join(["*a" * 100] * (MAX_GLOB_CHARS // 200 + 1))
+    task = writer(tmp_path, f'kind = "no_extra_files"\nallowed = ["{glob}"]')
+    with pytest.raises(TaskFileError) as info:
+        load_task_file(task)
+    assert f"a glob holds at most {MAX_GLOB_CHARS}" in info.value.message
+    assert info.value.message.startswith(f"{task}:{WRITER.splitlines().index('{check}') + 2}: task 'writer', field 'checks[0].allowed'")
+
+
+def test_a_catastrophic_glob_against_a_path_the_model_wrote_is_matched_at_once(localagent_home, tmp_path):
+    """Before: the glob became a backtracking Python regex; 4.9 s at 60 characters, and this
+    bench (a 100-character name) hung in no_extra_files past the timeout."""
+    glob = "**a" * 10 + "**b"
+    task = writer(tmp_path, f'kind = "no_extra_files"\nallowed = ["{glob}"]', path="a" * 100)
+    started = time.monotonic()
+    done = cli("bench", "--model", "oracle", "--tasks", str(task), "--json", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30
+    [trial] = json.loads(done.stdout)["trials"]
+    assert trial["failure_mode"] == "collateral_change"
+    assert "unexpected new file(s): aaaa" in trial["checks"][0]["detail"]
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [("[" * 100_000 + "]" * 100_000, "nested too deeply to read"), ("9" * 5000, "Exceeds the limit (4300 digits)")],
+    ids=["100k-deep", "5000-digits"],
+)
+def test_json_the_model_wrote_that_python_cannot_read_is_a_wrong_state(content, reason, localagent_home, tmp_path):
+    """Before: json.loads raised RecursionError / ValueError out of the check, and the trial
+    was the harness's runtime_error instead of the model's wrong_state."""
+    task = writer(tmp_path, 'kind = "file_json"\npath = "out.json"\nexpect = { total = 1 }', path="out.json", content=content)
+    [trial] = bench_json("--tasks", str(task))["trials"]
+    assert (trial["failure_mode"], trial["error"]) == ("wrong_state", None)
+    detail = trial["checks"][0]["detail"]
+    assert detail.startswith("out.json is not valid JSON: ") and reason in detail
+    assert "set_int_max_str_digits" not in detail
+
+
+def test_a_detail_shows_json_nested_past_the_stack_without_raising():
+    """JSON that parsed just below the stack's limit is shown from deeper frames; short()
+    says it is too deep instead of raising RecursionError out of the check."""
+    from localagent.bench.checks import short
+
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    assert short(deep) == "a list nested too deeply to show"
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ('"' + "n" * 300 + '.txt"', "is 304 bytes long; a file or folder name holds at most 255 bytes"),
+        ('"' + "é" * 130 + '"', "is 260 bytes long; a file or folder name holds at most 255 bytes"),  # 130 characters, 260 bytes
+        ('"' + "/".join(["d" * 200] * 16) + '"', "is 3215 bytes long; a path holds at most 3072 bytes"),
+    ],
+    ids=["name-304-bytes", "name-260-utf8-bytes", "path-3215-bytes"],
+)
+def test_a_fixture_path_the_file_system_cannot_hold_is_refused_at_load(key, message, tmp_path):
+    """Before: it loaded, then every trial, the oracle's too, was a runtime_error "File name
+    too long" while writing the workspace."""
+    path = tmp_path / "fixture.toml"
+    path.write_text(FIXTURE.format(key=key))
+    with pytest.raises(TaskFileError) as info:
+        load_task_file(path)
+    line = FIXTURE.splitlines().index("{key} = \"x\"") + 1
+    assert info.value.message.startswith(f"{path}:{line}: task 'fixture', field 'files.")
+    assert message in info.value.message
+    assert len(info.value.message) < 400  # the name is shortened, not repeated whole
+
+
+def test_a_fixture_name_too_long_is_refused_by_the_cli_before_any_trial(localagent_home, tmp_path):
+    path = tmp_path / "fixture.toml"
+    path.write_text(FIXTURE.format(key='"' + "n" * 300 + '"'))
+    assert_error(cli("bench", "--model", "oracle", "--tasks", str(path)), f"{path}:8: task 'fixture', field 'files.")
+    assert not (localagent_home / "runs").exists()
+
+
+def test_a_check_path_too_long_is_refused_at_load(tmp_path):
+    """Before: Path.exists() raised "File name too long" inside file_exists: a runtime_error."""
+    task = writer(tmp_path, f'kind = "file_exists"\npath = "{"n" * 300}"')
+    with pytest.raises(TaskFileError) as info:
+        load_task_file(task)
+    assert "field 'checks[0].path'" in info.value.message and "at most 255 bytes" in info.value.message
+
+
+@pytest.mark.parametrize("trials", ["1001", "1000000000", "100000000000000000000"])
+def test_trials_past_the_maximum_are_an_error_before_any_run(trials, localagent_home):
+    """Before: --trials 1000000000 grew to 3.4 GB in 60 s, listing the plan, with no trial run."""
+    done = cli("bench", "--model", "oracle", "--task", TASK, "--trials", trials, timeout=60)
+    lines = assert_error(done, f"--trials must be at most 1000, got {trials}")
+    assert "trials" in lines[1]
+    assert not (localagent_home / "runs").exists()
+
+
+def test_a_resumed_run_whose_trials_were_edited_past_the_maximum_is_refused(localagent_home):
+    run_dir = Path(bench_json("--task", TASK)["run_dir"])
+    info = json.loads((run_dir / "run.json").read_text())
+    info["trials"] = 1_000_000_000
+    (run_dir / "run.json").write_text(json.dumps(info))
+    assert_error(cli("bench", "--resume", str(run_dir), timeout=60), "--trials must be at most 1000, got 1000000000")
+
+
+@pytest.mark.parametrize("ctx", ["4294967296", "1000000000", "4194305"])
+def test_ctx_past_the_maximum_is_an_error_before_any_load(ctx, localagent_home):
+    """Before: 2^32 was a 16 GiB numpy allocation traceback; 10^9 a std::bad_alloc whose hint
+    said the model file might be truncated."""
+    done = cli("bench", "--task", TASK, "--ctx", ctx, timeout=60)
+    lines = assert_error(done, f"--ctx must be between 256 and 4,194,304 tokens, got {int(ctx):,}")
+    assert "truncated" not in lines[1]
+    assert not (localagent_home / "runs").exists()
+
+
+def test_ctx_past_the_models_trained_context_is_an_error_naming_it(localagent_home):
+    """Before: the bundled model was loaded at 100,000 tokens, past the 8,192 it was trained on."""
+    done = cli("bench", "--task", TASK, "--ctx", "100000", timeout=120)
+    lines = assert_error(done, "--ctx 100,000 is past the 8,192 tokens smollm2-135m was trained on")
+    assert "--ctx 8192" in lines[1]
+    assert not (localagent_home / "runs").exists()
+
+
+def test_ctx_whose_cache_does_not_fit_says_the_ram_it_needs(localagent_home):
+    from localagent import hardware, store
+    from localagent.bench.runner import check_context
+    from localagent.errors import ConfigError
+    from localagent.memory import format_bytes
+
+    resolved = store.resolve("smollm2-135m")
+    check_context(resolved, 8192, hardware.available_ram())  # the real machine holds it
+    needed = hardware.required_bytes(resolved.size_bytes, resolved.gguf.kv_bytes_per_token * 8192)
+    with pytest.raises(ConfigError) as info:
+        check_context(resolved, 8192, needed - 1)
+    assert info.value.message == (
+        f"smollm2-135m at --ctx 8,192 needs about {format_bytes(needed)} of RAM (weights, KV cache, headroom); "
+        f"{format_bytes(needed - 1)} is available"
+    )
+    assert "lower --ctx" in info.value.hint
+
+
+def test_a_name_not_in_utf8_is_matched_by_globs_without_an_error(tmp_path):
+    """Globs match in RE2, which takes only UTF-8 text: a name the file system gives back with
+    surrogate escapes is matched with U+FFFD for its undecodable bytes, not raised on."""
+    from localagent.bench import checks
+    from localagent.bench import tasks as t
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / os.fsdecode(b"out/\xff.txt")).write_bytes(b"x")
+    allowed = lambda *globs: t.NoExtraFiles(kind="no_extra_files", allowed=list(globs))  # noqa: E731
+    assert checks.no_extra_files(allowed("out/*.txt"), tmp_path, {}, "").passed
+    assert checks.no_extra_files(allowed("out/?.txt"), tmp_path, {}, "").passed
+    outcome = checks.no_extra_files(allowed("out/a*"), tmp_path, {}, "")
+    assert not outcome.passed and "unexpected new file(s): out/" in outcome.detail
