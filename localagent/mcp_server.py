@@ -17,13 +17,16 @@ the local agent the way it would to a sub-agent. Three tools: `run_agent`, `list
   installed in the store. Paths to .gguf files only with `--allow-model-paths`, and even then
   a path outside the root gets one error whatever is (or is not) there.
 - A bad request is a tool error (isError) carrying the message and hint a CLI user would
-  see; the server keeps serving.
+  see; the server keeps serving. A failure nothing translated is a tool error too ("internal
+  error: ..."), with its traceback in the log. A line that is not a JSON-RPC message gets a
+  JSON-RPC error (-32700 / -32600), which the SDK's transport does not send.
 """
 
 # No `from __future__ import annotations`: the SDK reads the tools' annotations with
 # typing.get_type_hints, which cannot see names local to build_server.
 
 import inspect
+import json
 import logging
 import os
 import stat
@@ -41,7 +44,7 @@ from localagent.agent import Agent, AgentConfig
 from localagent.catalog import PSEUDO_MODELS, Price, cost_usd, load_catalog, suggest
 from localagent.errors import ConfigError, LocalAgentError, MissingExtraError, ModelNotFoundError, OfflineError
 from localagent.memory import PeakMemory
-from localagent.records import FinalStep, ModelStep, Step
+from localagent.records import FinalStep, ModelStep, Step, safe_text
 from localagent.tools import Workspace
 
 try:
@@ -50,7 +53,9 @@ try:
     import anyio.to_thread
     from mcp.server.mcpserver import Context, MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
-    from mcp.types import ToolAnnotations
+    from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
+    from mcp.types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError, ToolAnnotations
 except ImportError as exc:  # mcp 1.x lacks mcp.server.mcpserver too
     raise MissingExtraError("mcp>=2", "mcp", "`localagent mcp`") from exc
 
@@ -235,7 +240,13 @@ def confine(root: Path, requested: str) -> Path:
     if "\0" in text:
         raise ConfigError("the workspace path contains a NUL character")
     sandbox = Workspace(root)
-    real = Path(os.path.realpath(sandbox.root / Path(text).expanduser()))
+    try:
+        real = Path(os.path.realpath(sandbox.root / Path(text).expanduser()))
+    except RuntimeError:  # `~nosuchuser`: there is no such home to expand
+        raise ConfigError(
+            f"workspace '{requested}' names the home folder of a user this machine does not have",
+            hint="give a folder inside the root, relative to it ('.' is the root itself)",
+        ) from None
     if not sandbox.contains(real):
         raise ConfigError(
             f"workspace '{requested}' is outside the server's root {sandbox.root}",
@@ -296,7 +307,10 @@ def _model_file(root: Path, name: str) -> Path:
     )
     if "\0" in name:
         raise uniform
-    real = Path(os.path.realpath(root / Path(name).expanduser()))
+    try:
+        real = Path(os.path.realpath(root / Path(name).expanduser()))
+    except RuntimeError:  # `~nosuchuser/m.gguf`: no such home, so nothing there either
+        raise uniform from None
     inside = Workspace(root).contains(real)
     if not (name.lower().endswith(".gguf") and real.suffix.lower() == ".gguf"):
         raise uniform if not inside else ConfigError(
@@ -523,7 +537,8 @@ class _Channel:
 
 async def _in_thread(ctx: Context, work: Callable[[_Channel], Any]) -> Any:
     """Run blocking `work(channel)` on a worker thread. A cancelled request stops the work
-    at its next check or report. LocalAgentError becomes a tool error with its hint."""
+    at its next check or report. Every failure becomes a tool error: LocalAgentError with its
+    hint, anything else as an internal error (the SDK would send only "Error executing tool")."""
     channel = _Channel(ctx)
 
     def guarded(channel: _Channel) -> Any:
@@ -540,7 +555,13 @@ async def _in_thread(ctx: Context, work: Callable[[_Channel], Any]) -> Any:
         raise
     except LocalAgentError as exc:
         log.info("refused: %s", exc.message)
-        raise ToolError(exc.message + (f"\nhint: {exc.hint}" if exc.hint else "")) from exc
+        raise ToolError(safe_text(exc.message + (f"\nhint: {exc.hint}" if exc.hint else ""))) from exc
+    except Exception as exc:  # a bug, or a failure nothing translated: the client still learns what
+        log.exception("internal error")
+        raise ToolError(
+            safe_text(f"internal error: {type(exc).__name__}: {exc}")
+            + "\nhint: this is a bug in localagent; the server's log (stderr, or --log-file) has the traceback"
+        ) from exc
 
 
 def build_server(config: ServerConfig) -> MCPServer:
@@ -625,7 +646,68 @@ def serve(config: ServerConfig, log_file: Path | None = None) -> None:
     # before MCPServer's own basicConfig, which is a no-op once the root logger has a handler
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
-    build_server(config).run("stdio")
+    anyio.run(_serve_stdio, build_server(config))
+
+
+async def _serve_stdio(server: MCPServer) -> None:
+    """What `server.run("stdio")` does, plus an answer for each line the SDK cannot read.
+
+    The SDK's stdio transport hands such a line (not JSON, params that are not an object, a
+    lone surrogate, a number of thousands of digits, deep nesting) on as an exception, which
+    its dispatcher logs at debug level and drops: no JSON-RPC error goes back, and a client
+    waits on that request until its own timeout (modelcontextprotocol/python-sdk#2751). The
+    exceptions are taken out of the stream here and answered. MCPServer has no public way to
+    serve given streams, hence its `_lowlevel_server`, as its own run_stdio_async does."""
+    lowlevel = server._lowlevel_server
+    async with stdio_server() as (from_client, to_client):
+        # the SDK's dispatcher takes any receive stream (it only reads `last_context` if there)
+        sift_to, sifted = anyio.create_memory_object_stream[Any](0)
+
+        async def sift() -> None:
+            async with sift_to:
+                async for item in from_client:
+                    if isinstance(item, Exception):
+                        answer = _unreadable_answer(item)
+                        log.warning("answered a line that is not a JSON-RPC message: %s", answer.error.message)
+                        await to_client.send(SessionMessage(answer))
+                    else:
+                        await sift_to.send(item)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sift)
+            # ends when the client closes stdin: the transport ends `from_client`, sift ends `sifted`
+            await lowlevel.run(sifted, to_client, lowlevel.create_initialization_options())
+
+
+def _unreadable_answer(exc: Exception) -> JSONRPCError:
+    """The JSON-RPC error for a line the SDK could not read (its pydantic ValidationError):
+    -32700 Parse error when the text is not JSON it reads, else -32600 Invalid Request. The
+    id is the request's when it can be read from the line, else null, as JSON-RPC says."""
+    errors = exc.errors() if callable(getattr(exc, "errors", None)) else []
+    request_id = None
+    for e in errors:
+        value, loc = e.get("input"), e.get("loc", ())
+        if e.get("type") == "json_invalid":  # the input is the line: Python's JSON reads
+            try:  # surrogates, and numbers too long for int() as None (pydantic's refuses both)
+                value = json.loads(value, parse_int=lambda digits: int(digits) if len(digits) < 4000 else None)
+            except (ValueError, RecursionError, TypeError):
+                continue
+        elif not (len(loc) == 1 or (e.get("type") == "missing" and len(loc) == 2)):
+            continue  # the input is a part of the message (params), whose "id" is not the request's
+        found = value.get("id") if isinstance(value, dict) else None
+        # an id that cannot be written back as UTF-8 (a lone surrogate) would kill the writer
+        if (isinstance(found, int) and not isinstance(found, bool)) or (isinstance(found, str) and found == safe_text(found)):
+            request_id = found
+            break
+    parse = not errors or any(e.get("type") == "json_invalid" for e in errors)
+    first = errors[0] if errors else {"msg": str(exc)}
+    where = ".".join(str(part) for part in first.get("loc", ())[1:])  # past the union member's name
+    # the message only, never the input: the line can be megabytes
+    detail = safe_text(f"{where}: {first.get('msg')}" if where else str(first.get("msg")))[:200]
+    error = ErrorData(code=PARSE_ERROR, message=f"Parse error: {detail}") if parse else ErrorData(
+        code=INVALID_REQUEST, message=f"Invalid Request: not a JSON-RPC request this server reads ({detail})"
+    )
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
 
 
 def _stderr_to(path: Path) -> None:

@@ -58,7 +58,7 @@ class Progress:
             self.console.print(f"[dim]{escape(text)}[/dim]")
 
     def token(self, text: str) -> None:
-        if self.enabled:
+        if self.enabled and text:  # "" is an engine's heartbeat while it waits
             self.console.print(escape(text), end="", style="dim")
             self._mid_line = True
 

@@ -49,7 +49,11 @@ class ChatModel(Protocol):
         seed: int | None = None,
         on_token: Callable[[str], None] | None = None,
     ) -> Reply:
-        """One model call. Raises ContextOverflowError, HostedAPIError, EngineError."""
+        """One model call. Raises ContextOverflowError, HostedAPIError, EngineError.
+
+        `on_token` gets each piece of text as it is generated, and "" now and then while the
+        engine waits with nothing to show (a hosted stream of keep-alives): the caller's
+        deadline check runs there, and an exception it raises ends the call."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -9,12 +9,11 @@ the loop reports back to the model), never an exception.
 from __future__ import annotations
 
 import ast
-import json
 import re
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from localagent.engines.reasoning import split_reasoning
-from localagent.engines.toolcalls import guess_name, inline_refs
+from localagent.engines.toolcalls import InvalidJSON, guess_name, inline_refs, read_json
 from localagent.records import ToolCall, ToolSpec
 
 # --- native mode: parsing what the model wrote ---
@@ -51,17 +50,18 @@ class _Calls:
     def next_id(self) -> str:
         return f"{self.id_prefix}{len(self.items) + 1}"
 
-    def add(self, name: str, arguments: dict[str, Any], error: str | None, raw: str) -> None:
+    def add(self, name: str, arguments: dict[str, Any], error: str | None, raw: str, call_id: str = "") -> None:
         if self.full:
             return
+        call_id = call_id or self.next_id()
         if len(self.items) == _MAX_CALLS:
-            why = f"more than {_MAX_CALLS} tool calls in one reply; the rest were not read"
-            self.items.append(ToolCall(name, {}, self.next_id(), why, raw))
+            why = f"more than {_MAX_CALLS} tool calls in one reply; this one and the rest were not run"
+            self.items.append(ToolCall(name, {}, call_id, why, raw))
             return
-        self.items.append(ToolCall(name, {} if error else arguments, self.next_id(), error, raw))
+        self.items.append(ToolCall(name, {} if error else arguments, call_id, error, raw))
 
     def add_call(self, call: ToolCall) -> None:
-        self.add(call.name, call.arguments, call.error, call.raw)
+        self.add(call.name, call.arguments, call.error, call.raw, call.id)
 
     def properties(self, tool: str) -> dict[str, Any]:
         """The JSON schemas of a tool's parameters, by name ({} for an unknown tool)."""
@@ -140,23 +140,19 @@ def _skip_tag(text: str, pos: int, tag: str) -> int:
 
 def _json_calls(block: str, calls: _Calls, *, truncated: bool = False) -> None:
     """One or more JSON calls (objects or lists) separated by `;`, `,` or whitespace."""
-    decoder = json.JSONDecoder()
     pos, before = 0, len(calls.items)
     while not calls.full:
         pos = _skip_ws_and(block, pos, " \t\r\n;,")
         if pos >= len(block):
             break
         try:
-            obj, end = decoder.raw_decode(block, pos)
-        except json.JSONDecodeError as exc:
+            obj, end = read_json(block, pos)
+        except InvalidJSON as exc:
             rest = block[pos:]
-            why = f"tool call is not valid JSON ({exc.msg} at character {exc.pos - pos})"
+            why = f"tool call is not valid JSON ({exc})"
             if truncated:
                 why = "the tool call was cut off before it ended; " + why
             calls.add(guess_name(rest), {}, why, rest)
-            return
-        except RecursionError:
-            calls.add(guess_name(block[pos:]), {}, "tool call JSON is nested too deeply", block[pos:])
             return
         for item in obj if isinstance(obj, list) else [obj]:
             calls.add_call(call_from_object(item, calls.next_id(), block[pos:end]))
@@ -184,15 +180,25 @@ def call_from_object(obj: Any, call_id: str, raw: str) -> ToolCall:
     arguments = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except (json.JSONDecodeError, RecursionError) as exc:
-            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-            return ToolCall(name, {}, call_id, f"the arguments are not valid JSON ({why})", raw)
+            arguments = read_json(arguments)[0] if arguments.strip() else {}
+        except InvalidJSON as exc:
+            return ToolCall(name, {}, call_id, f"the arguments are not valid JSON ({exc})", raw)
     if arguments is None:
         arguments = {}
     if not isinstance(arguments, dict):
         return ToolCall(name, {}, call_id, "the arguments must be a JSON object", raw)
     return ToolCall(name, arguments, call_id, None, raw)
+
+
+def capped(calls: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
+    """Calls that arrive already split (a hosted API's tool_calls), held to the cap of one
+    reply as parse_native's are; their ids are kept. Read lazily: nothing past the cap."""
+    kept = _Calls("call_", ())
+    for call in calls:
+        if kept.full:
+            break
+        kept.add_call(call)
+    return tuple(kept.items)
 
 
 def _json_arguments(text: str) -> dict[str, Any]:
@@ -201,11 +207,9 @@ def _json_arguments(text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        arguments = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _Malformed(f"the arguments are not valid JSON ({exc.msg})") from None
-    except RecursionError:
-        raise _Malformed("the arguments are nested too deeply") from None
+        arguments, _ = read_json(text)
+    except InvalidJSON as exc:
+        raise _Malformed(f"the arguments are not valid JSON ({exc})") from None
     if not isinstance(arguments, dict):
         raise _Malformed("the arguments must be a JSON object")
     return arguments
@@ -350,8 +354,8 @@ def _read_json(text: str, types: set[str] | None) -> tuple[Any, bool]:
     if types is not None and "boolean" in types and stripped in ("True", "False"):
         return stripped == "True", True
     try:
-        return json.loads(stripped), True
-    except (ValueError, RecursionError):
+        return read_json(stripped)[0], True
+    except InvalidJSON:
         return None, False
 
 
@@ -599,7 +603,10 @@ def _gemma4_value(text: str, pos: int, depth: int) -> tuple[Any, int]:
         return _gemma4_list(text, pos, depth + 1)
     m = _JSON_NUMBER_RE.match(text, pos)
     if m:
-        return json.loads(m.group()), m.end()
+        try:
+            return read_json(m.group())[0], m.end()
+        except InvalidJSON as exc:
+            raise _Malformed(f"unreadable number: {exc}") from None
     for word, value in _JSON_LITERALS:
         if text.startswith(word, pos):
             return value, pos + len(word)

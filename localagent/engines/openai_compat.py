@@ -10,9 +10,10 @@ with exponential backoff (and honours Retry-After), `config.max_retries` times.
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import openai
 
@@ -29,6 +30,11 @@ from localagent.records import Message, Reply, ToolSpec, Timings, Usage
 _SPEC_PROVIDERS = ("openai", "anthropic", "google")
 _REASONING_PREFIXES = ("gpt-5", "o1", "o3", "o4")
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
+# longest wait for the endpoint before on_token("") gives the caller a say (see _Relay)
+_TICK_S = 0.5
+# most tokens one request's usage may report: no context window comes near it, so more is a
+# broken endpoint (as is a negative count), and it would go into results and cost as is
+_MAX_USAGE_TOKENS = 10**8
 
 
 class OpenAICompatModel:
@@ -81,6 +87,8 @@ class OpenAICompatModel:
         seed: int | None = None,
         on_token: Callable[[str], None] | None = None,
     ) -> Reply:
+        """`on_token` gets each piece of text, and "" every _TICK_S while the endpoint sends
+        nothing the SDK passes on (pings, a slow body): it may raise to stop the call."""
         request = self._request(messages, tools, max_tokens, temperature, seed)
         started = time.perf_counter()
         if self._stream:
@@ -93,7 +101,7 @@ class OpenAICompatModel:
             with self._lock:
                 self._stream = False
             started = time.perf_counter()
-        return self._call(lambda: self._whole(request, started))
+        return self._call(lambda: self._whole(request, started, on_token))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -133,55 +141,106 @@ class OpenAICompatModel:
                 request["tool_choice"] = {"type": "function", "function": {"name": self.tool_choice}}
         return request
 
+    @property
+    def _where(self) -> str:
+        return f"{self.entry.base_url} ({self.entry.model})"
+
     def _streamed(self, request: dict[str, Any], started: float, on_token: Callable[[str], None] | None) -> Reply | None:
         """The reply from a streamed request, or None when the stream carried no usage."""
-        stream = self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+
+        def chunks(hold: Callable[[Any], Any]) -> Iterator[Any]:
+            stream = hold(self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+            try:
+                yield from stream
+            except (ValueError, RecursionError) as exc:  # an event's data is not JSON (or not Python's)
+                raise HostedAPIError(f"{self._where} sent a stream event that is not JSON: {exc}") from exc
+
         pieces: list[str] = []
         calls: dict[int, dict[str, str]] = {}
         usage = None
         finish = None
         first_at = None
-        with stream:
-            for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices[:1]:
-                    delta = choice.delta
-                    if delta is not None and (delta.content or delta.tool_calls) and first_at is None:
-                        first_at = time.perf_counter()
-                    if delta is not None and delta.content:
-                        pieces.append(delta.content)
-                        if on_token is not None:
-                            on_token(delta.content)
-                    for part in (delta.tool_calls if delta is not None else None) or []:
-                        call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
-                        call["id"] = part.id or call["id"]
-                        if part.function is not None:
-                            call["name"] += part.function.name or ""
-                            call["arguments"] += part.function.arguments or ""
-                    finish = choice.finish_reason or finish
+        with _Relay(chunks, on_token) as relay:
+            for chunk in relay:
+                try:
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    for choice in (chunk.choices or [])[:1]:
+                        delta = choice.delta
+                        if delta is not None and (delta.content or delta.tool_calls) and first_at is None:
+                            first_at = time.perf_counter()
+                        if delta is not None and delta.content:
+                            pieces.append(_text(delta.content))
+                            if on_token is not None:
+                                on_token(pieces[-1])
+                        for part in (delta.tool_calls if delta is not None else None) or []:
+                            # a garbled index joins the pieces of a call that cannot be read
+                            call = calls.setdefault(part.index if isinstance(part.index, int) else -1, {"id": "", "name": "", "arguments": ""})
+                            call["id"] = _text(part.id) or call["id"]
+                            if part.function is not None:
+                                call["name"] += _text(part.function.name)
+                                call["arguments"] += _text(part.function.arguments)
+                        finish = choice.finish_reason or finish
+                except (AttributeError, TypeError) as exc:
+                    raise self._not_chat_completion(f"sent a stream chunk that is not a chat-completion chunk ({exc})", repr(chunk)) from exc
         ended = time.perf_counter()
         if usage is None:
             return None
-        return _reply("".join(pieces), [calls[i] for i in sorted(calls)], usage, finish, started, first_at, ended)
+        raw_calls = [calls[i] for i in sorted(calls)]
+        return _reply("".join(pieces), raw_calls, self._usage(usage), finish, started, first_at, ended)
 
-    def _whole(self, request: dict[str, Any], started: float) -> Reply:
-        response = self._client.chat.completions.create(**request)
+    def _whole(self, request: dict[str, Any], started: float, on_token: Callable[[str], None] | None) -> Reply:
+        def body(hold: Callable[[Any], Any]) -> Iterator[Any]:
+            # a streaming *response* (not an SSE stream) only so that _Relay can close it
+            with self._client.chat.completions.with_streaming_response.create(**request) as response:
+                hold(response).read()
+                yield response
+
+        with _Relay(body, on_token) as relay:
+            response = next(iter(relay))
         ended = time.perf_counter()
-        if not response.choices:
+        http = response.http_response
+        sample = f"content-type {http.headers.get('content-type') or '(none)'}, body {http.content[:120]!r}"
+        try:
+            completion = response.parse()
+        except (ValueError, RecursionError):  # the body is not JSON (or not Python's)
+            completion = None
+        if not isinstance(getattr(completion, "choices", None), list):  # the SDK returns a non-JSON body as text
+            raise self._not_chat_completion(f"answered HTTP {http.status_code} with a body that is not a chat completion", sample)
+        if not completion.choices:
             raise HostedAPIError(f"{self.entry.base_url} returned no choices for {self.entry.model}")
-        choice = response.choices[0]
-        message = choice.message
-        calls = [
-            {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
-            for c in (message.tool_calls or [])
-            if getattr(c, "function", None) is not None
-        ]
-        return _reply(message.content or "", calls, response.usage, choice.finish_reason, started, None, ended)
+        try:
+            choice = completion.choices[0]
+            message = choice.message
+            calls = [
+                {"id": _text(c.id), "name": _text(c.function.name), "arguments": _text(c.function.arguments)}
+                for c in (message.tool_calls or [])
+                if getattr(c, "function", None) is not None
+            ]
+            text, finish = _text(message.content), choice.finish_reason
+        except (AttributeError, TypeError) as exc:
+            raise self._not_chat_completion(f"sent a chat completion of the wrong shape ({exc})", sample) from exc
+        return _reply(text, calls, self._usage(completion.usage), finish, started, None, ended)
+
+    def _not_chat_completion(self, what: str, sample: str) -> HostedAPIError:
+        return HostedAPIError(
+            f"{self._where} {what}: {sample[:300]}",
+            hint="something else answers at that address (a proxy, a captive portal, another server): "
+            "check base_url in the catalog (OpenAI-compatible servers usually end in /v1)",
+        )
+
+    def _usage(self, usage: Any) -> Usage:
+        try:
+            return usage_of(usage)
+        except ValueError as exc:
+            raise HostedAPIError(
+                f"{self._where} reported token usage that cannot be right: {exc}",
+                hint="the endpoint's usage report is broken; tokens and cost would be wrong, so the reply is refused",
+            ) from None
 
     def _call(self, send: Callable[[], Any]) -> Any:
         """Run one request; the SDK's errors (after its retries) become HostedAPIError."""
-        where = f"{self.entry.base_url} ({self.entry.model})"
+        where = self._where
         retried = f"after {self.config.max_retries} retries" if self.config.max_retries else "with retries off"
         try:
             return send()
@@ -252,19 +311,21 @@ def wire_messages(messages: Sequence[Message], empty_content: str | None = None)
 def _reply(
     text: str,
     raw_calls: list[dict[str, str]],
-    usage: Any,
-    finish: str | None,
+    u: Usage,
+    finish: Any,
     started: float,
     first_at: float | None,
     ended: float,
 ) -> Reply:
-    calls = tuple(
+    # as many calls as a local model's reply may hold; the first one past the cap tells the
+    # model that the rest were not run
+    calls = native_calls.capped(
         native_calls.call_from_object(
             {"name": c["name"], "arguments": c["arguments"]}, c["id"] or f"call_{i}", c["arguments"]
         )
         for i, c in enumerate(raw_calls, 1)
     )
-    u = usage_of(usage)
+    finish = finish if isinstance(finish, str) else None
     visible = u.output_tokens - u.reasoning_tokens  # reasoning happens before the first token
     return Reply(
         text=text,
@@ -282,17 +343,104 @@ def _reply(
 
 
 def usage_of(usage: Any) -> Usage:
-    """The SDK's usage record -> ours (cached input inside input; reasoning inside output)."""
+    """The SDK's usage record -> ours (cached input inside input; reasoning inside output).
+    ValueError for a count that cannot be right: not a whole number, negative, or beyond
+    _MAX_USAGE_TOKENS (the SDK does not validate them). A part larger than its whole is let
+    be: some providers count cached or reasoning tokens outside the total."""
     if usage is None:
         return Usage()
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     completion_details = getattr(usage, "completion_tokens_details", None)
     return Usage(
-        input_tokens=usage.prompt_tokens or 0,
-        cached_input_tokens=(getattr(prompt_details, "cached_tokens", None) or 0),
-        output_tokens=usage.completion_tokens or 0,
-        reasoning_tokens=(getattr(completion_details, "reasoning_tokens", None) or 0),
+        input_tokens=_tokens("prompt_tokens", getattr(usage, "prompt_tokens", None)),
+        cached_input_tokens=_tokens("cached_tokens", getattr(prompt_details, "cached_tokens", None)),
+        output_tokens=_tokens("completion_tokens", getattr(usage, "completion_tokens", None)),
+        reasoning_tokens=_tokens("reasoning_tokens", getattr(completion_details, "reasoning_tokens", None)),
     )
+
+
+def _tokens(field: str, value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_USAGE_TOKENS:
+        raise ValueError(f"{field} = {value!r:.40}")
+    return value
+
+
+def _text(value: Any) -> str:
+    """A text field of a reply as text. Servers that break the spec send an object where a
+    string belongs (function.arguments as the object itself): its JSON is what was meant, so
+    it is read like the string would be (an object of arguments is a valid call), never a
+    TypeError."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return f"<unreadable {type(value).__name__}>"
+
+
+class _Relay:
+    """A blocking request on a worker thread, its items handed to the caller's thread.
+
+    The SDK skips SSE comments (`: ping`) and its read timeout starts again at every byte, so
+    an endpoint that keeps a stream open with pings, or trickles a body, holds the caller as
+    long as it likes, with no token for the agent's deadline check to run on. Here the caller
+    waits at most _TICK_S at a time and calls on_token("") in between: a deadline or a
+    cancellation raised from on_token stops the request on time. The response is then closed,
+    which ends the worker at its next read (at the latest when the SDK's timeout runs out)."""
+
+    def __init__(self, produce: Callable[[Callable[[Any], Any]], Iterator[Any]], on_token: Callable[[str], None] | None):
+        """`produce(hold)` runs on the worker and yields the items; it passes what must be
+        closed to stop the request (the response) through `hold`."""
+        self._on_token = on_token
+        self._items: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()  # (more?, item or error)
+        self._stopped = threading.Event()
+        self._held: list[Any] = []
+        threading.Thread(target=self._work, args=(produce,), name="localagent-hosted", daemon=True).start()
+
+    def _hold(self, resource: Any) -> Any:
+        self._held.append(resource)
+        if self._stopped.is_set():  # the caller gave up before the response came
+            resource.close()
+        return resource
+
+    def _work(self, produce: Callable[[Callable[[Any], Any]], Iterator[Any]]) -> None:
+        try:
+            for item in produce(self._hold):
+                if self._stopped.is_set():
+                    return
+                self._items.put((True, item))
+            self._items.put((False, None))
+        except BaseException as exc:  # raised again on the caller's thread
+            self._items.put((False, exc))
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                more, item = self._items.get(timeout=_TICK_S)
+            except queue.Empty:
+                if self._on_token is not None:
+                    self._on_token("")
+                continue
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+
+    def __enter__(self) -> _Relay:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stopped.set()
+        for resource in list(self._held):
+            try:
+                resource.close()
+            except Exception:  # closing under the worker's read may fail; the worker ends either way
+                pass
 
 
 def _detail(exc: openai.APIError) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 from typing import Any, Sequence
 
 from localagent.records import Message, ToolCall, ToolSpec
@@ -150,8 +151,8 @@ def parse_json_reply(text: str, call_id: str, *, truncated: bool = False) -> tup
     """A `json`-mode reply -> (answer text, tool calls). Exactly one of the two is non-empty."""
     try:
         # strict=False: small models put raw newlines inside answer strings; the meaning is plain
-        obj = json.loads(text, strict=False)
-    except json.JSONDecodeError as exc:
+        obj, _ = read_json(text, strict=False)
+    except InvalidJSON as exc:
         return "", (_malformed(text, call_id, exc, truncated),)
     if isinstance(obj, dict) and isinstance(obj.get("tool"), str):
         arguments = obj.get("arguments", {})
@@ -165,12 +166,33 @@ def parse_json_reply(text: str, call_id: str, *, truncated: bool = False) -> tup
     )
 
 
-def _malformed(text: str, call_id: str, exc: json.JSONDecodeError, truncated: bool) -> ToolCall:
+def _malformed(text: str, call_id: str, exc: InvalidJSON, truncated: bool) -> ToolCall:
     if truncated:
         why = "the reply was cut off at max_tokens before its JSON was complete"
     else:
-        why = f"the reply is not valid JSON ({exc.msg} at character {exc.pos})"
+        why = f"the reply is not valid JSON ({exc})"
     return ToolCall(guess_name(text), {}, call_id, why, text)
+
+
+class InvalidJSON(Exception):
+    """JSON that cannot be read; the message says why, in words for the model."""
+
+
+def read_json(text: str, start: int | None = None, *, strict: bool = True) -> tuple[Any, int]:
+    """The JSON in `text` -> (value, end): all of it (whitespace around allowed), or with
+    `start` the one value that begins there. The one place a model's JSON is read (native
+    parsers too): every failure is InvalidJSON, because besides JSONDecodeError Python raises
+    a plain ValueError for an integer of more than 4300 digits (its int-conversion limit) and
+    RecursionError for deep nesting, and a reply must never kill the run."""
+    decoder = json.JSONDecoder(strict=strict)
+    try:
+        return (decoder.decode(text), len(text)) if start is None else decoder.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        raise InvalidJSON(f"{exc.msg} at character {exc.pos - (start or 0)}") from None
+    except RecursionError:
+        raise InvalidJSON("nested too deeply") from None
+    except ValueError:  # JSONDecodeError is one, so this is the int-digits limit
+        raise InvalidJSON(f"a number has more than {sys.get_int_max_str_digits()} digits") from None
 
 
 _NAME_RE = re.compile(r'"(?:name|tool)"\s*:\s*"([^"\\]{1,200})"')
