@@ -100,15 +100,3 @@ class PeakMemory:
 
     def as_dict(self) -> dict[str, int]:
         return {"peak_rss_bytes": self.peak_rss, "peak_anon_bytes": self.peak_anon, "peak_file_bytes": self.peak_file}
-
-
-def format_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'; for summaries, not for stored figures (those stay in bytes)."""
-    if n < 1024:
-        return f"{n} B"
-    value = n / 1024
-    for unit in ("KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"

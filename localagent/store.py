@@ -26,7 +26,6 @@ import re
 import tempfile
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Literal
 from urllib.parse import quote, unquote
@@ -45,8 +44,10 @@ from localagent.errors import (
     OfflineError,
     StoreError,
 )
+from localagent.files import atomic_write
 from localagent.ggufinfo import GGUFInfo
 from localagent.hub import Progress  # (done, total) callback, or True for a terminal bar
+from localagent.units import format_bytes, utc_now
 
 CHUNK = 1024 * 1024
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -168,23 +169,6 @@ def _writing(target: Path | None = None) -> Iterator[None]:
         raise StoreError(f"cannot write to the model store ({where}): {exc.strerror or exc}", hint=hint) from exc
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):  # the first error is the one to report
-            Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 # ---------------------------------------------------------------- manifests
 
 
@@ -269,7 +253,8 @@ def _write_manifest(manifest: Manifest, path: Path | None = None) -> None:
             hint="rename the file (or its folder) to a UTF-8 name",
         ) from exc
     with _writing(path):
-        _atomic_write(path, text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text)
 
 
 def _remember(manifest: Manifest, path: Path | None = None) -> None:
@@ -364,7 +349,7 @@ def _resolved(manifest: Manifest, entry: LocalModel | None) -> ResolvedModel:
 def _new_manifest(path: Path, sha: str, info: GGUFInfo, **fields) -> Manifest:
     st = path.stat()
     return Manifest(
-        path=str(path), sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=_now(), gguf=info, **fields
+        path=str(path), sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=utc_now(), gguf=info, **fields
     )
 
 
@@ -665,7 +650,7 @@ def _resolve_path(path: Path) -> ResolvedModel:
         st = path.stat()
         manifest = Manifest(
             alias=path.stem, quant=info.quant or "unknown", source="path", path=str(path), sha256=sha256_file(path),
-            size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=_now(), gguf=info,
+            size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=utc_now(), gguf=info,
         )
         _remember(manifest, record)
     return _resolved(manifest, None)
@@ -915,7 +900,6 @@ def _broken_row(b: BrokenManifest, entry: LocalModel | None) -> ModelStatus:
 def check_fits(alias: str) -> None:
     """Refuse a local model too big for the RAM available now (weights, KV cache at the default
     context, headroom: the same row `models list` shows), before any download or load."""
-    from localagent.memory import format_bytes
 
     name, quant = split_quant(alias)
     name = load_catalog().canonical(name)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from localagent.memory import PeakMemory, format_bytes, sample
+from localagent.memory import PeakMemory, sample
+from localagent.units import format_bytes
 
 MB = 1024 * 1024
 

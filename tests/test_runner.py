@@ -161,7 +161,7 @@ PRICE = 'price = { input = 2.0, cached_input = 0.5, output = 8.0, source = "test
 
 
 def _stored_baseline(model: str, task_id: str, run_id: str = "20261120-100000-beef") -> TrialResult:
-    from localagent.bench.results import utc_now
+    from localagent.units import utc_now
     from localagent.bench.runner import host_info
     from localagent.bench.schema import RunInfo
 

@@ -19,7 +19,8 @@ from localagent.bench import metrics
 from localagent.bench.results import ResultsDB, locate_run, read_trace, trace_file
 from localagent.bench.schema import SCHEMA_VERSION, RunInfo, TrialResult
 from localagent.errors import MissingExtraError, ResultsError
-from localagent.memory import format_bytes
+from localagent.files import atomic_write
+from localagent.units import format_bytes
 
 DASH = "—"
 
@@ -293,7 +294,7 @@ def _host_line(run_info: RunInfo) -> str:
     gpu = "" if h.gpu in ("", "none") else f", GPU {h.gpu}"
     return (
         f"{h.cpu}, {h.physical_cores} cores / {h.logical_cores} threads, "
-        f"{fmt_bytes(h.ram_bytes)} RAM{gpu}, {h.os}, Python {h.python}"
+        f"{format_bytes(h.ram_bytes, DASH)} RAM{gpu}, {h.os}, Python {h.python}"
     )
 
 
@@ -385,7 +386,7 @@ def _absolute_verdict(m: ModelSummary, tiers: dict[int, Rate]) -> str:
     parts.append(f"{fmt_usd(m.suite_cost_usd)} for the suite")
     parts.append(f"median {fmt_seconds(m.median_wall_s)} per task")
     if m.peak_rss_bytes is not None:
-        parts.append(f"peak RSS {fmt_bytes(m.peak_rss_bytes)}")
+        parts.append(f"peak RSS {format_bytes(m.peak_rss_bytes, DASH)}")
     return "; ".join(parts)
 
 
@@ -441,10 +442,6 @@ def fmt_seconds(x: float | None) -> str:
     if x < 0.01:
         return f"{x * 1000:.1f} ms"
     return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.1f} s"
-
-
-def fmt_bytes(x: int | None) -> str:
-    return DASH if x is None else format_bytes(x)
 
 
 def fmt_number(x: float | None, digits: int = 0) -> str:
@@ -531,10 +528,10 @@ def _tables(s: Summary) -> list[Table]:
                 tuple(
                     (
                         m.name,
-                        fmt_bytes(m.peak_rss_bytes),
-                        fmt_bytes(m.peak_anon_bytes),
-                        fmt_bytes(m.peak_file_bytes),
-                        fmt_bytes(m.model_file_bytes),
+                        format_bytes(m.peak_rss_bytes, DASH),
+                        format_bytes(m.peak_anon_bytes, DASH),
+                        format_bytes(m.peak_file_bytes, DASH),
+                        format_bytes(m.model_file_bytes, DASH),
                     )
                     for m in measured
                 ),
@@ -716,9 +713,7 @@ def render_html(
     body.append(_html_trials(summary, folders, out_path.parent))
     page = _PAGE.format(title=_e(f"localagent bench {summary.run_id}"), body="\n".join(body))
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out_path)
+    atomic_write(out_path, page)
     return out_path
 
 

@@ -33,6 +33,8 @@ from pydantic import ValidationError
 from localagent import settings
 from localagent.bench.schema import SCHEMA_VERSION, RunInfo, TrialResult
 from localagent.errors import ResultsError, ResultsWarning, ResultsWriteError
+from localagent.files import atomic_write
+from localagent.units import utc_now
 
 try:
     import fcntl
@@ -61,10 +63,6 @@ REMAKE_HINT = "nothing was imported; make the file with `localagent results expo
 TrialKey = tuple[str, str, int]  # (model, task id, trial)
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def new_run_id() -> str:
     """Sortable by start time, unique across machines that share results."""
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
@@ -72,19 +70,6 @@ def new_run_id() -> str:
 
 def key_of(trial: TrialResult) -> TrialKey:
     return (trial.model, trial.task_id, trial.trial)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_error(path: Path, exc: OSError) -> ResultsWriteError:
@@ -202,7 +187,7 @@ class RunDir:
 
     def write_info(self, info: RunInfo) -> None:
         try:
-            _atomic_write(self.info_path, info.model_dump_json(indent=2) + "\n")
+            atomic_write(self.info_path, info.model_dump_json(indent=2) + "\n")
         except OSError as exc:
             raise write_error(self.info_path, exc) from None
 
@@ -741,9 +726,9 @@ def _write_export(
             "runs": [r.model_dump(mode="json") for r in runs],
             "trials": [t.model_dump(mode="json") for t in trials],
         }
-        _atomic_write(dest, json.dumps(doc, indent=1) + "\n")
+        atomic_write(dest, json.dumps(doc, indent=1) + "\n")
     elif kind == "jsonl":
-        _atomic_write(dest, "".join(line + "\n" for line in _jsonl_lines(runs, trials)))
+        atomic_write(dest, "".join(line + "\n" for line in _jsonl_lines(runs, trials)))
     else:
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
@@ -930,7 +915,7 @@ def _write_run_folder(final: Path, info: RunInfo, trials: list[TrialResult], tra
             written += 1
         run = RunDir(tmp)
         run.write_info(info)
-        _atomic_write(run.results_path, "".join(t.model_dump_json() + "\n" for t in trials))
+        atomic_write(run.results_path, "".join(t.model_dump_json() + "\n" for t in trials))
         os.rename(tmp, final)  # refuses a folder that appeared since the check
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Un
 from localagent import __version__, settings
 from localagent.bench import metrics
 from localagent.bench.checks import require_confinement, run_checks
-from localagent.bench.results import ResultsDB, RunDir, key_of, locate_run, new_run_id, utc_now, write_error
+from localagent.bench.results import ResultsDB, RunDir, key_of, locate_run, new_run_id, write_error
+from localagent.units import format_bytes, utc_now
 from localagent.bench.schema import CheckResult, HostInfo, RunInfo, TrialResult
 from localagent.bench.tasks import Task, default_tasks_dir, load_tasks, make_workspace
 from localagent.catalog import PSEUDO_MODELS, Catalog, HostedModel, Price, cost_usd, load_catalog
@@ -233,7 +234,6 @@ def check_context(resolved: ResolvedModel, n_ctx: int, available: int) -> None:
     does not fit the `available` bytes of RAM, saying how much it would need. llama.cpp
     failed these with std::bad_alloc, which its loader blamed on the file."""
     from localagent import hardware
-    from localagent.memory import format_bytes
 
     if resolved.context and n_ctx > resolved.context:
         raise ConfigError(

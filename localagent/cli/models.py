@@ -10,20 +10,11 @@ from typing import Any, Optional
 
 import typer
 
+from localagent.units import format_bytes
+
 from localagent.cli.app import app, models_app
 
 JSON_HELP = "Print JSON instead of a table."
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _print_json(data: Any) -> None:
@@ -74,17 +65,17 @@ def list_models(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) 
                 r.alias,
                 r.quant,
                 r.params,
-                human_bytes(r.size_bytes),
+                format_bytes(r.size_bytes),
                 r.status,
                 f"{r.n_ctx}/{r.context}" if r.context else str(r.n_ctx),
-                ("~" if r.kv_estimated else "") + human_bytes(r.required_bytes),
+                ("~" if r.kv_estimated else "") + format_bytes(r.required_bytes),
                 _fits(r.fits),
             ]
             for r in rows
         ],
     )
     typer.echo(
-        f"\nRAM available now: {human_bytes(available)}. RAM NEEDED = file + KV cache at the default context "
+        f"\nRAM available now: {format_bytes(available)}. RAM NEEDED = file + KV cache at the default context "
         f"(CONTEXT = default/trained) + headroom; ~ = KV cache estimated (exact once installed)."
     )
     for r in rows:
@@ -104,7 +95,7 @@ def pull(
 
     resolved = store.pull(alias, quant=quant, progress=True)
     typer.echo(f"{resolved.alias} ({resolved.quant}) ready: {resolved.path}")
-    typer.echo(f"sha256 {resolved.sha256}  {human_bytes(resolved.size_bytes)}")
+    typer.echo(f"sha256 {resolved.sha256}  {format_bytes(resolved.size_bytes)}")
 
 
 def _info_data(alias: str) -> dict[str, Any]:
@@ -167,15 +158,15 @@ def info(
         ["path", data["path"]],
         ["source", data["source"]],
         ["sha256", data["sha256"]],
-        ["size", f"{human_bytes(data['size_bytes'])} ({data['size_bytes']} bytes)"],
+        ["size", f"{format_bytes(data['size_bytes'])} ({data['size_bytes']} bytes)"],
         ["architecture", str(g.get("architecture", "?"))],
         ["name", str(g.get("name") or "-")],
         ["parameters", f"{g['parameters']:,}" if g.get("parameters") else "?"],
         ["quant", str(g.get("quant") or data["quant"])],
         ["context length", f"{g.get('context_length') or '?'} (opened at {data['default_n_ctx']} by default)"],
         ["layers", str(g.get("block_count") or "?")],
-        ["KV cache", human_bytes(data["kv_bytes_at_default_n_ctx"]) + f" at {data['default_n_ctx']} tokens (f16)"],
-        ["RAM needed", human_bytes(data["ram_needed"])],
+        ["KV cache", format_bytes(data["kv_bytes_at_default_n_ctx"]) + f" at {data['default_n_ctx']} tokens (f16)"],
+        ["RAM needed", format_bytes(data["ram_needed"])],
         ["chat template", "yes" if g.get("has_chat_template") else "no"],
         ["template knows tools", "yes" if g.get("template_knows_tools") else "no"],
     ]
@@ -192,7 +183,7 @@ def import_(
 
     resolved = store.import_file(path, name)
     typer.echo(f"imported {resolved.alias} ({resolved.quant}): {resolved.path}")
-    typer.echo(f"sha256 {resolved.sha256}  {human_bytes(resolved.size_bytes)}")
+    typer.echo(f"sha256 {resolved.sha256}  {format_bytes(resolved.size_bytes)}")
 
 
 @models_app.command("rm")
@@ -210,7 +201,7 @@ def rm(
         elif m.path.exists():  # a bundled file in site-packages, or a file another alias uses
             typer.echo(f"unregistered {m.alias} ({m.quant}); its file stays: {m.path}")
         else:
-            typer.echo(f"removed {m.alias} ({m.quant}), {human_bytes(m.size_bytes)}")
+            typer.echo(f"removed {m.alias} ({m.quant}), {format_bytes(m.size_bytes)}")
 
 
 @models_app.command("verify")
@@ -257,12 +248,12 @@ def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> No
             ["python", host.python],
             ["cpu", host.cpu],
             ["cores", f"{host.physical_cores} physical, {host.logical_cores} logical"],
-            ["ram", f"{human_bytes(host.ram_available)} available of {human_bytes(host.ram_total)}"],
+            ["ram", f"{format_bytes(host.ram_available)} available of {format_bytes(host.ram_total)}"],
             ["llama-cpp-python", host.llama_cpp_version or "not loadable"],
             ["backend", f"{host.backend} (GPU offload: {offload})"],
             ["llama.cpp system info", host.system_info],
             ["model store", host.store],
-            ["free disk", human_bytes(host.disk_free)],
+            ["free disk", format_bytes(host.disk_free)],
         ],
     )
     fit = [r.alias + (f":{r.quant}" if r.status == "installed" else "") for r in rows if r.fits]

@@ -21,7 +21,8 @@ from localagent.catalog import load_catalog
 from localagent.cli.app import app
 from localagent.engines.base import ChatModel, EngineConfig
 from localagent.errors import ConfigError
-from localagent.memory import PeakMemory, format_bytes
+from localagent.memory import PeakMemory
+from localagent.units import format_bytes
 from localagent.records import FinalStep, ModelStep, Step, ToolStep, as_dict
 from localagent.tools import Workspace, call_text, plural
 from localagent.trace import TraceWriter, trace_error

@@ -609,7 +609,7 @@ def test_ctx_whose_cache_does_not_fit_says_the_ram_it_needs(localagent_home):
     from localagent import hardware, store
     from localagent.bench.runner import check_context
     from localagent.errors import ConfigError
-    from localagent.memory import format_bytes
+    from localagent.units import format_bytes
 
     resolved = store.resolve("smollm2-135m")
     check_context(resolved, 8192, hardware.available_ram())  # the real machine holds it
