@@ -99,7 +99,7 @@ def pull(
 
 
 def _info_data(alias: str) -> dict[str, Any]:
-    from localagent import hardware, store
+    from localagent import store
     from localagent.catalog import load_catalog
     from localagent.errors import OfflineError
 
@@ -109,8 +109,10 @@ def _info_data(alias: str) -> dict[str, Any]:
         entry = load_catalog().local_model(store.split_quant(alias)[0])
         return {"alias": entry.alias, "installed": False, "catalog": entry.model_dump()}
     info = resolved.gguf
-    n_ctx = store.default_context(resolved)
-    per_token = info.kv_bytes_per_token if info else None
+    need = store.footprint(resolved)  # the figures `models list` shows for it
+    # info reports what the header says: an estimate (the header lacks the cache's shape)
+    # is left to `models list`, which marks it with ~
+    exact = not need.kv_estimated
     data: dict[str, Any] = {
         "alias": resolved.alias,
         "installed": True,
@@ -120,9 +122,9 @@ def _info_data(alias: str) -> dict[str, Any]:
         "sha256": resolved.sha256,
         "size_bytes": resolved.size_bytes,
         "context": resolved.context,
-        "default_n_ctx": n_ctx,
-        "kv_bytes_at_default_n_ctx": per_token * n_ctx if per_token else None,
-        "ram_needed": hardware.required_bytes(resolved.size_bytes, per_token * n_ctx) if per_token else None,
+        "default_n_ctx": need.n_ctx,
+        "kv_bytes_at_default_n_ctx": need.kv_bytes if exact else None,
+        "ram_needed": need.required_bytes if exact else None,
         "gguf": _plain(info) if info else None,
     }
     if resolved.entry:
