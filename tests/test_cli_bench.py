@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from localagent.bench.results import ResultsDB, RunDir
+from localagent.bench.database import ResultsDB
+from localagent.bench.rundir import RunDir
 from localagent.bench.tasks import load_tasks
 
 # three tier-1 tasks of the shipped suite, whichever they are

@@ -15,21 +15,14 @@ from typer.testing import CliRunner
 import localagent.cli.report  # noqa: F401  registers `report`
 from localagent import settings
 from localagent.bench import metrics
-from localagent.bench.report import (
-    fmt_interval,
-    fmt_seconds,
-    fmt_speed,
-    fmt_tiers,
-    fmt_usd,
-    pareto_front,
-    render_html,
-    render_terminal,
-    summarize,
-    to_json,
-    to_markdown,
-)
-from localagent.bench.results import ResultsDB, RunDir
+from localagent.bench.charts import pareto_front
+from localagent.bench.database import ResultsDB
+from localagent.bench.formatting import fmt_interval, fmt_seconds, fmt_speed, fmt_tiers, fmt_usd
+from localagent.bench.html_page import render_html
+from localagent.bench.render import render_terminal, to_json, to_markdown
+from localagent.bench.rundir import RunDir
 from localagent.bench.schema import HostInfo, RunInfo, TrialResult
+from localagent.bench.summary import summarize
 from localagent.cli.app import app
 from localagent.errors import ResultsError
 

@@ -11,15 +11,10 @@ from pathlib import Path
 import pytest
 
 from localagent import settings
-from localagent.bench.results import (
-    MIGRATIONS,
-    ResultsDB,
-    RunDir,
-    export_results,
-    import_results,
-    locate_run,
-    migration_name,
-)
+from localagent.bench.database import ResultsDB
+from localagent.bench.exchange import export_results, import_results
+from localagent.bench.migrations import MIGRATIONS, migration_name
+from localagent.bench.rundir import RunDir, locate_run
 from localagent.bench.schema import SCHEMA_VERSION, HostInfo, RunInfo, TrialResult
 from localagent.errors import ResultsError, ResultsWarning
 

@@ -12,7 +12,8 @@ from llama_server import llama_server  # noqa: F401 - the session fixture
 
 from localagent import settings
 from localagent.bench import runner
-from localagent.bench.results import ResultsDB, RunDir
+from localagent.bench.database import ResultsDB
+from localagent.bench.rundir import RunDir
 from localagent.bench.runner import BenchConfig, run_bench
 from localagent.bench.schema import TrialResult
 from localagent.bench.tasks import load_tasks

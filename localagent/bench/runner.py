@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Un
 
 from localagent import __version__, settings
 from localagent.bench import metrics
-from localagent.bench.checks import require_confinement, run_checks
-from localagent.bench.results import ResultsDB, RunDir, key_of, locate_run, new_run_id, write_error
+from localagent.bench.checks import classify_failure, require_confinement, run_checks
+from localagent.bench.database import ResultsDB
+from localagent.bench.results_errors import write_error
+from localagent.bench.rundir import RunDir, key_of, locate_run, new_run_id
 from localagent.units import format_bytes, utc_now
 from localagent.bench.schema import CheckResult, HostInfo, RunInfo, TrialResult
 from localagent.bench.tasks import Task, default_tasks_dir, load_tasks, make_workspace
@@ -310,7 +312,7 @@ def _resume_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: Exi
         tier=None,
         quick=False,
         trials=info.trials,
-        tool_mode=info.tool_mode,  # type: ignore[arg-type]
+        tool_mode=info.tool_mode,
         think=info.think,
         temperature=info.temperature,
         max_steps=limits.get("max_steps", config.max_steps),
@@ -352,7 +354,7 @@ class _ModelFacts:
 def _pseudo_model(alias: str, task: Task) -> ChatModel:
     from localagent.engines.scripted import NoopModel, OracleModel
 
-    return OracleModel(task.solution_dicts()) if alias == "oracle" else NoopModel()
+    return OracleModel(task.solution) if alias == "oracle" else NoopModel()
 
 
 def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, task: Task, trial: int) -> TrialResult:
@@ -461,7 +463,7 @@ def _result(
     final, memory, model_steps = seen.final, seen.memory, seen.model_steps
     usage = final.usage if final else sum((s.reply.usage for s in model_steps), Usage())
     stop_reason = final.stop_reason if final and seen.error is None else "runtime_error"
-    failure = "runtime_error" if stop_reason == "runtime_error" else metrics.classify_failure(stop_reason, seen.checks)
+    failure = "runtime_error" if stop_reason == "runtime_error" else classify_failure(stop_reason, seen.checks)
     timings = [s.reply.timings for s in model_steps]
     return TrialResult(
         run_id=plan.info.run_id,

@@ -132,22 +132,23 @@ def bench(
 
 
 def _show(outcome: Any, json_output: bool) -> None:
-    from localagent.bench import report
+    from localagent.bench.render import render_terminal, to_json
+    from localagent.bench.summary import summarize
 
-    summary = report.summarize(outcome.info, outcome.trials, outcome.baseline_trials)
+    summary = summarize(outcome.info, outcome.trials, outcome.baseline_trials)
     if json_output:
         doc = {
             "run": outcome.info.model_dump(mode="json"),
             "run_dir": str(outcome.run_dir),
             "notices": outcome.notices,
-            "summary": json.loads(report.to_json(summary)),
+            "summary": json.loads(to_json(summary)),
             "trials": [t.model_dump(mode="json") for t in outcome.trials],
             "baseline_trials": [t.model_dump(mode="json") for t in outcome.baseline_trials],
         }
         print(json.dumps(doc, indent=2))
         return
     console = Console(highlight=False)
-    report.render_terminal(summary, console)
+    render_terminal(summary, console)
     console.print(
         f"[dim]run {outcome.info.run_id} in {escape(str(outcome.run_dir))}; `localagent report {outcome.info.run_id} --html FILE` for the page[/dim]",
         soft_wrap=True,
@@ -165,7 +166,8 @@ def export(
     json_output: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Write stored results to a file another machine can import."""
-    from localagent.bench.results import ResultsDB, export_results
+    from localagent.bench.database import ResultsDB
+    from localagent.bench.exchange import export_results
 
     with ResultsDB() as db:
         summary = export_results(db, file, run_id=run, model=model)
@@ -183,7 +185,8 @@ def import_(
     json_output: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Add exported results to this machine's store; importing twice changes nothing."""
-    from localagent.bench.results import ResultsDB, import_results
+    from localagent.bench.database import ResultsDB
+    from localagent.bench.exchange import import_results
 
     with ResultsDB() as db:
         summary = import_results(db, file)

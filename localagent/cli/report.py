@@ -25,8 +25,11 @@ def report(
     """Show a bench run: success with confidence intervals, speed, memory, cost, a verdict."""
     from rich.console import Console
 
-    from localagent.bench.report import load_report, render_html, render_terminal, summarize, to_json, to_markdown
-    from localagent.bench.results import ResultsDB
+    from localagent.bench.database import ResultsDB
+    from localagent.bench.html_page import render_html
+    from localagent.bench.render import render_terminal, to_json, to_markdown
+    from localagent.bench.report import load_report
+    from localagent.bench.summary import summarize
 
     if markdown and as_json:
         raise ConfigError("--markdown and --json both print the report", hint="pick one")

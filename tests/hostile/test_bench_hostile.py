@@ -23,7 +23,8 @@ from test_cli_bench import _slow_suite, _wait_for_lines
 from test_results import make_info, make_trial
 
 from localagent import settings
-from localagent.bench.results import BUSY_TIMEOUT_S, LOCK_FILE, RunDir
+from localagent.bench.database import BUSY_TIMEOUT_S
+from localagent.bench.rundir import LOCK_FILE, RunDir
 from localagent.bench.schema import SCHEMA_VERSION
 from localagent.bench.tasks import default_tasks_dir, load_task_file
 from localagent.errors import TaskFileError

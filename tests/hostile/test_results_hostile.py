@@ -18,16 +18,14 @@ from test_cli_run import localagent
 from test_results import make_info, make_trial
 
 from localagent import settings
-from localagent.bench.report import TRACE_EMBED_LIMIT, load_report, render_html, summarize
-from localagent.bench.results import (
-    TRACE_FILE_LIMIT,
-    ResultsDB,
-    RunDir,
-    clean_trace_path,
-    export_results,
-    import_results,
-)
+from localagent.bench.database import ResultsDB
+from localagent.bench.exchange import TRACE_FILE_LIMIT, export_results, import_results
+from localagent.bench.html_page import TRACE_EMBED_LIMIT, render_html
+from localagent.bench.report import load_report
+from localagent.bench.rundir import RunDir
 from localagent.bench.schema import SCHEMA_VERSION
+from localagent.bench.summary import summarize
+from localagent.bench.tracepaths import clean_trace_path
 from localagent.errors import ResultsError
 
 CANARY = "CANARY-4c1d9e outside every run folder"
