@@ -10,7 +10,7 @@ import pytest
 from localagent.agent import REPEAT_LIMIT, SYSTEM_PROMPT, Agent, AgentConfig
 from localagent.engines.base import ChatModel
 from localagent.engines.scripted import NOOP_ANSWER, NoopModel, OracleModel, ReplayModel
-from localagent.errors import ContextOverflowError, EngineError, HostedAPIError, TaskFileError
+from localagent.errors import ContextOverflowError, EngineError, HostedAPIError
 from localagent.records import FinalStep, Message, ModelStep, Reply, Timings, ToolCall, ToolStep, Usage
 from localagent.trace import TraceWriter
 
@@ -185,11 +185,11 @@ def test_engine_errors_end_the_run_with_a_reason(workspace: Path, error: EngineE
 
 
 def test_oracle_rejects_a_malformed_solution() -> None:
-    with pytest.raises(TaskFileError, match="step 2: needs exactly one of 'tool' or 'answer'"):
+    # the engine layer raises its own error; a task file's solution is checked at load
+    # (test_tasks: answer-not-last and the rest)
+    with pytest.raises(ValueError, match="step 2: needs exactly one of 'tool' or 'answer'"):
         OracleModel([{"tool": "list_directory"}, {"arguments": {}}])
-    with pytest.raises(TaskFileError, match="the answer must be the last step"):
-        OracleModel([{"answer": "x"}, {"tool": "list_directory"}])
-    with pytest.raises(TaskFileError, match="unknown key"):
+    with pytest.raises(ValueError, match="unknown key"):
         OracleModel([{"tool": "read_file", "args": {}}])
 
 

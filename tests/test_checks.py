@@ -11,13 +11,15 @@ from pydantic import TypeAdapter
 
 from localagent.bench.checks import (
     ANSWER_KINDS,
+    CHECK_KINDS,
     CHECKERS,
     COLLATERAL_KINDS,
+    Check,
     json_mismatch,
     run_check,
     run_checks,
 )
-from localagent.bench.tasks import CHECK_KINDS, Check, load_task_file, make_workspace
+from localagent.bench.tasks import load_task_file, make_workspace
 
 CHECK = TypeAdapter(Check)
 
@@ -217,9 +219,8 @@ def test_answer_regex_is_linear_on_a_hostile_answer():
     import threading
 
     from localagent.bench import checks
-    from localagent.bench import tasks as t
 
-    check = t.AnswerRegex(kind="answer_regex", pattern="^(a+)+$")
+    check = checks.AnswerRegex(kind="answer_regex", pattern="^(a+)+$")
     outcome: list = []
     worker = threading.Thread(target=lambda: outcome.append(checks.answer_regex(check, Path("."), {}, "a" * 50_000 + "b")), daemon=True)
     worker.start()
@@ -229,8 +230,8 @@ def test_answer_regex_is_linear_on_a_hostile_answer():
 
 
 def test_answer_regex_rejects_what_re2_lacks_at_load():
-    from localagent.bench import tasks as t
+    from localagent.bench.checks import AnswerRegex
 
     with pytest.raises(ValueError, match="backreferences"):
-        t.AnswerRegex(kind="answer_regex", pattern=r"(a)\1")
-    assert t.AnswerRegex(kind="answer_regex", pattern="total", ignore_case=True).compiled("total", True).search("TOTAL: 3")
+        AnswerRegex(kind="answer_regex", pattern=r"(a)\1")
+    assert AnswerRegex(kind="answer_regex", pattern="total", ignore_case=True).compiled("total", True).search("TOTAL: 3")

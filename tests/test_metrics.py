@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from localagent.bench import metrics
+from localagent.bench.checks import classify_failure
 from localagent.catalog import Price, cost_usd
 from localagent.records import Usage
 
@@ -155,7 +156,7 @@ class C:
     ],
 )
 def test_classify_failure(stop_reason, checks, mode):
-    assert metrics.classify_failure(stop_reason, checks) == mode
+    assert classify_failure(stop_reason, checks) == mode
 
 
 PRICE = Price(input=1.25, cached_input=0.125, output=10.0, source="test", as_of="2025-10")

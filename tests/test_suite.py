@@ -25,7 +25,7 @@ def run(model, task: Task, tmp_path) -> tuple[list, FinalStep, list]:
 
 @pytest.mark.parametrize("task", TASKS, ids=[t.id for t in TASKS])
 def test_oracle_passes(task, tmp_path):
-    steps, final, outcomes = run(OracleModel(task.solution_dicts()), task, tmp_path)
+    steps, final, outcomes = run(OracleModel(task.solution), task, tmp_path)
     tool_steps = [s for s in steps if isinstance(s, ToolStep)]
     assert [s.error for s in tool_steps] == [None] * len(task.tool_steps)
     assert final.stop_reason == "answer" and final.answer == task.answer

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from localagent.bench.checks import CHECK_KINDS, glob_match
 from localagent.bench.tasks import (
-    CHECK_KINDS,
     TOOL_NAMES,
     default_tasks_dir,
-    glob_match,
     line_of,
     load_task_file,
     load_tasks,
@@ -132,11 +131,11 @@ def test_make_workspace_writes_the_fixture_bytes(tmp_path):
         make_workspace(task, root)
 
 
-def test_solution_dicts_are_what_the_oracle_replays(tmp_path):
+def test_solution_steps_are_what_the_oracle_replays(tmp_path):
     task = load_task_file(write(tmp_path, VALID))
-    assert task.solution_dicts() == [
-        {"tool": "read_file", "arguments": {"path": "a.txt"}},
-        {"answer": "It says hello."},
+    assert [(step.tool, step.arguments, step.answer) for step in task.solution] == [
+        ("read_file", {"path": "a.txt"}, None),
+        (None, {}, "It says hello."),
     ]
     assert task.answer == "It says hello."
 
@@ -206,6 +205,14 @@ ERROR_CASES = [
         edit('[[solution]]\nanswer = "It says hello."\n', ""),
         "solution",
         "must end with exactly one [[solution]] step holding 'answer'",
+        "[[solution]]",
+    ),
+    (
+        # the oracle replays steps as they are: an answer before the last step is refused here
+        "answer-not-last",
+        edit('[[solution]]\ntool = "read_file"', '[[solution]]\nanswer = "early"\n\n[[solution]]\ntool = "read_file"'),
+        "solution",
+        "must end with exactly one [[solution]] step holding 'answer' (and only the last step)",
         "[[solution]]",
     ),
     (

@@ -1,5 +1,9 @@
-"""Deterministic checks: each kind is a pure function of (check, workspace root, fixture
-files, final answer) -> CheckOutcome. `run_checks` runs a task's checks in their order.
+"""The check kinds of a task file, each declared once as one unit: its pydantic model (the
+fields of a [[checks]] table), its judge (a pure function of the check, the workspace, the
+fixture files and the final answer, giving a CheckResult) and the failure it stands for.
+`@check_kind` registers the three together; the `Check` union the task loader validates
+with, the kinds its errors name, `run_checks` and `classify_failure` are all read from that
+registry, so a new kind is one model and one decorated function in this file.
 
 Command checks run after every other check, so what a command writes (a test's cache, an
 output file) never counts against the model in `no_extra_files` or `unchanged`.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,25 +22,185 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterable, Literal, Mapping, TypeVar, Union, get_args
 
-from localagent.bench import tasks as t
-from localagent.bench.tasks import Task, glob_match
-from localagent.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# Which kinds judge the answer, and which guard against collateral changes (the rest judge
-# the workspace's new state): the runner's failure modes follow from these.
-ANSWER_KINDS = frozenset({"answer_contains", "answer_regex", "answer_excludes"})
-COLLATERAL_KINDS = frozenset({"unchanged", "no_extra_files"})
+from localagent.bench.schema import CheckResult, FailureMode, TrialStopReason
+from localagent.errors import ConfigError, ToolError
+from localagent.tools import compile_regex
 
-_SHORT = 60
+if TYPE_CHECKING:
+    from localagent.bench.tasks import Task
+
+
+# --- workspace paths and globs: what task files name and checks match ---
+
+
+# Linux refuses a file or folder name over 255 bytes (NAME_MAX) and a path over 4096 (PATH_MAX):
+# a fixture beyond either loaded, then failed every trial, the oracle's too, as a runtime error.
+# The workspace's own folder takes part of PATH_MAX, so a task's paths get 3072 bytes of it.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 3072
+# A glob is compiled to RE2 (linear time), but matching still costs its length times the path's:
+# at 1024 characters the worst glob takes about 1 ms against a 4000-character path.
+MAX_GLOB_CHARS = 1024
+
+
+def relative_path(value: str) -> str:
+    """A workspace-relative POSIX path naming one file or folder below the workspace: no
+    absolute paths, no '..', no backslashes, no control characters, and no '.' or empty part
+    ('.', 'a/', 'a//b'): a fixture named '.' is the workspace itself, and writing it failed
+    every trial of the task instead of its file at load. Names and the whole path stay within
+    what the file system takes."""
+    if not value or value.strip() != value:
+        raise ValueError("must be a non-empty path without surrounding spaces")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{value!r} holds a control character (NUL, newline, ...)")
+    if "\\" in value:
+        raise ValueError(f"'{value}': use '/' as the separator")
+    if value.startswith("/") or re.match(r"^[A-Za-z]:", value):
+        raise ValueError(f"'{value}' must be relative to the workspace")
+    parts = value.split("/")
+    if ".." in parts:
+        raise ValueError(f"'{value}' must stay inside the workspace (no '..')")
+    if "." in parts or "" in parts:
+        raise ValueError(f"'{value}' has an empty or '.' part: name a file below the workspace, like 'data/a.csv'")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_PATH_BYTES:
+        raise ValueError(f"'{value[:40]}…' is {size} bytes long; a path holds at most {MAX_PATH_BYTES} bytes")
+    for part in parts:
+        size = len(part.encode("utf-8", "surrogatepass"))
+        if size > MAX_NAME_BYTES:
+            raise ValueError(f"the name '{part[:40]}…' is {size} bytes long; a file or folder name holds at most {MAX_NAME_BYTES} bytes")
+    return value
+
+
+_REGEX_SPECIAL = frozenset(".^$*+?()[]{}|\\")
+_CLASS_SPECIAL = frozenset("\\]^-[")
+
+
+def _escaped(char: str, special: frozenset[str]) -> str:
+    return "\\" + char if char in special else char
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """The index of the ']' closing the class opened at `start`, as fnmatch reads it (a ']'
+    right after '[' or '[!' is a member); None when it is not closed, and '[' is literal."""
+    j = start + 1
+    if j < len(pattern) and pattern[j] == "!":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":
+        j += 1
+    end = pattern.find("]", j)
+    return end if end != -1 else None
+
+
+def _glob_class(body: str, pattern: str) -> str:
+    """The body of a glob's [...] (after any '!') as an RE2 class body, every character
+    literal but the '-' of a range; a reversed range ('z-a') is refused, naming it."""
+    out, i = "", 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            low, high = body[i], body[i + 2]
+            if low > high:
+                raise ValueError(f"the glob '{pattern}' has the reversed range '{low}-{high}' (write '{high}-{low}')")
+            out += _escaped(low, _CLASS_SPECIAL) + "-" + _escaped(high, _CLASS_SPECIAL)
+            i += 3
+        else:
+            out += _escaped(body[i], _CLASS_SPECIAL)
+            i += 1
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> Any:
+    """The glob as a compiled RE2 pattern, matched against the whole path. RE2, not Python's
+    re: a glob such as '**a**a**a**a**b' backtracked for seconds on a 60-character path the
+    model wrote (and a bench hung in no_extra_files); RE2's time is linear in the path.
+    Raises ValueError for a glob that cannot be compiled (too long, a reversed range)."""
+    if len(pattern) > MAX_GLOB_CHARS:
+        raise ValueError(f"the glob '{pattern[:40]}…' is {len(pattern)} characters long; a glob holds at most {MAX_GLOB_CHARS}")
+    out, i = "(?s)", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[" and (end := _class_end(pattern, i)) is not None:
+            negated = pattern[i + 1] == "!"
+            body = _glob_class(pattern[i + 1 + negated : end], pattern)
+            # a negated class stays inside one folder, as '*' and '?' do
+            out, i = out + ("[^/" if negated else "[") + body + "]", end + 1
+        else:
+            out, i = out + _escaped(pattern[i], _REGEX_SPECIAL), i + 1
+    try:
+        return compile_regex(out)
+    except ToolError as exc:  # not expected after the escaping above; said in the task's words
+        raise ValueError(f"the glob '{pattern}' cannot be compiled: {exc}") from None
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether a workspace-relative POSIX `path` matches `pattern`: `*` and `?` stay inside
+    one folder, `**` spans folders (`data/**` is everything under data/, `**/*.py` every .py).
+    A name that is not UTF-8 (surrogate escapes from the file system) is matched with its
+    undecodable bytes as U+FFFD, which RE2 can read."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _glob_regex(pattern).fullmatch(text) is not None
+
+
+# --- a check kind: its model, its judge and its failure, declared together ---
+
+
+class CheckModel(BaseModel):
+    """The fields of one [[checks]] table: a subclass per kind, picked by its `kind` literal."""
+
+    # a typo in a task file's field fails its load, naming the field, instead of being ignored
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+
+
+# What a failed check makes of a trial, in precedence when several fail: the task's goal
+# first (the workspace's new state), then what should not have changed, then the answer.
+CheckFailure = Literal["wrong_state", "collateral_change", "wrong_answer"]
+_PRECEDENCE: tuple[CheckFailure, ...] = get_args(CheckFailure)
+
+Fixture = Mapping[str, str]  # the task's [files]: path -> text, as the workspace began
 
 
 @dataclass(frozen=True)
-class CheckOutcome:
-    kind: str
-    passed: bool
-    detail: str  # expected vs found, shortened; empty when passed
+class CheckKind:
+    model: type[CheckModel]
+    judge: Callable[..., CheckResult]  # (check, workspace root, fixture, answer) -> CheckResult
+    failure: CheckFailure
+
+
+# every kind, in the order declared below (the order the task loader's errors list them)
+KINDS: dict[str, CheckKind] = {}
+
+_Judge = TypeVar("_Judge", bound=Callable[..., CheckResult])
+
+
+def check_kind(model: type[CheckModel], *, failure: CheckFailure) -> Callable[[_Judge], _Judge]:
+    """Register the decorated function as the judge of the kind `model` declares (the value of
+    its `kind` literal), which fails a trial as `failure`."""
+    (kind,) = get_args(model.model_fields["kind"].annotation)
+
+    def register(judge: _Judge) -> _Judge:
+        if kind in KINDS:  # two declarations would silently replace one another
+            raise RuntimeError(f"check kind '{kind}' is declared twice")
+        KINDS[kind] = CheckKind(model, judge, failure)
+        return judge
+
+    return register
+
+
+_SHORT = 60
 
 
 def cut(text: str, limit: int = _SHORT) -> str:
@@ -54,18 +219,15 @@ def short(value: Any, limit: int = _SHORT) -> str:
         return f"a {type(value).__name__} nested too deeply to show"
 
 
-Fixture = Mapping[str, str]
+def _ok(kind: str) -> CheckResult:
+    return CheckResult(kind=kind, passed=True)
 
 
-def _ok(kind: str) -> CheckOutcome:
-    return CheckOutcome(kind, True, "")
+def _fail(kind: str, detail: str) -> CheckResult:
+    return CheckResult(kind=kind, passed=False, detail=detail)
 
 
-def _fail(kind: str, detail: str) -> CheckOutcome:
-    return CheckOutcome(kind, False, detail)
-
-
-def _missing(kind: str, root: Path, rel: str) -> CheckOutcome:
+def _missing(kind: str, root: Path, rel: str) -> CheckResult:
     found = "a folder" if (root / rel).is_dir() else "nothing"
     return _fail(kind, f"expected a file at {rel}, found {found}")
 
@@ -82,41 +244,93 @@ def _workspace_files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
-# --- answer checks ---
+# --- answer checks: a failed one is a wrong answer ---
 
 
 def _fold(text: str, ignore_case: bool) -> str:
     return text.casefold() if ignore_case else text
 
 
-def answer_contains(check: t.AnswerContains, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+class AnswerContains(CheckModel):
+    kind: Literal["answer_contains"]
+    text: str = Field(min_length=1)
+    ignore_case: bool = False
+
+
+@check_kind(AnswerContains, failure="wrong_answer")
+def answer_contains(check: AnswerContains, root: Path, fixture: Fixture, answer: str) -> CheckResult:
     if _fold(check.text, check.ignore_case) in _fold(answer, check.ignore_case):
         return _ok(check.kind)
     return _fail(check.kind, f"expected the answer to contain {short(check.text)}, found {short(answer)}")
 
 
-def answer_regex(check: t.AnswerRegex, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
-    if t.AnswerRegex.compiled(check.pattern, check.ignore_case).search(answer):
+class AnswerRegex(CheckModel):
+    kind: Literal["answer_regex"]
+    pattern: str = Field(min_length=1)
+    ignore_case: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            compile_regex(v)
+        except ToolError as exc:
+            raise ValueError(str(exc).replace("invalid regular expression", "not a valid regular expression", 1)) from None
+        return v
+
+    @staticmethod
+    def compiled(pattern: str, ignore_case: bool) -> Any:
+        """The pattern in RE2 (linear time: a catastrophic pattern against a model's answer
+        hung a bench with Python's re), multi-line as the format says."""
+        return compile_regex(("(?mi)" if ignore_case else "(?m)") + pattern)
+
+
+@check_kind(AnswerRegex, failure="wrong_answer")
+def answer_regex(check: AnswerRegex, root: Path, fixture: Fixture, answer: str) -> CheckResult:
+    if AnswerRegex.compiled(check.pattern, check.ignore_case).search(answer):
         return _ok(check.kind)
     return _fail(check.kind, f"expected the answer to match /{check.pattern}/, found {short(answer)}")
 
 
-def answer_excludes(check: t.AnswerExcludes, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+class AnswerExcludes(CheckModel):
+    kind: Literal["answer_excludes"]
+    text: str = Field(min_length=1)
+    ignore_case: bool = False
+
+
+@check_kind(AnswerExcludes, failure="wrong_answer")
+def answer_excludes(check: AnswerExcludes, root: Path, fixture: Fixture, answer: str) -> CheckResult:
     if _fold(check.text, check.ignore_case) not in _fold(answer, check.ignore_case):
         return _ok(check.kind)
     return _fail(check.kind, f"expected the answer not to contain {short(check.text)}, found {short(answer)}")
 
 
-# --- file checks ---
+# --- file checks: a failed one is a wrong state of the workspace ---
 
 
-def file_exists(check: t.FileExists, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+class _PathCheck(CheckModel):
+    path: str
+
+    check_path = field_validator("path")(relative_path)
+
+
+class FileExists(_PathCheck):
+    kind: Literal["file_exists"]
+
+
+@check_kind(FileExists, failure="wrong_state")
+def file_exists(check: FileExists, root: Path, fixture: Fixture, answer: str) -> CheckResult:
     if (root / check.path).exists():
         return _ok(check.kind)
     return _fail(check.kind, f"expected {check.path} to exist, found nothing")
 
 
-def file_absent(check: t.FileAbsent, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+class FileAbsent(_PathCheck):
+    kind: Literal["file_absent"]
+
+
+@check_kind(FileAbsent, failure="wrong_state")
+def file_absent(check: FileAbsent, root: Path, fixture: Fixture, answer: str) -> CheckResult:
     path = root / check.path
     if not path.exists() and not path.is_symlink():
         return _ok(check.kind)
@@ -128,7 +342,13 @@ def _normalize(text: str) -> list[str]:
     return [line.rstrip() for line in text.rstrip().split("\n")]
 
 
-def file_equals(check: t.FileEquals, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+class FileEquals(_PathCheck):
+    kind: Literal["file_equals"]
+    text: str
+
+
+@check_kind(FileEquals, failure="wrong_state")
+def file_equals(check: FileEquals, root: Path, fixture: Fixture, answer: str) -> CheckResult:
     found = _read(root, check.path)
     if found is None:
         return _missing(check.kind, root, check.path)
@@ -144,7 +364,13 @@ def file_equals(check: t.FileEquals, root: Path, fixture: Fixture, answer: str) 
     return _fail(check.kind, f"{check.path} line {n}: expected the end of the file, found {short(got[n - 1])}")
 
 
-def file_contains(check: t.FileContains, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+class FileContains(_PathCheck):
+    kind: Literal["file_contains"]
+    text: str = Field(min_length=1)
+
+
+@check_kind(FileContains, failure="wrong_state")
+def file_contains(check: FileContains, root: Path, fixture: Fixture, answer: str) -> CheckResult:
     found = _read(root, check.path)
     if found is None:
         return _missing(check.kind, root, check.path)
@@ -202,7 +428,15 @@ def json_mismatch(expect: Any, found: Any, *, exact: bool, unordered: bool, wher
     return f"at {where}: expected {short(expect)}, found {short(found)}"
 
 
-def file_json(check: t.FileJson, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+class FileJson(_PathCheck):
+    kind: Literal["file_json"]
+    expect: Any
+    exact: bool = False
+    unordered: bool = False
+
+
+@check_kind(FileJson, failure="wrong_state")
+def file_json(check: FileJson, root: Path, fixture: Fixture, answer: str) -> CheckResult:
     text = _read(root, check.path)
     if text is None:
         return _missing(check.kind, root, check.path)
@@ -223,10 +457,25 @@ def file_json(check: t.FileJson, root: Path, fixture: Fixture, answer: str) -> C
     return _fail(check.kind, f"{check.path} {problem}")
 
 
-# --- collateral checks ---
+# --- collateral checks: a failed one is a change the task did not ask for ---
 
 
-def unchanged(check: t.Unchanged, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+def _globs(v: list[str]) -> list[str]:
+    for pattern in v:
+        relative_path(pattern)
+        _glob_regex(pattern)  # compiled at load: a glob that cannot be is the file's error, with its line
+    return v
+
+
+class Unchanged(CheckModel):
+    kind: Literal["unchanged"]
+    paths: list[str] = Field(min_length=1)
+
+    check_globs = field_validator("paths")(_globs)
+
+
+@check_kind(Unchanged, failure="collateral_change")
+def unchanged(check: Unchanged, root: Path, fixture: Fixture, answer: str) -> CheckResult:
     changed: list[str] = []
     deleted: list[str] = []
     for rel, content in fixture.items():
@@ -250,7 +499,15 @@ def unchanged(check: t.Unchanged, root: Path, fixture: Fixture, answer: str) -> 
     return _fail(check.kind, "; ".join(parts))
 
 
-def no_extra_files(check: t.NoExtraFiles, root: Path, fixture: Fixture, answer: str) -> CheckOutcome:
+class NoExtraFiles(CheckModel):
+    kind: Literal["no_extra_files"]
+    allowed: list[str] = Field(default_factory=list)
+
+    check_globs = field_validator("allowed")(_globs)
+
+
+@check_kind(NoExtraFiles, failure="collateral_change")
+def no_extra_files(check: NoExtraFiles, root: Path, fixture: Fixture, answer: str) -> CheckResult:
     extra = [
         rel
         for rel in _workspace_files(root)
@@ -260,22 +517,6 @@ def no_extra_files(check: t.NoExtraFiles, root: Path, fixture: Fixture, answer: 
         return _ok(check.kind)
     allowed = f" (allowed: {', '.join(check.allowed)})" if check.allowed else ""
     return _fail(check.kind, f"unexpected new file(s): {cut(', '.join(extra), 120)}{allowed}")
-
-
-# --- commands ---
-
-
-def command_argv(argv: list[str]) -> list[str]:
-    """`python` (or `python3`) as the program means the Python running localagent."""
-    if argv[0] in ("python", "python3"):
-        return [sys.executable, *argv[1:]]
-    return list(argv)
-
-
-def _shown(argv: list[str]) -> str:
-    """The command for a detail line: a multi-line script argument becomes its first line."""
-    words = [arg.strip().splitlines()[0] + " …" if "\n" in arg.strip() else arg for arg in argv]
-    return cut(" ".join(words), 80)
 
 
 # --- confinement of command checks ---
@@ -350,7 +591,8 @@ def confinement() -> Confinement:
     found = Confinement("unshare", "unshare: user, network, mount and pid namespaces; read-only outside the workspace", unshare)
     with tempfile.TemporaryDirectory(prefix="localagent-probe-") as tmp:
         ws, scratch = os.path.join(tmp, "ws"), os.path.join(tmp, "scratch")
-        os.mkdir(ws), os.mkdir(scratch)
+        os.mkdir(ws)
+        os.mkdir(scratch)
         try:
             proc = subprocess.run(
                 found.wrap(["true"], ws, scratch), env=_check_env(scratch), capture_output=True, timeout=30
@@ -405,7 +647,30 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def command(check: t.Command, root: Path, fixture: Fixture, answer: str, *, allow_unconfined: bool = False) -> CheckOutcome:
+# --- commands: a failed one is a wrong state of the workspace ---
+
+
+class Command(CheckModel):
+    kind: Literal["command"]
+    argv: list[str] = Field(min_length=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+def command_argv(argv: list[str]) -> list[str]:
+    """`python` (or `python3`) as the program means the Python running localagent."""
+    if argv[0] in ("python", "python3"):
+        return [sys.executable, *argv[1:]]
+    return list(argv)
+
+
+def _shown(argv: list[str]) -> str:
+    """The command for a detail line: a multi-line script argument becomes its first line."""
+    words = [arg.strip().splitlines()[0] + " …" if "\n" in arg.strip() else arg for arg in argv]
+    return cut(" ".join(words), 80)
+
+
+@check_kind(Command, failure="wrong_state")
+def command(check: Command, root: Path, fixture: Fixture, answer: str, *, allow_unconfined: bool = False) -> CheckResult:
     found = require_confinement(allow_unconfined)
     how = f" [confined: {found.mechanism}]" if found.mechanism else " [unconfined]"
     shown = _shown(check.argv)
@@ -441,33 +706,67 @@ def command(check: t.Command, root: Path, fixture: Fixture, answer: str, *, allo
     return _fail(check.kind, f"`{shown}` expected exit 0, found exit {code}: {short(last or '(no output)', 120)}{how}")
 
 
-CHECKERS: dict[str, Callable[[Any, Path, Fixture, str], CheckOutcome]] = {
-    "answer_contains": answer_contains,
-    "answer_regex": answer_regex,
-    "answer_excludes": answer_excludes,
-    "file_exists": file_exists,
-    "file_absent": file_absent,
-    "file_equals": file_equals,
-    "file_contains": file_contains,
-    "file_json": file_json,
-    "unchanged": unchanged,
-    "no_extra_files": no_extra_files,
-    "command": command,
-}
+# --- the registry, read ---
+
+CHECK_KINDS = tuple(KINDS)
+# views by kind, for callers that ask about one property of every kind
+CHECKERS = {kind: k.judge for kind, k in KINDS.items()}
+ANSWER_KINDS = frozenset(kind for kind, k in KINDS.items() if k.failure == "wrong_answer")
+COLLATERAL_KINDS = frozenset(kind for kind, k in KINDS.items() if k.failure == "collateral_change")
+
+if TYPE_CHECKING:
+    Check = CheckModel  # a type checker sees the base class; narrow with isinstance
+else:
+    # one [[checks]] table: pydantic picks the model by `kind`, and names the kind in its errors
+    Check = Annotated[Union[tuple(k.model for k in KINDS.values())], Field(discriminator="kind")]
 
 
-def run_check(check: t.Check, workspace: Path, fixture: Fixture, answer: str, *, allow_unconfined: bool = False) -> CheckOutcome:
+def run_check(check: Check, workspace: Path, fixture: Fixture, answer: str, *, allow_unconfined: bool = False) -> CheckResult:
     """One check. A command check refuses (ConfigError) to run unconfined unless allowed."""
-    if isinstance(check, t.Command):
+    if isinstance(check, Command):
         return command(check, Path(workspace), fixture, answer, allow_unconfined=allow_unconfined)
-    return CHECKERS[check.kind](check, Path(workspace), fixture, answer)
+    return KINDS[check.kind].judge(check, Path(workspace), fixture, answer)
 
 
-def run_checks(task: Task, workspace: Path, answer: str, *, allow_unconfined: bool = False) -> list[CheckOutcome]:
+def run_checks(task: Task, workspace: Path, answer: str, *, allow_unconfined: bool = False) -> list[CheckResult]:
     """Every check of `task` on `workspace` and `answer`, in the task's order (commands are
     run last)."""
-    outcomes: dict[int, CheckOutcome] = {}
+    outcomes: dict[int, CheckResult] = {}
     order = sorted(range(len(task.checks)), key=lambda i: task.checks[i].kind == "command")
     for i in order:
         outcomes[i] = run_check(task.checks[i], workspace, task.files, answer, allow_unconfined=allow_unconfined)
     return [outcomes[i] for i in range(len(task.checks))]
+
+
+# --- what a trial's stop and checks make of it ---
+
+# stop reasons that decide the failure mode whatever the checks say
+_STOP_FAILURES: dict[str, FailureMode] = {
+    "max_steps": "max_steps",
+    "timeout": "timeout",
+    "context_overflow": "context_overflow",
+    "repeated_invalid_call": "malformed_tool_call",
+    "engine_error": "runtime_error",
+    "api_error": "api_error",
+    "unfinished_thinking": "unfinished_thinking",
+    "runtime_error": "runtime_error",  # the harness failed: its checks may not have run
+}
+
+
+def classify_failure(stop_reason: TrialStopReason, checks: Iterable[CheckResult]) -> FailureMode | None:
+    """Why a trial failed, or None when it succeeded.
+
+    A trial succeeds only when the agent ended with an answer and every check holds. A stop
+    other than an answer names the failure itself; otherwise each failed check names the
+    failure its kind declares, the task's goal first: the workspace's state (wrong_state),
+    then things that should not have changed (collateral_change), then the answer
+    (wrong_answer). A run that gave up on a repeating failing call has no answer and is
+    judged by its checks like any other.
+    """
+    if stop_reason in _STOP_FAILURES:
+        return _STOP_FAILURES[stop_reason]
+    failed = {KINDS[c.kind].failure for c in checks if not c.passed}
+    for failure in _PRECEDENCE:
+        if failure in failed:
+            return failure
+    return None if stop_reason == "answer" else "wrong_answer"

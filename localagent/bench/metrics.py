@@ -2,7 +2,8 @@
 
 Confidence intervals are Wilson score intervals (sane at 0/n and n/n, unlike the normal
 approximation); pass^k is tau-bench's unbiased estimator; paired comparisons count tasks, not
-trials, so a model is not rewarded for having been run more often.
+trials, so a model is not rewarded for having been run more often. What a trial's stop and
+checks make of it (classify_failure) is decided beside the check kinds, in checks.py.
 """
 
 from __future__ import annotations
@@ -10,21 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Mapping, Protocol, Sequence, TypeVar
-
-from localagent.bench.checks import ANSWER_KINDS, COLLATERAL_KINDS
-from localagent.bench.schema import FailureMode
-
-# stop reasons that decide the failure mode whatever the checks say
-_STOP_FAILURES: dict[str, FailureMode] = {
-    "max_steps": "max_steps",
-    "timeout": "timeout",
-    "context_overflow": "context_overflow",
-    "repeated_invalid_call": "malformed_tool_call",
-    "engine_error": "runtime_error",
-    "api_error": "api_error",
-    "unfinished_thinking": "unfinished_thinking",
-}
+from typing import Hashable, Iterable, Mapping, Sequence, TypeVar
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -125,29 +112,3 @@ def sign_test(wins: int, losses: int) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
     return min(1.0, 2 * tail)
-
-
-class _Check(Protocol):
-    kind: str
-    passed: bool
-
-
-def classify_failure(stop_reason: str, checks: Iterable[_Check]) -> FailureMode | None:
-    """Why a trial failed, or None when it succeeded.
-
-    A trial succeeds only when the agent ended with an answer and every check holds. A stop
-    other than an answer names the failure itself; otherwise the failed checks do, the task's
-    goal first: a file check (wrong_state), then a check for things that should not have
-    changed (collateral_change), then the answer (wrong_answer). A run that gave up on a
-    repeating failing call has no answer and is judged by its checks like any other.
-    """
-    if stop_reason in _STOP_FAILURES:
-        return _STOP_FAILURES[stop_reason]
-    failed = {c.kind for c in checks if not c.passed}
-    if failed - ANSWER_KINDS - COLLATERAL_KINDS:
-        return "wrong_state"
-    if failed & COLLATERAL_KINDS:
-        return "collateral_change"
-    if failed or stop_reason != "answer":
-        return "wrong_answer"
-    return None

@@ -2,22 +2,27 @@
 
 Users write their own task files, so every error names the file, the task, the field and,
 where it can be found, the line. `make_workspace` turns a task's [files] into a fresh folder.
+The check kinds a task holds are declared in bench/checks.py, each with its judge.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence, Union, get_args
+from typing import Annotated, Any, Sequence
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from localagent.errors import TaskFileError, ToolError
-from localagent.tools import TOOLS, InvalidToolCall, compile_regex
+from localagent.bench.checks import CHECK_KINDS, KINDS, Check, Unchanged, glob_match, relative_path
+from localagent.errors import TaskFileError
+from localagent.tools import TOOLS, InvalidToolCall
+
+# Defined in checks.py since the check kinds moved there; tests/hostile still reach these
+# through this module (tasks.Command, tasks.NoExtraFiles, tasks.MAX_GLOB_CHARS).
+from localagent.bench.checks import MAX_GLOB_CHARS, Command, NoExtraFiles  # noqa: F401  isort: skip
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,241 +32,13 @@ else:  # pragma: no cover
 TOOL_NAMES = tuple(tool.name for tool in TOOLS)
 
 
-# Linux refuses a file or folder name over 255 bytes (NAME_MAX) and a path over 4096 (PATH_MAX):
-# a fixture beyond either loaded, then failed every trial, the oracle's too, as a runtime error.
-# The workspace's own folder takes part of PATH_MAX, so a task's paths get 3072 bytes of it.
-MAX_NAME_BYTES = 255
-MAX_PATH_BYTES = 3072
-# A glob is compiled to RE2 (linear time), but matching still costs its length times the path's:
-# at 1024 characters the worst glob takes about 1 ms against a 4000-character path.
-MAX_GLOB_CHARS = 1024
-
-
-def _relative_path(value: str) -> str:
-    """A workspace-relative POSIX path naming one file or folder below the workspace: no
-    absolute paths, no '..', no backslashes, no control characters, and no '.' or empty part
-    ('.', 'a/', 'a//b'): a fixture named '.' is the workspace itself, and writing it failed
-    every trial of the task instead of its file at load. Names and the whole path stay within
-    what the file system takes."""
-    if not value or value.strip() != value:
-        raise ValueError("must be a non-empty path without surrounding spaces")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"{value!r} holds a control character (NUL, newline, ...)")
-    if "\\" in value:
-        raise ValueError(f"'{value}': use '/' as the separator")
-    if value.startswith("/") or re.match(r"^[A-Za-z]:", value):
-        raise ValueError(f"'{value}' must be relative to the workspace")
-    parts = value.split("/")
-    if ".." in parts:
-        raise ValueError(f"'{value}' must stay inside the workspace (no '..')")
-    if "." in parts or "" in parts:
-        raise ValueError(f"'{value}' has an empty or '.' part: name a file below the workspace, like 'data/a.csv'")
-    size = len(value.encode("utf-8", "surrogatepass"))
-    if size > MAX_PATH_BYTES:
-        raise ValueError(f"'{value[:40]}…' is {size} bytes long; a path holds at most {MAX_PATH_BYTES} bytes")
-    for part in parts:
-        size = len(part.encode("utf-8", "surrogatepass"))
-        if size > MAX_NAME_BYTES:
-            raise ValueError(f"the name '{part[:40]}…' is {size} bytes long; a file or folder name holds at most {MAX_NAME_BYTES} bytes")
-    return value
-
-
-_REGEX_SPECIAL = frozenset(".^$*+?()[]{}|\\")
-_CLASS_SPECIAL = frozenset("\\]^-[")
-
-
-def _escaped(char: str, special: frozenset[str]) -> str:
-    return "\\" + char if char in special else char
-
-
-def _class_end(pattern: str, start: int) -> int | None:
-    """The index of the ']' closing the class opened at `start`, as fnmatch reads it (a ']'
-    right after '[' or '[!' is a member); None when it is not closed, and '[' is literal."""
-    j = start + 1
-    if j < len(pattern) and pattern[j] == "!":
-        j += 1
-    if j < len(pattern) and pattern[j] == "]":
-        j += 1
-    end = pattern.find("]", j)
-    return end if end != -1 else None
-
-
-def _glob_class(body: str, pattern: str) -> str:
-    """The body of a glob's [...] (after any '!') as an RE2 class body, every character
-    literal but the '-' of a range; a reversed range ('z-a') is refused, naming it."""
-    out, i = "", 0
-    while i < len(body):
-        if i + 2 < len(body) and body[i + 1] == "-":
-            low, high = body[i], body[i + 2]
-            if low > high:
-                raise ValueError(f"the glob '{pattern}' has the reversed range '{low}-{high}' (write '{high}-{low}')")
-            out += _escaped(low, _CLASS_SPECIAL) + "-" + _escaped(high, _CLASS_SPECIAL)
-            i += 3
-        else:
-            out += _escaped(body[i], _CLASS_SPECIAL)
-            i += 1
-    return out
-
-
-@functools.lru_cache(maxsize=256)
-def _glob_regex(pattern: str) -> Any:
-    """The glob as a compiled RE2 pattern, matched against the whole path. RE2, not Python's
-    re: a glob such as '**a**a**a**a**b' backtracked for seconds on a 60-character path the
-    model wrote (and a bench hung in no_extra_files); RE2's time is linear in the path.
-    Raises ValueError for a glob that cannot be compiled (too long, a reversed range)."""
-    if len(pattern) > MAX_GLOB_CHARS:
-        raise ValueError(f"the glob '{pattern[:40]}…' is {len(pattern)} characters long; a glob holds at most {MAX_GLOB_CHARS}")
-    out, i = "(?s)", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        elif pattern[i] == "[" and (end := _class_end(pattern, i)) is not None:
-            negated = pattern[i + 1] == "!"
-            body = _glob_class(pattern[i + 1 + negated : end], pattern)
-            # a negated class stays inside one folder, as '*' and '?' do
-            out, i = out + ("[^/" if negated else "[") + body + "]", end + 1
-        else:
-            out, i = out + _escaped(pattern[i], _REGEX_SPECIAL), i + 1
-    try:
-        return compile_regex(out)
-    except ToolError as exc:  # not expected after the escaping above; said in the task's words
-        raise ValueError(f"the glob '{pattern}' cannot be compiled: {exc}") from None
-
-
-def glob_match(pattern: str, path: str) -> bool:
-    """Whether a workspace-relative POSIX `path` matches `pattern`: `*` and `?` stay inside
-    one folder, `**` spans folders (`data/**` is everything under data/, `**/*.py` every .py).
-    A name that is not UTF-8 (surrogate escapes from the file system) is matched with its
-    undecodable bytes as U+FFFD, which RE2 can read."""
-    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return _glob_regex(pattern).fullmatch(text) is not None
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# --- checks: one model per kind; the `kind` field picks the model ---
-
-
-class AnswerContains(_Strict):
-    kind: Literal["answer_contains"]
-    text: str = Field(min_length=1)
-    ignore_case: bool = False
-
-
-class AnswerRegex(_Strict):
-    kind: Literal["answer_regex"]
-    pattern: str = Field(min_length=1)
-    ignore_case: bool = False
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, v: str) -> str:
-        try:
-            compile_regex(v)
-        except ToolError as exc:
-            raise ValueError(str(exc).replace("invalid regular expression", "not a valid regular expression", 1)) from None
-        return v
-
-    @staticmethod
-    def compiled(pattern: str, ignore_case: bool) -> Any:
-        """The pattern in RE2 (linear time: a catastrophic pattern against a model's answer
-        hung a bench with Python's re), multi-line as the format says."""
-        return compile_regex(("(?mi)" if ignore_case else "(?m)") + pattern)
-
-
-class AnswerExcludes(_Strict):
-    kind: Literal["answer_excludes"]
-    text: str = Field(min_length=1)
-    ignore_case: bool = False
-
-
-class _PathCheck(_Strict):
-    path: str
-
-    check_path = field_validator("path")(_relative_path)
-
-
-class FileExists(_PathCheck):
-    kind: Literal["file_exists"]
-
-
-class FileAbsent(_PathCheck):
-    kind: Literal["file_absent"]
-
-
-class FileEquals(_PathCheck):
-    kind: Literal["file_equals"]
-    text: str
-
-
-class FileContains(_PathCheck):
-    kind: Literal["file_contains"]
-    text: str = Field(min_length=1)
-
-
-class FileJson(_PathCheck):
-    kind: Literal["file_json"]
-    expect: Any
-    exact: bool = False
-    unordered: bool = False
-
-
-def _globs(v: list[str]) -> list[str]:
-    for pattern in v:
-        _relative_path(pattern)
-        _glob_regex(pattern)  # compiled at load: a glob that cannot be is the file's error, with its line
-    return v
-
-
-class Unchanged(_Strict):
-    kind: Literal["unchanged"]
-    paths: list[str] = Field(min_length=1)
-
-    check_globs = field_validator("paths")(_globs)
-
-
-class NoExtraFiles(_Strict):
-    kind: Literal["no_extra_files"]
-    allowed: list[str] = Field(default_factory=list)
-
-    check_globs = field_validator("allowed")(_globs)
-
-
-class Command(_Strict):
-    kind: Literal["command"]
-    argv: list[str] = Field(min_length=1)
-    timeout_s: float = Field(default=60.0, gt=0)
-
-
-_CHECK_CLASSES = (
-    AnswerContains,
-    AnswerRegex,
-    AnswerExcludes,
-    FileExists,
-    FileAbsent,
-    FileEquals,
-    FileContains,
-    FileJson,
-    Unchanged,
-    NoExtraFiles,
-    Command,
-)
-CHECK_MODELS: dict[str, type[BaseModel]] = {get_args(c.model_fields["kind"].annotation)[0]: c for c in _CHECK_CLASSES}
-CHECK_KINDS = tuple(CHECK_MODELS)
-Check = Annotated[Union[_CHECK_CLASSES], Field(discriminator="kind")]
-
-
 class SolutionStep(_Strict):
     """One step of a reference solution: a tool call (`tool` + `arguments`) or, last, the
-    final `answer`."""
+    final `answer`. Validated here only: the oracle (engines/scripted.py) replays it as it is."""
 
     tool: str | None = None
     arguments: dict[str, Any] = Field(default_factory=dict)
@@ -293,12 +70,6 @@ class SolutionStep(_Strict):
             raise ValueError("an 'answer' step takes no 'arguments'")
         return self
 
-    def as_dict(self) -> dict[str, Any]:
-        """The step as written in the file ({tool, arguments} or {answer}), for OracleModel."""
-        if self.answer is not None:
-            return {"answer": self.answer}
-        return {"tool": self.tool, "arguments": dict(self.arguments)}
-
 
 class Task(_Strict):
     id: str = Field(description="kebab-case, unique in the suite")
@@ -307,7 +78,7 @@ class Task(_Strict):
     tags: list[str] = Field(default_factory=list)
     max_steps: int | None = Field(default=None, gt=0)
     prompt: str = Field(min_length=1)
-    files: dict[Annotated[str, AfterValidator(_relative_path)], str] = Field(
+    files: dict[Annotated[str, AfterValidator(relative_path)], str] = Field(
         default_factory=dict, description="the workspace before the run"
     )
     checks: list[Check] = Field(min_length=1)
@@ -338,10 +109,6 @@ class Task(_Strict):
     def answer(self) -> str:
         """The reference solution's final answer."""
         return self.solution[-1].answer or ""
-
-    def solution_dicts(self) -> list[dict[str, Any]]:
-        """The reference solution as OracleModel takes it."""
-        return [step.as_dict() for step in self.solution]
 
 
 FILE_KEYS = set(Task.model_fields) - {"source", "sha256"}
@@ -468,8 +235,8 @@ def _known_fields(loc: Sequence[str | int]) -> list[str]:
         return sorted(FILE_KEYS)
     if loc[0] == "solution":
         return list(SolutionStep.model_fields)
-    if loc[0] == "checks" and len(loc) > 2 and loc[2] in CHECK_MODELS:
-        return list(CHECK_MODELS[loc[2]].model_fields)
+    if loc[0] == "checks" and len(loc) > 2 and loc[2] in KINDS:
+        return list(KINDS[loc[2]].model.model_fields)
     return []
 
 

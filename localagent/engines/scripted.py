@@ -9,9 +9,10 @@ malformed call), so the whole pipeline runs for real without a model.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence, Union
+from collections.abc import Mapping
+from typing import Any, Callable, Protocol, Sequence, Union
 
-from localagent.errors import EngineError, TaskFileError
+from localagent.errors import EngineError
 from localagent.records import Message, Reply, Timings, ToolCall, ToolSpec
 
 NOOP_ANSWER = "I don't know."
@@ -77,33 +78,51 @@ class NoopModel(ReplayModel):
         super().__init__([], name="noop", then=NOOP_ANSWER)
 
 
-def _check_solution(solution: list[dict[str, Any]]) -> None:
-    for number, step in enumerate(solution, 1):
-        where = f"reference solution step {number}"
-        if not isinstance(step, dict):
-            raise TaskFileError(f"{where}: must be a table with 'tool' or 'answer'")
-        if ("tool" in step) == ("answer" in step):
-            raise TaskFileError(f"{where}: needs exactly one of 'tool' or 'answer'", hint="see TASK_FORMAT.md")
-        extra = set(step) - ({"tool", "arguments"} if "tool" in step else {"answer"})
-        if extra:
-            raise TaskFileError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
-        if "tool" in step and not isinstance(step.get("arguments", {}), dict):
-            raise TaskFileError(f"{where}: 'arguments' must be a table")
-        if "answer" in step and number != len(solution):
-            raise TaskFileError(f"{where}: the answer must be the last step")
+class ScriptStep(Protocol):
+    """One step the oracle replays: a tool call (`tool` with `arguments`) or the final
+    `answer`. The bench's tasks.SolutionStep is one, validated when its task file loaded, so
+    it is replayed as it is."""
+
+    @property
+    def tool(self) -> str | None: ...
+
+    @property
+    def arguments(self) -> Mapping[str, Any]: ...
+
+    @property
+    def answer(self) -> str | None: ...
 
 
-def _solution_reply(number: int, step: dict[str, Any]) -> Reply:
-    if "answer" in step:
-        return Reply(text=str(step["answer"]))
-    call = ToolCall(name=step["tool"], arguments=dict(step.get("arguments", {})), id=f"oracle-{number}")
+_STEP_KEYS = frozenset({"tool", "arguments", "answer"})
+
+
+def _written_step(number: int, step: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any], str | None]:
+    """A step written as a dict ({"tool", "arguments"} or {"answer"}), read as it is: a script
+    may call a tool that does not exist, or answer early, on purpose. A dict that is neither a
+    call nor an answer, or holds a misspelt key, is the caller's bug, refused as such."""
+    unknown = sorted(set(step) - _STEP_KEYS)
+    if unknown:
+        raise ValueError(f"step {number}: unknown key(s) {', '.join(unknown)}; a step is {{tool, arguments}} or {{answer}}")
+    if ("tool" in step) == ("answer" in step):
+        raise ValueError(f"step {number}: needs exactly one of 'tool' or 'answer'")
+    return step.get("tool"), step.get("arguments", {}), step.get("answer")
+
+
+def _solution_reply(number: int, step: ScriptStep | Mapping[str, Any]) -> Reply:
+    if isinstance(step, Mapping):
+        tool, arguments, answer = _written_step(number, step)
+    else:
+        tool, arguments, answer = step.tool, step.arguments, step.answer
+    if answer is not None:
+        return Reply(text=str(answer))
+    assert tool is not None  # a step without an answer is a call: SolutionStep and _written_step see to it
+    call = ToolCall(name=tool, arguments=dict(arguments), id=f"oracle-{number}")
     return Reply(text="", tool_calls=(call,), finish_reason="tool_calls")
 
 
 class OracleModel(ReplayModel):
-    """Replays a task's [[solution]] steps ({"tool", "arguments"} or {"answer"}), one per
-    chat() call."""
+    """Replays a task's reference solution, one step per chat() call: the bench's validated
+    solution steps as they are, or steps a test writes as dicts."""
 
-    def __init__(self, solution: list[dict[str, Any]]):
-        _check_solution(solution)
+    def __init__(self, solution: Sequence[ScriptStep | Mapping[str, Any]]):
         super().__init__([_solution_reply(n, step) for n, step in enumerate(solution, 1)], name="oracle")

@@ -43,7 +43,7 @@ def no_unshare(tmp_path, monkeypatch) -> Path:
     return bin_dir
 
 
-def run(argv: list[str], root: Path, timeout_s: float = 60.0, **kwargs) -> checks.CheckOutcome:
+def run(argv: list[str], root: Path, timeout_s: float = 60.0, **kwargs) -> checks.CheckResult:
     return checks.command(t.Command(kind="command", argv=argv, timeout_s=timeout_s), root, {}, "", **kwargs)
 
 
