@@ -13,9 +13,10 @@ import dataclasses
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from localagent.engines.base import ChatModel
 from localagent.errors import ContextOverflowError, EngineError, HostedAPIError, ToolError
@@ -47,7 +48,9 @@ REPEAT_LIMIT = 3
 
 # Small models re-issue a call that already succeeded (SmolLM2 reads the same line of README.md
 # until max_steps). The result still goes back, with this note, so the model can move on.
-REPEAT_NOTE = "\n\n(note: you made this exact call at step {step}; the result is the same. Answer now, or call a different tool.)"
+REPEAT_NOTE = (
+    "\n\n(note: you made this exact call at step {step}; the result is the same. Answer now, or call a different tool.)"
+)
 
 # Thread.join(timeout) raises OverflowError past threading.TIMEOUT_MAX (about 292 years), so
 # `--time-limit 1e10` or `inf` killed a run at its first tool call: a tool is waited for in
@@ -242,9 +245,7 @@ class Agent:
                 failures[key] = failures.get(key, 0) + 1
                 if failures[key] >= REPEAT_LIMIT:
                     reason: StopReason = "repeated_invalid_call" if tool_step.invalid else "repeated_failing_call"
-                    yield final(
-                        step, reason, error=f"the same call failed {REPEAT_LIMIT} times: {tool_step.error}"
-                    )
+                    yield final(step, reason, error=f"the same call failed {REPEAT_LIMIT} times: {tool_step.error}")
                     return
         yield final(self.config.max_steps, "max_steps", error=f"no answer after {self.config.max_steps} steps")
 
@@ -255,7 +256,10 @@ class Agent:
         try:
             result = _within(deadline, lambda: run_tool(self.workspace, call, self.tools))
         except _TimeUp:
-            error, cut_off = f"cut off: the run's time limit of {self.config.time_limit_s:g} s passed during this call", True
+            error, cut_off = (
+                f"cut off: the run's time limit of {self.config.time_limit_s:g} s passed during this call",
+                True,
+            )
         except InvalidToolCall as exc:
             error, invalid = safe_text(str(exc)), True
         except ToolError as exc:

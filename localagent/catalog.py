@@ -105,9 +105,7 @@ class LocalModel(_Strict):
             if name.upper() == quant.upper():
                 return file
         known = ", ".join([self.quant, *self.quants])
-        raise ModelNotFoundError(
-            f"{self.alias} has no quant '{quant}'", hint=f"known quants: {known}"
-        )
+        raise ModelNotFoundError(f"{self.alias} has no quant '{quant}'", hint=f"known quants: {known}")
 
 
 class Price(_Strict):
@@ -267,7 +265,9 @@ def _parse(path: Path) -> tuple[dict[str, LocalModel], dict[str, HostedModel], s
         raise ConfigError(f"{path}: 'default' must be a model alias (a string)")
     pointers = data.get("aliases", {})
     if not isinstance(pointers, dict) or not all(isinstance(v, str) for v in pointers.values()):
-        raise ConfigError(f"{path}: [aliases] must map names to model aliases", hint='write e.g. qwen-small = "qwen3.5-4b"')
+        raise ConfigError(
+            f"{path}: [aliases] must map names to model aliases", hint='write e.g. qwen-small = "qwen3.5-4b"'
+        )
     return out["local"], out["hosted"], default, pointers
 
 

@@ -110,7 +110,9 @@ class _Cursor:
 
     def take(self, n: int, what: str) -> int:
         if n > len(self.buf) - self.pos:
-            raise _Damaged(f"{what} at byte {self.pos}: {n} bytes declared, {len(self.buf) - self.pos} left in the file")
+            raise _Damaged(
+                f"{what} at byte {self.pos}: {n} bytes declared, {len(self.buf) - self.pos} left in the file"
+            )
         start, self.pos = self.pos, self.pos + n
         return start
 
@@ -203,7 +205,9 @@ def _parse(buf) -> _Header:
         name = cur.text("a tensor name")
         (n_dims,) = cur.unpack("I", f"the shape of tensor {name!r}")
         if n_dims > 8 or name in names:
-            raise _Damaged(f"tensor {name!r} has {n_dims} dimensions" if n_dims > 8 else f"tensor {name!r} appears twice")
+            raise _Damaged(
+                f"tensor {name!r} has {n_dims} dimensions" if n_dims > 8 else f"tensor {name!r} appears twice"
+            )
         names.add(name)
         dims = cur.unpack("Q", f"the shape of tensor {name!r}", n_dims)
         ttype, offset = cur.unpack("I", f"the type of tensor {name!r}")[0], cur.unpack("Q", f"tensor {name!r}")[0]

@@ -29,7 +29,9 @@ EST_KV_BYTES_PER_TOKEN_FLOOR = 24 * 1024
 EST_BYTES_PER_PARAM = 0.6
 
 
-def kv_cache_bytes(layers: int, n_ctx: int, kv_heads: int, head_dim: float, bytes_per_element: int = KV_BYTES_PER_ELEMENT) -> int:
+def kv_cache_bytes(
+    layers: int, n_ctx: int, kv_heads: int, head_dim: float, bytes_per_element: int = KV_BYTES_PER_ELEMENT
+) -> int:
     """K and V: 2 x layers x n_ctx x kv_heads x head_dim x bytes per element."""
     return int(2 * layers * n_ctx * kv_heads * head_dim * bytes_per_element)
 
@@ -90,7 +92,9 @@ def cpu_name() -> str:
             pass
     elif sys.platform == "darwin":
         try:
-            out = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            )
             if out.returncode == 0 and out.stdout.strip():
                 return out.stdout.strip()
         except (OSError, subprocess.SubprocessError):
@@ -105,8 +109,16 @@ def backend_of(system_info: str, gpu_offload: bool) -> str:
         return "CPU only"
     names = [n for n in re.findall(r"(\w+)\s*:", system_info) if n.upper() not in {"CPU", "CPU_REPACK"}]
     known = {
-        "CUDA": "CUDA", "METAL": "Metal", "MTL": "Metal", "VULKAN": "Vulkan", "HIP": "ROCm", "ROCM": "ROCm",
-        "SYCL": "SYCL", "OPENCL": "OpenCL", "CANN": "CANN", "MUSA": "MUSA",
+        "CUDA": "CUDA",
+        "METAL": "Metal",
+        "MTL": "Metal",
+        "VULKAN": "Vulkan",
+        "HIP": "ROCm",
+        "ROCM": "ROCm",
+        "SYCL": "SYCL",
+        "OPENCL": "OpenCL",
+        "CANN": "CANN",
+        "MUSA": "MUSA",
     }
     for name in names:
         if name.upper() in known:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Iterator
+from typing import Annotated
 from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -145,7 +146,9 @@ def _hub_errors(repo: str, file: str, revision: str, url: str) -> Iterator[None]
     try:
         yield
     except OfflineModeIsEnabled as exc:
-        raise OfflineError(f"cannot fetch {repo}/{file}: huggingface_hub is in offline mode", hint=UNREACHABLE_HINT) from exc
+        raise OfflineError(
+            f"cannot fetch {repo}/{file}: huggingface_hub is in offline mode", hint=UNREACHABLE_HINT
+        ) from exc
     except GatedRepoError as exc:
         raise DownloadError(
             f"{repo} is gated on the hub",
@@ -157,7 +160,9 @@ def _hub_errors(repo: str, file: str, revision: str, url: str) -> Iterator[None]
             hint="check `repo` in the catalog entry; private repositories need HF_TOKEN",
         ) from exc
     except RevisionNotFoundError as exc:
-        raise ModelNotFoundError(f"{repo} has no revision '{revision}'", hint="check `revision` in the catalog entry") from exc
+        raise ModelNotFoundError(
+            f"{repo} has no revision '{revision}'", hint="check `revision` in the catalog entry"
+        ) from exc
     except RemoteEntryNotFoundError as exc:
         raise ModelNotFoundError(
             f"{repo} has no file '{file}' at revision '{revision}'",
@@ -165,7 +170,9 @@ def _hub_errors(repo: str, file: str, revision: str, url: str) -> Iterator[None]
         ) from exc
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "an error"
-        raise DownloadError(f"the hub at {endpoint} answered {status} for {repo}/{file}", hint=UNREACHABLE_HINT) from exc
+        raise DownloadError(
+            f"the hub at {endpoint} answered {status} for {repo}/{file}", hint=UNREACHABLE_HINT
+        ) from exc
     except _transport_error() as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DownloadError(f"cannot reach the hub at {endpoint} ({reason})", hint=UNREACHABLE_HINT) from exc
@@ -207,9 +214,10 @@ def _paths_info(repo: str, file: str, revision: str) -> list[_PathInfo]:
     url = f"{settings.hf_endpoint()}/api/models/{repo}/paths-info/{quote(revision, safe='')}"
     headers = build_hf_headers(token=settings.hf_token())
     body = bytearray()
-    with _hub_errors(repo, file, revision, url), get_session().stream(
-        "POST", url, data={"paths": [file], "expand": False}, headers=headers, timeout=30
-    ) as resp:
+    with (
+        _hub_errors(repo, file, revision, url),
+        get_session().stream("POST", url, data={"paths": [file], "expand": False}, headers=headers, timeout=30) as resp,
+    ):
         if resp.status_code >= 400:
             resp.read()  # the error parser reads the body
             hf_raise_for_status(resp)
@@ -232,7 +240,9 @@ Progress = Callable[[int, int | None], None]
 
 
 @contextmanager
-def _progress_bar(label: str, total: int | None, done: int, enabled: bool | Progress) -> Iterator[Callable[[int], None]]:
+def _progress_bar(
+    label: str, total: int | None, done: int, enabled: bool | Progress
+) -> Iterator[Callable[[int], None]]:
     """Yields advance(n); a rich bar on stderr when enabled and stderr is a terminal, or a
     call of `enabled(done, total)` when it is a callback."""
     if callable(enabled):
@@ -264,7 +274,7 @@ def _progress_bar(label: str, total: int | None, done: int, enabled: bool | Prog
         yield advance
 
 
-def _hash_prefix(part: Path, size: int | None) -> tuple[int, "hashlib._Hash"]:
+def _hash_prefix(part: Path, size: int | None) -> tuple[int, hashlib._Hash]:
     """Bytes already in `part` and their running sha256; a part longer than the file is reset."""
     digest = hashlib.sha256()
     if not part.exists():
@@ -289,9 +299,11 @@ def download(remote: RemoteFile, part: Path, *, progress: bool | Progress = True
     done, digest = _hash_prefix(part, remote.size)
     session = get_session()
     overlong = False
-    with _hub_errors(remote.repo, remote.file, remote.revision, remote.url), _progress_bar(
-        remote.file, remote.size, done, progress
-    ) as advance, part.open("ab") as out:
+    with (
+        _hub_errors(remote.repo, remote.file, remote.revision, remote.url),
+        _progress_bar(remote.file, remote.size, done, progress) as advance,
+        part.open("ab") as out,
+    ):
         while not overlong and (remote.size is None or done < remote.size):
             headers = build_hf_headers(token=settings.hf_token())
             headers["Accept-Encoding"] = "identity"

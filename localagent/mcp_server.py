@@ -32,10 +32,11 @@ import os
 import stat
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Callable, Iterator, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -108,7 +109,9 @@ class RunResult(BaseModel):
     cost_usd: float = Field(description="Dollars at the catalog's prices; 0 for local models.")
     model: str = Field(description="The model alias that ran.")
     tool_mode: str | None = Field(description="How the model called tools: json (grammar-constrained) or native.")
-    think: bool | None = Field(default=None, description="Whether the model was told to think first; None: not a thinking model.")
+    think: bool | None = Field(
+        default=None, description="Whether the model was told to think first; None: not a thinking model."
+    )
     reasoning_tokens: int = Field(default=0, description="Output tokens the model spent thinking (part of tokens_out).")
     workspace: str = Field(description="The workspace folder, relative to the server's root.")
 
@@ -126,7 +129,9 @@ class ModelList(BaseModel):
     default_model: str = Field(description="What run_agent uses when no model is given.")
     loaded_model: str | None = Field(description="The model kept loaded now: a call with it starts at once.")
     available_ram_bytes: int = Field(description="RAM available on this machine now.")
-    local: list[store.ModelStatus] = Field(description="Catalog and installed local models; `fits`: fits in available RAM.")
+    local: list[store.ModelStatus] = Field(
+        description="Catalog and installed local models; `fits`: fits in available RAM."
+    )
     hosted: list[HostedStatus] = Field(description="Hosted models: they need an API key and the network.")
 
 
@@ -286,8 +291,9 @@ def admit_model(name: str, root: Path, *, allow_paths: bool) -> str:
     if store.split_quant(name)[0] in known:
         return name
     if not _has_path_syntax(name):
-        raise ModelNotFoundError(f"unknown model '{name}'", hint=suggest(name, known).replace(
-            "`localagent models list`", "list_models"))
+        raise ModelNotFoundError(
+            f"unknown model '{name}'", hint=suggest(name, known).replace("`localagent models list`", "list_models")
+        )
     if not allow_paths:
         raise ConfigError(
             f"model '{name}' is not a catalog alias or an installed model, and this server does not load models by path",
@@ -313,16 +319,25 @@ def _model_file(root: Path, name: str) -> Path:
         raise uniform from None
     inside = Workspace(root).contains(real)
     if not (name.lower().endswith(".gguf") and real.suffix.lower() == ".gguf"):
-        raise uniform if not inside else ConfigError(
-            f"model path '{name}' does not name a .gguf file", hint="give the path of a GGUF model file"
+        raise (
+            uniform
+            if not inside
+            else ConfigError(
+                f"model path '{name}' does not name a .gguf file", hint="give the path of a GGUF model file"
+            )
         )
     try:
         regular = stat.S_ISREG(os.stat(real).st_mode)  # a stat, never an open: a FIFO cannot block
     except OSError:
         regular = False
     if not regular:
-        raise uniform if not inside else ModelNotFoundError(
-            f"no such model file: {name} (under {root})", hint="give the path of a GGUF model file, relative to the root"
+        raise (
+            uniform
+            if not inside
+            else ModelNotFoundError(
+                f"no such model file: {name} (under {root})",
+                hint="give the path of a GGUF model file, relative to the root",
+            )
         )
     if not inside:
         try:
@@ -393,7 +408,9 @@ class AgentService:
             model = admit_model(model, self.root, allow_paths=self.config.allow_model_paths)
         alias = model or self.config.default_model or catalog.default
         self._check_known(alias)  # before the kept model is unloaded for it
-        agent_config = AgentConfig(max_steps=max_steps, time_limit_s=self.config.time_limit_s, max_tokens=self.config.max_tokens)
+        agent_config = AgentConfig(
+            max_steps=max_steps, time_limit_s=self.config.time_limit_s, max_tokens=self.config.max_tokens
+        )
 
         def before_load() -> None:
             self._prepare(alias, report)
@@ -571,7 +588,10 @@ def build_server(config: ServerConfig) -> MCPServer:
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
         log.info(
             "localagent %s MCP server: root %s, default model %s, keep-alive %g s",
-            __version__, service.root, config.default_model or "(the catalog's default)", config.keep_alive_s,
+            __version__,
+            service.root,
+            config.default_model or "(the catalog's default)",
+            config.keep_alive_s,
         )
         try:
             yield
@@ -588,16 +608,27 @@ def build_server(config: ServerConfig) -> MCPServer:
 
     @tool(ToolAnnotations(title="Run the local agent", destructive_hint=True, open_world_hint=False))
     async def run_agent(
-        prompt: Annotated[str, Field(description="The task, self-contained: the agent sees nothing of your conversation.")],
+        prompt: Annotated[
+            str, Field(description="The task, self-contained: the agent sees nothing of your conversation.")
+        ],
         ctx: Context,
         model: Annotated[
             str | None,
-            Field(description="A model alias from list_models (ALIAS:QUANT for another quant); default: the server's default."),
+            Field(
+                description="A model alias from list_models (ALIAS:QUANT for another quant); default: the server's default."
+            ),
         ] = None,
-        workspace: Annotated[str, Field(description="The folder to work in, relative to the server's root ('.' is the root).")] = ".",
-        max_steps: Annotated[int, Field(ge=1, le=100, description="Most model calls before the agent gives up.")] = AgentConfig.max_steps,
+        workspace: Annotated[
+            str, Field(description="The folder to work in, relative to the server's root ('.' is the root).")
+        ] = ".",
+        max_steps: Annotated[
+            int, Field(ge=1, le=100, description="Most model calls before the agent gives up.")
+        ] = AgentConfig.max_steps,
         tool_mode: Annotated[
-            ToolMode, Field(description="How the model calls tools: auto (the catalog's advice), json (grammar-constrained) or native.")
+            ToolMode,
+            Field(
+                description="How the model calls tools: auto (the catalog's advice), json (grammar-constrained) or native."
+            ),
         ] = "auto",
         think: Annotated[
             bool | None,
@@ -696,7 +727,9 @@ def _unreadable_answer(exc: Exception) -> JSONRPCError:
             continue  # the input is a part of the message (params), whose "id" is not the request's
         found = value.get("id") if isinstance(value, dict) else None
         # an id that cannot be written back as UTF-8 (a lone surrogate) would kill the writer
-        if (isinstance(found, int) and not isinstance(found, bool)) or (isinstance(found, str) and found == safe_text(found)):
+        if (isinstance(found, int) and not isinstance(found, bool)) or (
+            isinstance(found, str) and found == safe_text(found)
+        ):
             request_id = found
             break
     parse = not errors or any(e.get("type") == "json_invalid" for e in errors)
@@ -704,8 +737,12 @@ def _unreadable_answer(exc: Exception) -> JSONRPCError:
     where = ".".join(str(part) for part in first.get("loc", ())[1:])  # past the union member's name
     # the message only, never the input: the line can be megabytes
     detail = safe_text(f"{where}: {first.get('msg')}" if where else str(first.get("msg")))[:200]
-    error = ErrorData(code=PARSE_ERROR, message=f"Parse error: {detail}") if parse else ErrorData(
-        code=INVALID_REQUEST, message=f"Invalid Request: not a JSON-RPC request this server reads ({detail})"
+    error = (
+        ErrorData(code=PARSE_ERROR, message=f"Parse error: {detail}")
+        if parse
+        else ErrorData(
+            code=INVALID_REQUEST, message=f"Invalid Request: not a JSON-RPC request this server reads ({detail})"
+        )
     )
     return JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
 
@@ -717,6 +754,8 @@ def _stderr_to(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError as exc:
-        raise ConfigError(f"cannot open the log file {path}: {exc.strerror}", hint="give a writable path to --log-file") from exc
+        raise ConfigError(
+            f"cannot open the log file {path}: {exc.strerror}", hint="give a writable path to --log-file"
+        ) from exc
     os.dup2(fd, 2)
     os.close(fd)

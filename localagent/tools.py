@@ -18,11 +18,12 @@ import stat
 import uuid
 import weakref
 from collections import deque
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Callable, ContextManager, Iterator, Optional, Sequence
+from typing import Any, BinaryIO, Optional
 
 import re2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -102,7 +103,9 @@ class Workspace:
         try:
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise ConfigError(f"workspace {path} cannot be opened: {exc.strerror}", hint="pass a folder you can read") from exc
+            raise ConfigError(
+                f"workspace {path} cannot be opened: {exc.strerror}", hint="pass a folder you can read"
+            ) from exc
         weakref.finalize(self, os.close, self._root_fd)
 
     def __repr__(self) -> str:
@@ -111,7 +114,7 @@ class Workspace:
     def contains(self, path: Path) -> bool:
         return self._below(Path(os.path.realpath(path))) is not None
 
-    def locate(self, path: str, *, make_parents: bool = False) -> ContextManager[Target]:
+    def locate(self, path: str, *, make_parents: bool = False) -> AbstractContextManager[Target]:
         """Where `path` (relative to the root, or absolute inside it) leads; with
         make_parents, missing folders on the way are made. The folders opened on the way
         stay open until the block ends."""
@@ -129,7 +132,7 @@ class Workspace:
         _check_length(path, parts)
         return self._walk(path, parts, make_parents)
 
-    def follow(self, parts: Sequence[str]) -> ContextManager[Target]:
+    def follow(self, parts: Sequence[str]) -> AbstractContextManager[Target]:
         """locate() for a path found inside the workspace (a listing's entry), as names."""
         return self._walk("/".join(parts), parts, make_parents=False)
 
@@ -291,7 +294,7 @@ def _check_text(path: str) -> None:
     except UnicodeEncodeError as exc:
         raise ToolError(
             f"path '{safe_text(path)}' is not valid text (it holds a lone surrogate, "
-            f"{safe_text(path[exc.start:exc.end])}); give the name in plain characters"
+            f"{safe_text(path[exc.start : exc.end])}); give the name in plain characters"
         ) from exc
 
 
@@ -299,7 +302,9 @@ def _check_length(path: str, parts: Sequence[str]) -> None:
     """Refuse a path longer than MAX_PATH_BYTES, or with a name longer than MAX_NAME_BYTES."""
     size = len(path.encode("utf-8"))
     if size >= MAX_PATH_BYTES:
-        raise ToolError(f"path '{path[:40]}...' is {size} bytes long; a path may have at most {MAX_PATH_BYTES - 1} bytes")
+        raise ToolError(
+            f"path '{path[:40]}...' is {size} bytes long; a path may have at most {MAX_PATH_BYTES - 1} bytes"
+        )
     for name in parts:
         size = len(name.encode("utf-8"))
         if size > MAX_NAME_BYTES:
@@ -608,7 +613,9 @@ def read_file(ws: Workspace, args: ReadFileArgs) -> str:
             raise ToolError(f"end_line ({end}) is before start_line ({start})")
         with _open_regular(args.path, target) as f:
             if _sniff(f):
-                raise ToolError(f"{args.path} is a binary file ({os.fstat(f.fileno()).st_size} bytes); read_file reads text only")
+                raise ToolError(
+                    f"{args.path} is a binary file ({os.fstat(f.fileno()).st_size} bytes); read_file reads text only"
+                )
             page = _Page(start, end)
             page.scan(f)
     return page.render(args.path)
@@ -708,8 +715,12 @@ class _Page:
             else:
                 notes.append(f"line {number} has {chars} characters; only the first {READ_MAX_CHARS} are shown")
         if self.truncated and self.last < (end or total):
-            of = f"{total}" if self.complete else f"more than {total} (counted in the first {_mib(READ_SCAN_MAX_BYTES)})"
-            notes.append(f"truncated: showing lines {start}-{self.last} of {of}; read the rest with start_line={self.last + 1}")
+            of = (
+                f"{total}" if self.complete else f"more than {total} (counted in the first {_mib(READ_SCAN_MAX_BYTES)})"
+            )
+            notes.append(
+                f"truncated: showing lines {start}-{self.last} of {of}; read the rest with start_line={self.last + 1}"
+            )
         if notes:
             text += ("" if text.endswith("\n") else "\n") + "".join(f"[{n}]\n" for n in notes)
         return text
@@ -788,7 +799,7 @@ def _glob_matches(glob: str, rel: str) -> bool:
     return any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(name, g) for g in candidates)
 
 
-def compile_regex(pattern: str) -> "re2._Regexp":
+def compile_regex(pattern: str) -> re2._Regexp:
     """The model's pattern compiled with RE2, whose matching time is linear in the text: a
     catastrophic pattern such as `(a+)+$` cannot hang a search (Python's `re` took 9.3 s
     on one 30-character line and doubles per character). RE2 lacks backreferences and
@@ -824,7 +835,9 @@ class _Skipped:
         if self.large:
             parts.append(f"{plural(len(self.large), 'file')} over {SEARCH_MAX_FILE_BYTES} bytes ({_names(self.large)})")
         if self.special:
-            parts.append(f"{plural(len(self.special), 'special file')} (FIFO, socket or device: {_names(self.special)})")
+            parts.append(
+                f"{plural(len(self.special), 'special file')} (FIFO, socket or device: {_names(self.special)})"
+            )
         return f"\n[not searched: {'; '.join(parts)}]" if parts else ""
 
 
@@ -913,7 +926,11 @@ def get_file_info(ws: Workspace, args: GetFileInfoArgs) -> str:
                 lines += ["type: file", f"size: {info.st_size} bytes", f"binary: {'yes' if binary else 'no'}"]
                 if not binary:
                     count, complete = _count_lines(f, READ_SCAN_MAX_BYTES)
-                    lines.append(f"lines: {count}" if complete else f"lines: more than {count} in the first {_mib(READ_SCAN_MAX_BYTES)}")
+                    lines.append(
+                        f"lines: {count}"
+                        if complete
+                        else f"lines: more than {count} in the first {_mib(READ_SCAN_MAX_BYTES)}"
+                    )
     lines.append(f"modified: {modified}")
     return "\n".join(lines)
 
@@ -991,12 +1008,39 @@ def _edited(args: EditFileArgs, data: bytes) -> tuple[bytes, int]:
 
 
 TOOLS: tuple[Tool, ...] = (
-    Tool("read_file", "Read a text file. Long files are cut; read more with start_line/end_line.", ReadFileArgs, read_file),
-    Tool("list_directory", "List the files and folders in a folder (folders end with '/').", ListDirectoryArgs, list_directory),
-    Tool("search_files", "Search files for a regular expression; answers file:line:text.", SearchFilesArgs, search_files),
-    Tool("get_file_info", "Size, line count, type and modification time of a file or folder.", GetFileInfoArgs, get_file_info),
-    Tool("write_file", "Create or overwrite a file with the given content (folders are created).", WriteFileArgs, write_file),
-    Tool("edit_file", "Replace old_text, which must occur exactly once in the file, with new_text.", EditFileArgs, edit_file),
+    Tool(
+        "read_file",
+        "Read a text file. Long files are cut; read more with start_line/end_line.",
+        ReadFileArgs,
+        read_file,
+    ),
+    Tool(
+        "list_directory",
+        "List the files and folders in a folder (folders end with '/').",
+        ListDirectoryArgs,
+        list_directory,
+    ),
+    Tool(
+        "search_files", "Search files for a regular expression; answers file:line:text.", SearchFilesArgs, search_files
+    ),
+    Tool(
+        "get_file_info",
+        "Size, line count, type and modification time of a file or folder.",
+        GetFileInfoArgs,
+        get_file_info,
+    ),
+    Tool(
+        "write_file",
+        "Create or overwrite a file with the given content (folders are created).",
+        WriteFileArgs,
+        write_file,
+    ),
+    Tool(
+        "edit_file",
+        "Replace old_text, which must occur exactly once in the file, with new_text.",
+        EditFileArgs,
+        edit_file,
+    ),
 )
 
 

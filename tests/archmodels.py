@@ -32,9 +32,10 @@ import sys
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -144,7 +145,9 @@ class Layout:
         # No output.weight: every family here ties it to token_embd (llama.cpp then uses
         # token_embd, TENSOR_DUPLICATED), as the small real models do; it halves the file.
 
-    def attention(self, i: int, n_head: int, n_head_kv: int, head_dim: int, *, q_mult: int = 1, bias: bool = False) -> None:
+    def attention(
+        self, i: int, n_head: int, n_head_kv: int, head_dim: int, *, q_mult: int = 1, bias: bool = False
+    ) -> None:
         """create_tensor_qkv + attn_output; q_mult=2 where Q carries a gate (Qwen3.5)."""
         blk = f"blk.{i}"
         self.matrix(f"{blk}.attn_q.weight", N_EMBD, head_dim * n_head * q_mult)
@@ -746,7 +749,9 @@ def _remove_stale(fam: Family, keep: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def _tokenizer_fields(fam: Family, vocab: dict[str, tuple[int, int | None, Any]]) -> dict[str, tuple[int, int | None, Any]]:
+def _tokenizer_fields(
+    fam: Family, vocab: dict[str, tuple[int, int | None, Any]]
+) -> dict[str, tuple[int, int | None, Any]]:
     fields = {
         k: v for k, v in vocab.items()
         if k.startswith("tokenizer.") and not k.startswith("tokenizer.chat_template") and k != "tokenizer.chat_templates"
@@ -780,7 +785,9 @@ def _write(fam: Family, vocab: dict[str, tuple[int, int | None, Any]], template:
     for key, value in layout.kv.items():
         _add_value(writer, gguf, key, value)
     for key, (vtype, sub, value) in _tokenizer_fields(fam, vocab).items():
-        writer.add_key_value(key, value, gguf.GGUFValueType(vtype), sub_type=gguf.GGUFValueType(sub) if sub is not None else None)
+        writer.add_key_value(
+            key, value, gguf.GGUFValueType(vtype), sub_type=gguf.GGUFValueType(sub) if sub is not None else None
+        )
     writer.add_string("tokenizer.chat_template", template)
     for name, shape, init in layout.tensors:
         data, raw = _tensor_data(fam, name, shape, init, gguf)
@@ -838,7 +845,9 @@ def _tensor_data(fam: Family, name: str, shape: tuple[int, ...], init: Init, ggu
         # A wrong recurrent state must show in the output.
         axis = next((d for d, n in enumerate(shape) if n > 1), 0)
         ramp = -np.arange(1, shape[axis] + 1, dtype=np.float32) / (4 * shape[axis])
-        values = np.broadcast_to(ramp.reshape([-1 if d == axis else 1 for d in range(len(shape))][::-1]), np_shape).copy()
+        values = np.broadcast_to(
+            ramp.reshape([-1 if d == axis else 1 for d in range(len(shape))][::-1]), np_shape
+        ).copy()
     elif init == "dt_bias":
         # softplus(-2) = 0.13: time steps small enough for a long memory.
         values = np.full(np_shape, -2.0, np.float32)

@@ -22,10 +22,10 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -58,7 +58,7 @@ class FakeHub:
     url: str = ""
     _server: ThreadingHTTPServer | None = None
 
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -294,7 +294,7 @@ description = "a catalog sha256 the hub's file does not have"
 repo = "{REPO}"
 file = "{FILE}"
 quant = "Q4_1"
-sha256 = "{'0' * 64}"
+sha256 = "{"0" * 64}"
 context = 8192
 
 [local.fake-norepo]

@@ -15,8 +15,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -59,7 +59,9 @@ def _wait_until_up(url: str, process: subprocess.Popen, log) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             log.seek(0)
-            raise RuntimeError(f"llama_cpp.server exited with {process.returncode}:\n{log.read().decode(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"llama_cpp.server exited with {process.returncode}:\n{log.read().decode(errors='replace')[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as response:
                 if response.status == 200:

@@ -50,7 +50,14 @@ def test_oracle_solves_the_task_and_steps_come_in_order(workspace: Path) -> None
     steps = list(Agent(OracleModel(SOLUTION), workspace).run("sum the amounts"))
     kinds = [(s.kind, s.step) for s in steps]
     assert kinds == [
-        ("model", 1), ("tool", 1), ("model", 2), ("tool", 2), ("model", 3), ("tool", 3), ("model", 4), ("final", 4)
+        ("model", 1),
+        ("tool", 1),
+        ("model", 2),
+        ("tool", 2),
+        ("model", 3),
+        ("tool", 3),
+        ("model", 4),
+        ("final", 4),
     ]
     final = steps[-1]
     assert isinstance(final, FinalStep)
@@ -76,7 +83,7 @@ def test_conversation_only_grows_and_system_prompt_is_stable(workspace: Path) ->
     model = OracleModel(SOLUTION)
     list(Agent(model, workspace).run("sum the amounts"))
     assert len(model.seen) == 4
-    for earlier, later in zip(model.seen, model.seen[1:]):
+    for earlier, later in zip(model.seen, model.seen[1:], strict=False):
         assert later[: len(earlier)] == earlier  # append-only: the prefix never changes
         assert len(later) == len(earlier) + 2  # one assistant message, one tool result
     first = model.seen[0]
@@ -97,13 +104,17 @@ def test_calls_without_ids_get_them(workspace: Path) -> None:
 
 
 def test_invalid_calls_are_counted_and_fed_back(workspace: Path) -> None:
-    model = ReplayModel([
-        tool_reply("delete_everything", path="."),
-        Reply(text="", tool_calls=(ToolCall(name="read_file", error="malformed JSON in the tool call", raw="{path:"),)),
-        tool_reply("read_file", file="data/a.csv"),
-        tool_reply("read_file", path="data/a.csv"),
-        Reply(text="15"),
-    ])
+    model = ReplayModel(
+        [
+            tool_reply("delete_everything", path="."),
+            Reply(
+                text="", tool_calls=(ToolCall(name="read_file", error="malformed JSON in the tool call", raw="{path:"),)
+            ),
+            tool_reply("read_file", file="data/a.csv"),
+            tool_reply("read_file", path="data/a.csv"),
+            Reply(text="15"),
+        ]
+    )
     steps = list(Agent(model, workspace).run("sum a.csv"))
     tool_steps = [s for s in steps if isinstance(s, ToolStep)]
     assert [s.invalid for s in tool_steps] == [True, True, True, False]
@@ -120,7 +131,9 @@ def test_invalid_calls_are_counted_and_fed_back(workspace: Path) -> None:
 
 
 def test_usage_and_evaluated_tokens_are_summed(workspace: Path) -> None:
-    model = ReplayModel([tool_reply("list_directory", tokens=7), tool_reply("list_directory", tokens=5), Reply(text="ok")])
+    model = ReplayModel(
+        [tool_reply("list_directory", tokens=7), tool_reply("list_directory", tokens=5), Reply(text="ok")]
+    )
     final = list(Agent(model, workspace).run("look"))[-1]
     assert final.usage == Usage(input_tokens=200, cached_input_tokens=160, output_tokens=12)
     assert final.prompt_tokens_evaluated == 40
@@ -169,7 +182,10 @@ def test_time_limit(workspace: Path) -> None:
 @pytest.mark.parametrize(
     "error, reason",
     [
-        (ContextOverflowError("the conversation needs 9000 tokens; the context holds 8192", hint="raise n_ctx"), "context_overflow"),
+        (
+            ContextOverflowError("the conversation needs 9000 tokens; the context holds 8192", hint="raise n_ctx"),
+            "context_overflow",
+        ),
         (HostedAPIError("429 after 3 retries"), "api_error"),
         (EngineError("llama_decode returned -3"), "engine_error"),
     ],
@@ -226,8 +242,7 @@ def test_trace_keeps_steps_written_before_a_crash(workspace: Path, tmp_path: Pat
 
 def test_a_repeated_successful_call_gets_a_note_and_the_same_result(workspace: Path) -> None:
     model = ReplayModel(
-        [tool_reply("read_file", path="data/a.csv"), tool_reply("read_file", path="data/a.csv"),
-         Reply(text="done")]
+        [tool_reply("read_file", path="data/a.csv"), tool_reply("read_file", path="data/a.csv"), Reply(text="done")]
     )
     steps = list(Agent(model, workspace).run("read it"))
     first, second = [s for s in steps if isinstance(s, ToolStep)]

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
 from archmodels import FAMILIES, N_SWA, Family, _extract, build, read_kv, template_text, vocab_path
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 TEXT = "Hello, world! Ünïcödé naïve café 123 4567\n\tdef f(x):\n        return x ** 2  # 🤖"
 TOOLS = [

@@ -24,10 +24,10 @@ can fail.
 
 from __future__ import annotations
 
+import archmodels
 import numpy as np
 import pytest
 
-import archmodels
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel, common_prefix
 from localagent.records import Message, ToolCall, ToolSpec
@@ -75,7 +75,11 @@ def _step2() -> list[Message]:
 
 def _step3() -> list[Message]:
     call = ToolCall("list_directory", {"path": "."}, "call_2_1")
-    return [*_step2(), Message("assistant", "", (call,)), Message("tool", "notes.txt\nREADME.md", tool_call_id="call_2_1", name="list_directory")]
+    return [
+        *_step2(),
+        Message("assistant", "", (call,)),
+        Message("tool", "notes.txt\nREADME.md", tool_call_id="call_2_1", name="list_directory"),
+    ]
 
 
 class _Fresh:
@@ -106,7 +110,9 @@ def _assert_same(cached, fresh, different, where):
     moved = float(np.abs(fresh - different).max())
     assert moved > bound, f"{where}: the comparison cannot tell prompts apart ({moved:.3g} <= {bound:.3g})"
     diff = float(np.abs(cached - fresh).max())
-    assert diff <= bound, f"{where}: reused cache differs from a fresh model by {diff:.3g} (bound {bound:.3g}, spread {spread:.3g})"
+    assert diff <= bound, (
+        f"{where}: reused cache differs from a fresh model by {diff:.3g} (bound {bound:.3g}, spread {spread:.3g})"
+    )
 
 
 @pytest.fixture(scope="module", params=list(archmodels.FAMILIES))
@@ -121,6 +127,7 @@ def test_reuse_matches_a_fresh_model_at_every_step(family, mode):
         pytest.skip(f"{spec.name}'s template renders no tools")
     cached, fresh = _engine(path, mode), _Fresh(path, mode)
     other = _Fresh(path, mode)
+
     def check(messages, where, *, reuse: bool):
         done = cached.prefill(messages, TOOLS)
         # what a cache bug looks like: the state holds a few tokens the prompt does not (a

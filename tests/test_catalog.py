@@ -12,15 +12,41 @@ from localagent.errors import ConfigError, ModelNotFoundError
 from localagent.records import Usage
 
 REQUIRED_LOCAL = [
-    "smollm2-135m", "gemma3-270m", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen3-1.7b",
-    "qwen3-4b", "llama3.2-1b", "llama3.2-3b", "phi4-mini", "gemma3-1b",
+    "smollm2-135m",
+    "gemma3-270m",
+    "qwen2.5-0.5b",
+    "qwen2.5-1.5b",
+    "qwen3-1.7b",
+    "qwen3-4b",
+    "llama3.2-1b",
+    "llama3.2-3b",
+    "phi4-mini",
+    "gemma3-1b",
     # the current small generation (model-families issue)
-    "qwen3.5-0.8b", "qwen3.5-2b", "qwen3.5-4b", "qwen3.5-9b", "gemma4-e2b", "gemma4-e4b",
-    "lfm2.5-1.2b", "granite4-micro", "granite4-h-micro", "granite4.1-3b", "smollm3-3b",
+    "qwen3.5-0.8b",
+    "qwen3.5-2b",
+    "qwen3.5-4b",
+    "qwen3.5-9b",
+    "gemma4-e2b",
+    "gemma4-e4b",
+    "lfm2.5-1.2b",
+    "granite4-micro",
+    "granite4-h-micro",
+    "granite4.1-3b",
+    "smollm3-3b",
 ]
 REQUIRED_HOSTED = [
-    "gpt-5", "gpt-5-mini", "gpt-5-nano", "claude-sonnet-4.5", "claude-haiku-4.5",
-    "gpt-6.1-sol", "gpt-5.4-mini", "claude-sonnet-5.5", "claude-haiku-5.5", "gemini-3.1-pro", "gemini-3-flash",
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "claude-sonnet-4.5",
+    "claude-haiku-4.5",
+    "gpt-6.1-sol",
+    "gpt-5.4-mini",
+    "claude-sonnet-5.5",
+    "claude-haiku-5.5",
+    "gemini-3.1-pro",
+    "gemini-3-flash",
 ]
 
 
@@ -86,7 +112,10 @@ ENTRY = '[local.x]\nrepo = "a/b"\nfile = "x.gguf"\nquant = "Q4_K_M"\ncontext = 4
     "text, fragments",
     [
         ("[local.x\nrepo = 1", ["not valid TOML"]),
-        ('\n\n[local.x]\nrepo = "a/b"\nfile = "x.gguf"\ncontext = 4096\n', [":3:", "entry [local.x]", "field 'quant'", "Field required"]),
+        (
+            '\n\n[local.x]\nrepo = "a/b"\nfile = "x.gguf"\ncontext = 4096\n',
+            [":3:", "entry [local.x]", "field 'quant'", "Field required"],
+        ),
         (ENTRY.replace("4096", '"big"'), [":1:", "field 'context'", "integer"]),
         (ENTRY.replace("4096", "0"), ["field 'context'", "greater than 0"]),
         (ENTRY + "contxt = 1\n", ["field 'contxt'", "Extra inputs"]),
@@ -166,9 +195,7 @@ def test_headline_aliases_point_at_the_current_generation():
     assert "qwen-small" in catalog.aliases
 
 
-@pytest.mark.parametrize(
-    "thinking, default", [("none", None), ("on", True), ("off", False), ("always", True)]
-)
+@pytest.mark.parametrize("thinking, default", [("none", None), ("on", True), ("off", False), ("always", True)])
 def test_thinking_default_per_entry(thinking, default):
     entry = LocalModel(alias="x", repo="a/b", file="f.gguf", quant="Q4_K_M", context=1, thinking=thinking)
     assert entry.think_default is default
@@ -188,6 +215,6 @@ def test_user_alias_overrides_and_dangling_alias_is_an_error(localagent_home):
     with pytest.raises(ConfigError) as err:
         load_catalog()
     assert "models.toml" in str(err.value) and "qwen9" in str(err.value)
-    (localagent_home / "models.toml").write_text('[aliases]\nqwen-small = 3\n')
+    (localagent_home / "models.toml").write_text("[aliases]\nqwen-small = 3\n")
     with pytest.raises(ConfigError, match=r"\[aliases\]"):
         load_catalog()

@@ -34,69 +34,325 @@ FIXTURE = {
 #  passes, a piece of the detail when it fails)
 CASES: list[tuple[str, dict[str, Any], dict[str, str | None], str, bool, str]] = [
     ("contains", {"kind": "answer_contains", "text": "42"}, {}, "The answer is 42.", True, ""),
-    ("contains-missing", {"kind": "answer_contains", "text": "42"}, {}, "I don't know.", False, "expected the answer to contain '42', found \"I don't know.\""),
+    (
+        "contains-missing",
+        {"kind": "answer_contains", "text": "42"},
+        {},
+        "I don't know.",
+        False,
+        "expected the answer to contain '42', found \"I don't know.\"",
+    ),
     ("contains-case", {"kind": "answer_contains", "text": "Juniper"}, {}, "room juniper", False, "'Juniper'"),
-    ("contains-ignore-case", {"kind": "answer_contains", "text": "Juniper", "ignore_case": True}, {}, "room JUNIPER", True, ""),
+    (
+        "contains-ignore-case",
+        {"kind": "answer_contains", "text": "Juniper", "ignore_case": True},
+        {},
+        "room JUNIPER",
+        True,
+        "",
+    ),
     ("regex-multiline", {"kind": "answer_regex", "pattern": r"^total: \d+$"}, {}, "sum\ntotal: 42\nok", True, ""),
     ("regex-no-match", {"kind": "answer_regex", "pattern": r"\b42\b"}, {}, "4242", False, r"/\b42\b/"),
-    ("regex-ignore-case", {"kind": "answer_regex", "pattern": r"\bfour\b", "ignore_case": True}, {}, "FOUR files", True, ""),
+    (
+        "regex-ignore-case",
+        {"kind": "answer_regex", "pattern": r"\bfour\b", "ignore_case": True},
+        {},
+        "FOUR files",
+        True,
+        "",
+    ),
     ("excludes", {"kind": "answer_excludes", "text": "utils.py"}, {}, "app.py and db.py", True, ""),
-    ("excludes-present", {"kind": "answer_excludes", "text": "utils.py"}, {}, "app.py, utils.py", False, "not to contain 'utils.py'"),
-    ("excludes-ignore-case", {"kind": "answer_excludes", "text": "utils.py", "ignore_case": True}, {}, "UTILS.PY", False, "not to contain"),
+    (
+        "excludes-present",
+        {"kind": "answer_excludes", "text": "utils.py"},
+        {},
+        "app.py, utils.py",
+        False,
+        "not to contain 'utils.py'",
+    ),
+    (
+        "excludes-ignore-case",
+        {"kind": "answer_excludes", "text": "utils.py", "ignore_case": True},
+        {},
+        "UTILS.PY",
+        False,
+        "not to contain",
+    ),
     ("exists", {"kind": "file_exists", "path": "out/r.txt"}, {"out/r.txt": "x"}, "", True, ""),
     ("exists-missing", {"kind": "file_exists", "path": "out/r.txt"}, {}, "", False, "expected out/r.txt to exist"),
     ("absent", {"kind": "file_absent", "path": "a.txt"}, {"a.txt": None}, "", True, ""),
     ("absent-file-there", {"kind": "file_absent", "path": "a.txt"}, {}, "", False, "found a file"),
     ("absent-folder-there", {"kind": "file_absent", "path": "data"}, {}, "", False, "found a folder"),
     ("equals", {"kind": "file_equals", "path": "a.txt", "text": "alpha\nbeta"}, {}, "", True, ""),
-    ("equals-trailing-space-and-crlf", {"kind": "file_equals", "path": "a.txt", "text": "alpha\nbeta\n"}, {"a.txt": "alpha  \r\nbeta\r\n\n"}, "", True, ""),
-    ("equals-differs", {"kind": "file_equals", "path": "a.txt", "text": "alpha\ngamma"}, {}, "", False, "a.txt line 2: expected 'gamma', found 'beta'"),
-    ("equals-leading-space-counts", {"kind": "file_equals", "path": "a.txt", "text": "alpha\nbeta"}, {"a.txt": " alpha\nbeta"}, "", False, "line 1"),
-    ("equals-shorter", {"kind": "file_equals", "path": "a.txt", "text": "alpha\nbeta\ngamma"}, {}, "", False, "line 3: expected 'gamma', found the end of the file"),
-    ("equals-longer", {"kind": "file_equals", "path": "a.txt", "text": "alpha"}, {}, "", False, "line 2: expected the end of the file, found 'beta'"),
-    ("equals-missing", {"kind": "file_equals", "path": "b.txt", "text": "x"}, {}, "", False, "expected a file at b.txt, found nothing"),
+    (
+        "equals-trailing-space-and-crlf",
+        {"kind": "file_equals", "path": "a.txt", "text": "alpha\nbeta\n"},
+        {"a.txt": "alpha  \r\nbeta\r\n\n"},
+        "",
+        True,
+        "",
+    ),
+    (
+        "equals-differs",
+        {"kind": "file_equals", "path": "a.txt", "text": "alpha\ngamma"},
+        {},
+        "",
+        False,
+        "a.txt line 2: expected 'gamma', found 'beta'",
+    ),
+    (
+        "equals-leading-space-counts",
+        {"kind": "file_equals", "path": "a.txt", "text": "alpha\nbeta"},
+        {"a.txt": " alpha\nbeta"},
+        "",
+        False,
+        "line 1",
+    ),
+    (
+        "equals-shorter",
+        {"kind": "file_equals", "path": "a.txt", "text": "alpha\nbeta\ngamma"},
+        {},
+        "",
+        False,
+        "line 3: expected 'gamma', found the end of the file",
+    ),
+    (
+        "equals-longer",
+        {"kind": "file_equals", "path": "a.txt", "text": "alpha"},
+        {},
+        "",
+        False,
+        "line 2: expected the end of the file, found 'beta'",
+    ),
+    (
+        "equals-missing",
+        {"kind": "file_equals", "path": "b.txt", "text": "x"},
+        {},
+        "",
+        False,
+        "expected a file at b.txt, found nothing",
+    ),
     ("equals-folder", {"kind": "file_equals", "path": "data", "text": "x"}, {}, "", False, "found a folder"),
     ("contains-file", {"kind": "file_contains", "path": "a.txt", "text": "pha\nbe"}, {}, "", True, ""),
-    ("contains-file-not", {"kind": "file_contains", "path": "a.txt", "text": "gamma"}, {}, "", False, "expected a.txt to contain 'gamma', found 'alpha\\nbeta\\n'"),
-    ("contains-file-missing", {"kind": "file_contains", "path": "nope.txt", "text": "x"}, {}, "", False, "found nothing"),
-    ("json-subset", {"kind": "file_json", "path": "conf.json", "expect": {"db": {"pool": 5}, "port": 8080}}, {}, "", True, ""),
-    ("json-subset-wrong-value", {"kind": "file_json", "path": "conf.json", "expect": {"db": {"pool": 6}}}, {}, "", False, "conf.json at $.db.pool: expected 6, found 5"),
-    ("json-subset-missing-key", {"kind": "file_json", "path": "conf.json", "expect": {"db": {"user": "u"}}}, {}, "", False, "at $.db: expected key 'user'"),
-    ("json-exact-extra-key", {"kind": "file_json", "path": "conf.json", "expect": {"name": "demo"}, "exact": True}, {}, "", False, "unexpected key(s)"),
     (
-        "json-exact",
-        {"kind": "file_json", "path": "conf.json", "exact": True, "expect": {"name": "demo", "port": 8080, "tags": ["b", "a"], "db": {"host": "h", "pool": 5}, "debug": False}},
+        "contains-file-not",
+        {"kind": "file_contains", "path": "a.txt", "text": "gamma"},
+        {},
+        "",
+        False,
+        "expected a.txt to contain 'gamma', found 'alpha\\nbeta\\n'",
+    ),
+    (
+        "contains-file-missing",
+        {"kind": "file_contains", "path": "nope.txt", "text": "x"},
+        {},
+        "",
+        False,
+        "found nothing",
+    ),
+    (
+        "json-subset",
+        {"kind": "file_json", "path": "conf.json", "expect": {"db": {"pool": 5}, "port": 8080}},
         {},
         "",
         True,
         "",
     ),
-    ("json-list-order", {"kind": "file_json", "path": "conf.json", "expect": {"tags": ["a", "b"]}}, {}, "", False, "at $.tags[0]: expected 'a', found 'b'"),
-    ("json-list-unordered", {"kind": "file_json", "path": "conf.json", "expect": {"tags": ["a", "b"]}, "unordered": True}, {}, "", True, ""),
-    ("json-list-unordered-extra", {"kind": "file_json", "path": "conf.json", "expect": {"tags": ["a"]}, "unordered": True}, {}, "", False, "unexpected element 'b'"),
-    ("json-list-length", {"kind": "file_json", "path": "conf.json", "expect": {"tags": ["b"]}}, {}, "", False, "expected 1 element(s), found 2"),
-    ("json-bool-is-not-int", {"kind": "file_json", "path": "conf.json", "expect": {"debug": 0}}, {}, "", False, "expected 0, found false"),
+    (
+        "json-subset-wrong-value",
+        {"kind": "file_json", "path": "conf.json", "expect": {"db": {"pool": 6}}},
+        {},
+        "",
+        False,
+        "conf.json at $.db.pool: expected 6, found 5",
+    ),
+    (
+        "json-subset-missing-key",
+        {"kind": "file_json", "path": "conf.json", "expect": {"db": {"user": "u"}}},
+        {},
+        "",
+        False,
+        "at $.db: expected key 'user'",
+    ),
+    (
+        "json-exact-extra-key",
+        {"kind": "file_json", "path": "conf.json", "expect": {"name": "demo"}, "exact": True},
+        {},
+        "",
+        False,
+        "unexpected key(s)",
+    ),
+    (
+        "json-exact",
+        {
+            "kind": "file_json",
+            "path": "conf.json",
+            "exact": True,
+            "expect": {
+                "name": "demo",
+                "port": 8080,
+                "tags": ["b", "a"],
+                "db": {"host": "h", "pool": 5},
+                "debug": False,
+            },
+        },
+        {},
+        "",
+        True,
+        "",
+    ),
+    (
+        "json-list-order",
+        {"kind": "file_json", "path": "conf.json", "expect": {"tags": ["a", "b"]}},
+        {},
+        "",
+        False,
+        "at $.tags[0]: expected 'a', found 'b'",
+    ),
+    (
+        "json-list-unordered",
+        {"kind": "file_json", "path": "conf.json", "expect": {"tags": ["a", "b"]}, "unordered": True},
+        {},
+        "",
+        True,
+        "",
+    ),
+    (
+        "json-list-unordered-extra",
+        {"kind": "file_json", "path": "conf.json", "expect": {"tags": ["a"]}, "unordered": True},
+        {},
+        "",
+        False,
+        "unexpected element 'b'",
+    ),
+    (
+        "json-list-length",
+        {"kind": "file_json", "path": "conf.json", "expect": {"tags": ["b"]}},
+        {},
+        "",
+        False,
+        "expected 1 element(s), found 2",
+    ),
+    (
+        "json-bool-is-not-int",
+        {"kind": "file_json", "path": "conf.json", "expect": {"debug": 0}},
+        {},
+        "",
+        False,
+        "expected 0, found false",
+    ),
     ("json-int-equals-float", {"kind": "file_json", "path": "conf.json", "expect": {"port": 8080.0}}, {}, "", True, ""),
-    ("json-string-is-not-number", {"kind": "file_json", "path": "conf.json", "expect": {"port": "8080"}}, {}, "", False, "expected '8080', found 8080"),
+    (
+        "json-string-is-not-number",
+        {"kind": "file_json", "path": "conf.json", "expect": {"port": "8080"}},
+        {},
+        "",
+        False,
+        "expected '8080', found 8080",
+    ),
     ("json-invalid", {"kind": "file_json", "path": "a.txt", "expect": {}}, {}, "", False, "a.txt is not valid JSON"),
-    ("json-missing", {"kind": "file_json", "path": "out.json", "expect": {}}, {}, "", False, "expected a file at out.json"),
-    ("json-top-level-list", {"kind": "file_json", "path": "l.json", "expect": [{"n": 1}, {"n": 2}], "exact": True}, {"l.json": '[{"n": 1}, {"n": 2}]'}, "", True, ""),
+    (
+        "json-missing",
+        {"kind": "file_json", "path": "out.json", "expect": {}},
+        {},
+        "",
+        False,
+        "expected a file at out.json",
+    ),
+    (
+        "json-top-level-list",
+        {"kind": "file_json", "path": "l.json", "expect": [{"n": 1}, {"n": 2}], "exact": True},
+        {"l.json": '[{"n": 1}, {"n": 2}]'},
+        "",
+        True,
+        "",
+    ),
     ("unchanged", {"kind": "unchanged", "paths": ["**"]}, {}, "", True, ""),
-    ("unchanged-modified", {"kind": "unchanged", "paths": ["data/**"]}, {"data/deep/y.csv": "id,n\n3,5\n"}, "", False, "modified: data/deep/y.csv"),
+    (
+        "unchanged-modified",
+        {"kind": "unchanged", "paths": ["data/**"]},
+        {"data/deep/y.csv": "id,n\n3,5\n"},
+        "",
+        False,
+        "modified: data/deep/y.csv",
+    ),
     ("unchanged-deleted", {"kind": "unchanged", "paths": ["*.txt"]}, {"a.txt": None}, "", False, "deleted: a.txt"),
     ("unchanged-outside-globs", {"kind": "unchanged", "paths": ["data/**"]}, {"a.txt": "changed"}, "", True, ""),
-    ("unchanged-one-byte", {"kind": "unchanged", "paths": ["a.txt"]}, {"a.txt": "alpha\nbeta\n\n"}, "", False, "modified: a.txt"),
+    (
+        "unchanged-one-byte",
+        {"kind": "unchanged", "paths": ["a.txt"]},
+        {"a.txt": "alpha\nbeta\n\n"},
+        "",
+        False,
+        "modified: a.txt",
+    ),
     ("no-extra", {"kind": "no_extra_files"}, {"a.txt": "edited"}, "", True, ""),
-    ("no-extra-new-file", {"kind": "no_extra_files"}, {"notes/new.md": "x"}, "", False, "unexpected new file(s): notes/new.md"),
+    (
+        "no-extra-new-file",
+        {"kind": "no_extra_files"},
+        {"notes/new.md": "x"},
+        "",
+        False,
+        "unexpected new file(s): notes/new.md",
+    ),
     ("no-extra-allowed", {"kind": "no_extra_files", "allowed": ["out/**"]}, {"out/a/b.txt": "x"}, "", True, ""),
-    ("no-extra-not-allowed", {"kind": "no_extra_files", "allowed": ["out/*.txt"]}, {"out/a/b.txt": "x"}, "", False, "out/a/b.txt (allowed: out/*.txt)"),
+    (
+        "no-extra-not-allowed",
+        {"kind": "no_extra_files", "allowed": ["out/*.txt"]},
+        {"out/a/b.txt": "x"},
+        "",
+        False,
+        "out/a/b.txt (allowed: out/*.txt)",
+    ),
     ("command", {"kind": "command", "argv": ["python", "-c", "import sys; sys.exit(0)"]}, {}, "", True, ""),
-    ("command-exit", {"kind": "command", "argv": ["python", "-c", "import sys; sys.exit('boom')"]}, {}, "", False, "expected exit 0, found exit 1: 'boom'"),
-    ("command-in-workspace", {"kind": "command", "argv": ["python", "-c", "open('data/x.csv').read()"]}, {}, "", True, ""),
-    ("command-sees-changes", {"kind": "command", "argv": ["python", "-c", "assert open('a.txt').read() == 'new'"]}, {"a.txt": "new"}, "", True, ""),
-    ("command-project-python", {"kind": "command", "argv": ["python", "-c", f"import sys; assert sys.executable == {sys.executable!r}"]}, {}, "", True, ""),
-    ("command-timeout", {"kind": "command", "argv": ["python", "-c", "import time; time.sleep(30)"], "timeout_s": 0.5}, {}, "", False, "timed out after 0.5s"),
-    ("command-not-found", {"kind": "command", "argv": ["no-such-program-localagent"]}, {}, "", False, "could not start"),
+    (
+        "command-exit",
+        {"kind": "command", "argv": ["python", "-c", "import sys; sys.exit('boom')"]},
+        {},
+        "",
+        False,
+        "expected exit 0, found exit 1: 'boom'",
+    ),
+    (
+        "command-in-workspace",
+        {"kind": "command", "argv": ["python", "-c", "open('data/x.csv').read()"]},
+        {},
+        "",
+        True,
+        "",
+    ),
+    (
+        "command-sees-changes",
+        {"kind": "command", "argv": ["python", "-c", "assert open('a.txt').read() == 'new'"]},
+        {"a.txt": "new"},
+        "",
+        True,
+        "",
+    ),
+    (
+        "command-project-python",
+        {"kind": "command", "argv": ["python", "-c", f"import sys; assert sys.executable == {sys.executable!r}"]},
+        {},
+        "",
+        True,
+        "",
+    ),
+    (
+        "command-timeout",
+        {"kind": "command", "argv": ["python", "-c", "import time; time.sleep(30)"], "timeout_s": 0.5},
+        {},
+        "",
+        False,
+        "timed out after 0.5s",
+    ),
+    (
+        "command-not-found",
+        {"kind": "command", "argv": ["no-such-program-localagent"]},
+        {},
+        "",
+        False,
+        "could not start",
+    ),
 ]
 
 
@@ -135,7 +391,9 @@ def test_every_kind_has_a_checker_and_a_passing_and_failing_case():
 
 def test_details_are_shortened(tmp_path):
     root = build(tmp_path / "ws", {"big.txt": "x" * 5000})
-    outcome = run_check(CHECK.validate_python({"kind": "file_contains", "path": "big.txt", "text": "y"}), root, FIXTURE, "")
+    outcome = run_check(
+        CHECK.validate_python({"kind": "file_contains", "path": "big.txt", "text": "y"}), root, FIXTURE, ""
+    )
     assert not outcome.passed and len(outcome.detail) < 200 and "…" in outcome.detail
     outcome = run_check(CHECK.validate_python({"kind": "answer_contains", "text": "y"}), root, FIXTURE, "z" * 5000)
     assert not outcome.passed and len(outcome.detail) < 200
@@ -164,7 +422,7 @@ def test_json_mismatch(expect, found, exact, unordered, problem):
         assert got is not None and problem in got
 
 
-TASK = '''\
+TASK = """\
 id = "order"
 title = "checks keep their order; commands run last"
 tier = 1
@@ -190,7 +448,7 @@ paths = ["a.txt"]
 
 [[solution]]
 answer = "done"
-'''
+"""
 
 
 def test_run_checks_keeps_order_and_runs_commands_after_state_checks(tmp_path):
@@ -222,7 +480,9 @@ def test_answer_regex_is_linear_on_a_hostile_answer():
 
     check = checks.AnswerRegex(kind="answer_regex", pattern="^(a+)+$")
     outcome: list = []
-    worker = threading.Thread(target=lambda: outcome.append(checks.answer_regex(check, Path("."), {}, "a" * 50_000 + "b")), daemon=True)
+    worker = threading.Thread(
+        target=lambda: outcome.append(checks.answer_regex(check, Path("."), {}, "a" * 50_000 + "b")), daemon=True
+    )
     worker.start()
     worker.join(60)
     assert outcome and not outcome[0].passed
@@ -234,4 +494,6 @@ def test_answer_regex_rejects_what_re2_lacks_at_load():
 
     with pytest.raises(ValueError, match="backreferences"):
         AnswerRegex(kind="answer_regex", pattern=r"(a)\1")
-    assert AnswerRegex(kind="answer_regex", pattern="total", ignore_case=True).compiled("total", True).search("TOTAL: 3")
+    assert (
+        AnswerRegex(kind="answer_regex", pattern="total", ignore_case=True).compiled("total", True).search("TOTAL: 3")
+    )

@@ -20,7 +20,7 @@ from localagent.bench.tasks import load_tasks
 # three tier-1 tasks of the shipped suite, whichever they are
 TIER1 = [t.id for t in load_tasks(tier=1)][:3]
 
-SLOW_TASK = '''
+SLOW_TASK = """
 id = "{id}"
 title = "Write ok, then a slow check"
 tier = 1
@@ -40,11 +40,13 @@ tool = "write_file"
 arguments = {{ path = "out.txt", content = "ok" }}
 [[solution]]
 answer = "done"
-'''
+"""
 
 
 def localagent(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "localagent", *args], capture_output=True, text=True, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "localagent", *args], capture_output=True, text=True, timeout=300, **kwargs
+    )
 
 
 def test_bench_oracle_and_noop_as_json(localagent_home):
@@ -126,7 +128,20 @@ def test_a_killed_run_resumes_without_rerunning_finished_trials(sig, tmp_path, l
     tasks = _slow_suite(tmp_path / "tasks", 3)
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "localagent", "bench", "--model", "oracle", "--tasks", str(tasks), "--trials", "3", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "localagent",
+            "bench",
+            "--model",
+            "oracle",
+            "--tasks",
+            str(tasks),
+            "--trials",
+            "3",
+            "--out",
+            str(out),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

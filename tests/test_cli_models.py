@@ -29,7 +29,9 @@ def subprocess_cli(*args: str, home, endpoint: str | None = None) -> Done:
     env["LOCALAGENT_HOME"] = str(home)
     if endpoint:
         env["HF_ENDPOINT"] = endpoint
-    done = subprocess.run([sys.executable, "-m", "localagent", *args], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "localagent", *args], env=env, capture_output=True, text=True, timeout=120
+    )
     return Done(done.returncode, done.stdout, done.stderr)
 
 
@@ -161,7 +163,9 @@ def test_import_truncated_gguf(cli, localagent_home, bundled_gguf, tmp_path):
     with bundled_gguf.open("rb") as fh:
         cut.write_bytes(fh.read(1_000_000))
     assert_user_error(cli("models", "import", str(cut), "--name", "cut"), "truncated", str(cut))
-    assert not (localagent_home / "models" / "imported").exists() or not any((localagent_home / "models" / "imported").rglob("*.gguf"))
+    assert not (localagent_home / "models" / "imported").exists() or not any(
+        (localagent_home / "models" / "imported").rglob("*.gguf")
+    )
 
 
 def test_unwritable_store(cli, localagent_home, bundled_gguf):

@@ -88,12 +88,18 @@ def test_bad_flag_is_a_usage_error(workspace: Path) -> None:
 def test_real_model_end_to_end_json_mode(workspace: Path, tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
     done = localagent(
-        "run", "Use the read_file tool to read README.md.",
-        "--workspace", str(workspace),
-        "--tool-mode", "json",
-        "--max-steps", "2",
-        "--max-tokens", "48",
-        "--trace", str(trace),
+        "run",
+        "Use the read_file tool to read README.md.",
+        "--workspace",
+        str(workspace),
+        "--tool-mode",
+        "json",
+        "--max-steps",
+        "2",
+        "--max-tokens",
+        "48",
+        "--trace",
+        str(trace),
         "--offline",
         "--json",
     )
@@ -127,17 +133,21 @@ def test_real_model_end_to_end_json_mode(workspace: Path, tmp_path: Path) -> Non
     assert all(r["result_chars"] > 0 and r["duration_s"] >= 0 for r in tools)
 
 
-def test_progress_shows_tokens_and_tool_calls_on_a_terminal(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_shows_tokens_and_tool_calls_on_a_terminal(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from localagent.agent import Agent
     from localagent.cli.run import Progress
     from localagent.engines.scripted import OracleModel
 
-    oracle = OracleModel([
-        {"tool": "read_file", "arguments": {"path": "README.md"}},
-        {"tool": "write_file", "arguments": {"path": "notes.txt", "content": "banana " * 40}},
-        {"tool": "read_file", "arguments": {"path": "missing.md"}},
-        {"answer": "banana"},
-    ])
+    oracle = OracleModel(
+        [
+            {"tool": "read_file", "arguments": {"path": "README.md"}},
+            {"tool": "write_file", "arguments": {"path": "notes.txt", "content": "banana " * 40}},
+            {"tool": "read_file", "arguments": {"path": "missing.md"}},
+            {"answer": "banana"},
+        ]
+    )
     progress = Progress(enabled=True)
     for step in Agent(oracle, workspace).run("x", on_token=progress.token):
         progress.step(step)
@@ -168,7 +178,9 @@ def test_run_a_hybrid_thinking_model_from_a_path(workspace: Path) -> None:
     result = json.loads(done.stdout)
     engine = result["engine"]
     assert engine["think"] is True and engine["memory"] == "hybrid" and engine["tool_mode"] == "native"
-    assert engine["checkpoints"]["count"] >= 1 and engine["checkpoints"]["bytes"] <= engine["checkpoints"]["budget_bytes"]
+    assert (
+        engine["checkpoints"]["count"] >= 1 and engine["checkpoints"]["bytes"] <= engine["checkpoints"]["budget_bytes"]
+    )
     assert result["stop_reason"] in {"answer", "max_steps", "unfinished_thinking", "repeated_invalid_call"}
     if result["stop_reason"] == "unfinished_thinking":
         assert result["usage"]["reasoning_tokens"] > 0 and "--no-think" in result["hint"]

@@ -16,18 +16,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import archmodels
 import gguf
 import llama_cpp
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from test_cache_reuse import SYSTEM, TOOLS, _assert_same, _Fresh, _step1, _step2, _step3
+from test_cli_run import localagent
 
-import archmodels
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel
 from localagent.errors import ContextOverflowError, EngineError, ModelLoadError
 from localagent.records import Message, ToolCall
-from test_cache_reuse import SYSTEM, TOOLS, _assert_same, _Fresh, _step1, _step2, _step3
-from test_cli_run import localagent
 
 MADE_UP_ARCH = "zorblax"
 BROKEN = "this template is broken"
@@ -64,7 +64,15 @@ def _with_template(src: Path, folder: Path, name: str, template: str) -> Path:
     source.write_text(template, encoding="utf-8")
     out = folder / f"{name}.gguf"
     subprocess.run(
-        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--chat-template-file", str(source), str(src), str(out)],
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--chat-template-file",
+            str(source),
+            str(src),
+            str(out),
+        ],
         check=True,
         capture_output=True,
     )
@@ -164,7 +172,9 @@ def test_a_template_that_fails_to_render_names_the_model_and_the_error(raising_t
 
 
 def test_a_template_that_fails_to_render_through_the_cli(raising_template_gguf, workspace):
-    done = localagent("run", "hello", "--model", str(raising_template_gguf), "-w", str(workspace), "--offline", timeout=120)
+    done = localagent(
+        "run", "hello", "--model", str(raising_template_gguf), "-w", str(workspace), "--offline", timeout=120
+    )
     error, hint = _one_error_and_hint(done)
     assert "chat template" in error and BROKEN in error and raising_template_gguf.stem in error
 
@@ -181,7 +191,9 @@ def test_a_template_that_does_not_parse_is_an_engine_error(unparsable_template_g
 
 
 def test_a_template_that_does_not_parse_through_the_cli(unparsable_template_gguf, workspace):
-    done = localagent("run", "hello", "--model", str(unparsable_template_gguf), "-w", str(workspace), "--offline", timeout=120)
+    done = localagent(
+        "run", "hello", "--model", str(unparsable_template_gguf), "-w", str(workspace), "--offline", timeout=120
+    )
     error, _ = _one_error_and_hint(done)
     assert "template" in error
 
@@ -290,7 +302,11 @@ def _short_step2() -> list[Message]:
     short prompts keep this test quick."""
     call = ToolCall("read_file", {"path": "notes.txt"}, "call_1_1")
     result = "The release is planned for 3 March.\nOwner: Ada.\n"
-    return [*_step1(), Message("assistant", "", (call,)), Message("tool", result, tool_call_id="call_1_1", name="read_file")]
+    return [
+        *_step1(),
+        Message("assistant", "", (call,)),
+        Message("tool", result, tool_call_id="call_1_1", name="read_file"),
+    ]
 
 
 def _short_step3() -> list[Message]:

@@ -21,7 +21,9 @@ from localagent.errors import ConfigError, ContextOverflowError, HostedAPIError
 from localagent.records import Message, ToolCall, ToolSpec
 
 READ = ToolSpec(
-    "read_file", "Read a text file.", {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
+    "read_file",
+    "Read a text file.",
+    {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
 )
 
 
@@ -59,7 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
             self.server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-            status, headers, data, delay = self.server.script.pop(0) if len(self.server.script) > 1 else self.server.script[0]
+            status, headers, data, delay = (
+                self.server.script.pop(0) if len(self.server.script) > 1 else self.server.script[0]
+            )
         time.sleep(delay)
         self.send_response(status)
         for name, value in headers.items():
@@ -89,9 +93,18 @@ def sse(*chunks: dict[str, Any]) -> bytes:
     return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
 
-def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+def chunk(
+    delta: dict[str, Any] | None = None, finish: str | None = None, usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
     choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
-    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": choices, "usage": usage}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": choices,
+        "usage": usage,
+    }
 
 
 USAGE = {
@@ -146,10 +159,33 @@ def test_streamed_tool_calls_are_assembled_and_checked(api):
     api.respond(
         200,
         sse(
-            chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "read_file", "arguments": ""}}]}),
+            chunk(
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_a",
+                            "type": "function",
+                            "function": {"name": "read_file", "arguments": ""},
+                        }
+                    ],
+                }
+            ),
             chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"path": '}}]}),
             chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"a.txt"}'}}]}),
-            chunk({"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "read_file", "arguments": '{"path": '}}]}),
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 1,
+                            "id": "call_b",
+                            "type": "function",
+                            "function": {"name": "read_file", "arguments": '{"path": '},
+                        }
+                    ]
+                }
+            ),
             chunk({}, finish="tool_calls"),
             chunk(usage=USAGE),
         ),
@@ -208,7 +244,10 @@ def test_a_missing_key_names_the_variable(monkeypatch):
 
 
 def test_context_length_exceeded_is_a_context_overflow(api):
-    api.respond(400, {"error": {"message": "This model's maximum context length is 8192 tokens", "code": "context_length_exceeded"}})
+    api.respond(
+        400,
+        {"error": {"message": "This model's maximum context length is 8192 tokens", "code": "context_length_exceeded"}},
+    )
     with pytest.raises(ContextOverflowError):
         OpenAICompatModel(hosted(api.url)).chat([Message("user", "hi")], [])
     assert len(api.requests) == 1
@@ -232,7 +271,11 @@ def test_openai_reasoning_models_get_their_parameters(api):
     model = OpenAICompatModel(hosted(api.url, provider="openai", model="gpt-5-mini"))
     call = ToolCall("read_file", {"path": "a"}, "call_1")
     model.chat(
-        [Message("user", "hi"), Message("assistant", "", (call,)), Message("tool", "text", tool_call_id="call_1", name="read_file")],
+        [
+            Message("user", "hi"),
+            Message("assistant", "", (call,)),
+            Message("tool", "text", tool_call_id="call_1", name="read_file"),
+        ],
         [READ],
         max_tokens=64,
     )
@@ -241,7 +284,9 @@ def test_openai_reasoning_models_get_their_parameters(api):
     assert body["messages"][1] == {
         "role": "assistant",
         "content": None,
-        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a"}'}}],
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a"}'}}
+        ],
     }
     assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "text"}
 
@@ -279,7 +324,10 @@ def test_tool_round_trip_with_llama_cpp_server(llama_server):  # noqa: F811
     (call,) = first.tool_calls
     assert call.valid and call.name == "read_file" and isinstance(call.arguments.get("path"), str)
     assert call.id and first.finish_reason == "tool_calls"
-    history += [Message("assistant", first.text, first.tool_calls), Message("tool", "hello from a.txt", tool_call_id=call.id, name=call.name)]
+    history += [
+        Message("assistant", first.text, first.tool_calls),
+        Message("tool", "hello from a.txt", tool_call_id=call.id, name=call.name),
+    ]
     second = OpenAICompatModel(entry, stream=False).chat(history, [READ], max_tokens=16)
     assert second.text and second.tool_calls == ()
     assert second.usage.input_tokens > first.usage.input_tokens
@@ -287,7 +335,8 @@ def test_tool_round_trip_with_llama_cpp_server(llama_server):  # noqa: F811
 
 def test_open_model_finds_a_hosted_entry_in_the_user_catalog(llama_server, localagent_home):  # noqa: F811
     (localagent_home / "models.toml").write_text(
-        f'[hosted.loopback]\nprovider = "llama.cpp"\nmodel = "smollm2"\nbase_url = "{llama_server}/v1"\n', encoding="utf-8"
+        f'[hosted.loopback]\nprovider = "llama.cpp"\nmodel = "smollm2"\nbase_url = "{llama_server}/v1"\n',
+        encoding="utf-8",
     )
     model = open_model("loopback", EngineConfig(max_retries=0))
     try:

@@ -9,19 +9,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
 
 pytest.importorskip("mcp.server.mcpserver", reason="needs the 'mcp' extra (mcp >= 2)")
 
+from fakehub import FILE, REPO, USER_CATALOG, FakeHub, HubFile, bundled_sha256  # noqa: E402,F401
 from mcp import ClientSession, StdioServerParameters  # noqa: E402
 from mcp.client.stdio import stdio_client  # noqa: E402
-
-from fakehub import FILE, REPO, USER_CATALOG, FakeHub, HubFile, bundled_sha256  # noqa: E402,F401
 
 FAST = ["--n-ctx", "2048", "--max-tokens", "48"]
 CALL = {"tool_mode": "json", "max_steps": 2}
@@ -95,7 +95,14 @@ def test_run_agent_over_stdio(root: Path, localagent_home: Path, tmp_path: Path)
             assert {t.name for t in tools} == TOOLS
             run_tool = next(t for t in tools if t.name == "run_agent")
             # no client-fillable context parameter: only the task's own arguments
-            assert set(run_tool.input_schema["properties"]) == {"prompt", "model", "workspace", "max_steps", "tool_mode", "think"}
+            assert set(run_tool.input_schema["properties"]) == {
+                "prompt",
+                "model",
+                "workspace",
+                "max_steps",
+                "tool_mode",
+                "think",
+            }
             assert run_tool.output_schema is not None and "peak_rss_bytes" in run_tool.output_schema["properties"]
 
             # a call the client gives up on stops, lets go of the model, and keeps it loaded
@@ -181,7 +188,11 @@ def test_stdout_carries_only_jsonrpc(root: Path, localagent_home: Path, tmp_path
     stderr = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "localagent", "mcp", "--root", str(root), *FAST],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=root,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        cwd=root,
         env={**os.environ, "LOCALAGENT_HOME": str(localagent_home)},
     )
     seen: list[str] = []
@@ -194,15 +205,37 @@ def test_stdout_carries_only_jsonrpc(root: Path, localagent_home: Path, tmp_path
         proc.stdin.flush()
 
     try:
-        send({"id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}})
+        send(
+            {
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "0"},
+                },
+            }
+        )
         assert "serverInfo" in _read_reply(proc, 1, seen)["result"]
         send({"method": "notifications/initialized"})
         send({"id": 2, "method": "tools/list"})
         assert {t["name"] for t in _read_reply(proc, 2, seen)["result"]["tools"]} == TOOLS
-        send({"id": 3, "method": "tools/call", "params": {
-            "name": "run_agent", "arguments": {"prompt": "What files are here?", "workspace": "proj", "max_steps": 1, "tool_mode": "json"},
-            "_meta": {"progressToken": "p1"}}})
+        send(
+            {
+                "id": 3,
+                "method": "tools/call",
+                "params": {
+                    "name": "run_agent",
+                    "arguments": {
+                        "prompt": "What files are here?",
+                        "workspace": "proj",
+                        "max_steps": 1,
+                        "tool_mode": "json",
+                    },
+                    "_meta": {"progressToken": "p1"},
+                },
+            }
+        )
         reply = _read_reply(proc, 3, seen)["result"]
         assert reply["isError"] is False
         run = reply["structuredContent"]
@@ -252,7 +285,9 @@ def test_pull_keep_alive_and_unreachable_hub(
             assert too_big.is_error and "fake-huge needs about" in text_of(too_big) and "of RAM" in text_of(too_big)
             assert not any("/huge/" in r for r in hub.requests), "a model too big for RAM is not downloaded"
 
-            ran, _ = await client.call("run_agent", prompt="Say hello.", model="fake-smol", tool_mode="json", max_steps=1)
+            ran, _ = await client.call(
+                "run_agent", prompt="Say hello.", model="fake-smol", tool_mode="json", max_steps=1
+            )
             assert not ran.is_error and ran.structured_content["model_loaded_fresh"] is True
             # keep-alive 1 s: the timer unloads the idle model
             deadline = time.monotonic() + 60
@@ -284,8 +319,13 @@ def test_pull_keep_alive_and_unreachable_hub(
 def test_started_from_the_filesystem_root_without_root_refuses(localagent_home: Path) -> None:
     """Claude Desktop starts servers in `/`: without --root that would expose every file."""
     done = subprocess.run(
-        [sys.executable, "-m", "localagent", "mcp"], cwd="/", stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        env={**os.environ, "LOCALAGENT_HOME": str(localagent_home)}, timeout=60,
+        [sys.executable, "-m", "localagent", "mcp"],
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOCALAGENT_HOME": str(localagent_home)},
+        timeout=60,
     )
     assert done.returncode == 1 and done.stdout == ""
     assert "the whole filesystem" in done.stderr and "--root" in done.stderr

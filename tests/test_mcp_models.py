@@ -47,10 +47,15 @@ def same_refusal(texts: dict[str, str]) -> str:
     return shapes.pop()
 
 
-def test_names_only_without_the_flag(places: dict[str, Path], localagent_home: Path, tmp_path: Path, bundled_gguf: Path) -> None:
+def test_names_only_without_the_flag(
+    places: dict[str, Path], localagent_home: Path, tmp_path: Path, bundled_gguf: Path
+) -> None:
     imported = subprocess.run(
         [sys.executable, "-m", "localagent", "models", "import", str(bundled_gguf), "--name", "mysmol"],
-        capture_output=True, text=True, env={**os.environ, "LOCALAGENT_HOME": str(localagent_home)}, timeout=300,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOCALAGENT_HOME": str(localagent_home)},
+        timeout=300,
     )
     assert imported.returncode == 0, imported.stderr
     inside = places["root"] / "proj" / "model.gguf"
@@ -60,7 +65,13 @@ def test_names_only_without_the_flag(places: dict[str, Path], localagent_home: P
     async def scenario() -> None:
         async with connect(params, tmp_path / "stderr.txt") as client:
             texts = {}
-            for name in (str(bundled_gguf), "proj/model.gguf", str(places["missing"]), str(places["text"]), str(places["fake"])):
+            for name in (
+                str(bundled_gguf),
+                "proj/model.gguf",
+                str(places["missing"]),
+                str(places["text"]),
+                str(places["fake"]),
+            ):
                 refused, _ = await client.call("run_agent", model=name, **RUN)
                 assert refused.is_error, name
                 texts[name] = text_of(refused)
@@ -88,7 +99,9 @@ def test_names_only_without_the_flag(places: dict[str, Path], localagent_home: P
     anyio.run(scenario)
 
 
-def test_paths_with_the_flag(places: dict[str, Path], localagent_home: Path, tmp_path: Path, bundled_gguf: Path) -> None:
+def test_paths_with_the_flag(
+    places: dict[str, Path], localagent_home: Path, tmp_path: Path, bundled_gguf: Path
+) -> None:
     params = server_params(places["root"], localagent_home, "--offline", "--allow-model-paths")
 
     async def scenario() -> None:

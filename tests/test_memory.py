@@ -61,6 +61,8 @@ def test_sampler_thread_stops() -> None:
     assert set(mem.as_dict()) == {"peak_rss_bytes", "peak_anon_bytes", "peak_file_bytes"}
 
 
-@pytest.mark.parametrize("n, text", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * MB, "5.0 MiB"), (3 * 1024 * MB, "3.0 GiB")])
+@pytest.mark.parametrize(
+    "n, text", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 * MB, "5.0 MiB"), (3 * 1024 * MB, "3.0 GiB")]
+)
 def test_format_bytes(n: int, text: str) -> None:
     assert format_bytes(n) == text

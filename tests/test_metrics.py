@@ -172,7 +172,10 @@ PRICE = Price(input=1.25, cached_input=0.125, output=10.0, source="test", as_of=
         # reasoning tokens are inside output tokens: 2000 output (1500 of them reasoning) = 0.02
         (Usage(input_tokens=0, output_tokens=2000, reasoning_tokens=1500), 0.02),
         # a real agent trial's numbers: 3 calls, 2,301 input (1,536 cached), 184 output
-        (Usage(input_tokens=2301, cached_input_tokens=1536, output_tokens=184), (765 * 1.25 + 1536 * 0.125 + 184 * 10) / 1e6),
+        (
+            Usage(input_tokens=2301, cached_input_tokens=1536, output_tokens=184),
+            (765 * 1.25 + 1536 * 0.125 + 184 * 10) / 1e6,
+        ),
     ],
 )
 def test_cost_arithmetic(usage, expected):

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 
+import archmodels
 import pytest
 
-import archmodels
 from localagent.agent import Agent, AgentConfig
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from localagent.engines.reasoning import Thought, prompt_opens_thinking, split_reasoning
 from localagent.engines.native_calls import parse_native
+from localagent.engines.reasoning import Thought, prompt_opens_thinking, split_reasoning
 from localagent.records import ToolSpec
 
 
@@ -46,14 +46,19 @@ TOOLS = (
     _tool("toggle", {"enabled": BOOL}),
     _tool("set_nullable", {"value": {"type": "null"}}),
     _tool("set_config", {"config": {"type": "object"}}),
-    _tool("Calendar.create_event", {"title": STR, "participants": {"type": "array", "items": STR}, "metadata": {"type": "object"}}),
+    _tool(
+        "Calendar.create_event",
+        {"title": STR, "participants": {"type": "array", "items": STR}, "metadata": {"type": "object"}},
+    ),
     _tool("set_nullable_str", {"name": {"type": ["string", "null"]}}),
     _tool("set_nullable_str_nf", {"name": {"type": ["null", "string"]}}),
     _tool("set_nullable_int", {"count": {"type": ["integer", "null"]}}),
     _tool("set_union", {"value": {"type": ["string", "object"]}, "amount": {"type": ["string", "integer"]}}),
     _tool("set_unit", {"unit": {"enum": ["celsius", "fahrenheit"]}}),
     _tool("tool_2req_4opt", {"req1": STR, "req2": INT, "opt1": STR, "opt2": INT, "opt3": STR, "opt4": INT}),
-    _tool("tool_2req_5opt", {"req1": STR, "req2": INT, "opt1": STR, "opt2": INT, "opt3": STR, "opt4": INT, "opt5": STR}),
+    _tool(
+        "tool_2req_5opt", {"req1": STR, "req2": INT, "opt1": STR, "opt2": INT, "opt3": STR, "opt4": INT, "opt5": STR}
+    ),
 )
 
 
@@ -102,7 +107,8 @@ QWEN35 = [
         calls=[("edit", {"filename": "foo.c", "oldString": "#iclunde", "newString": "#include\n"})],
     ),
     Case(  # test-chat.cpp:2287 -- leading indentation kept
-        _xml("python", ("code", '    print("Hello, world!")')), calls=[("python", {"code": '    print("Hello, world!")'})]
+        _xml("python", ("code", '    print("Hello, world!")')),
+        calls=[("python", {"code": '    print("Hello, world!")'})],
     ),
     Case(  # test-chat.cpp:2305 -- structured output is content, not a call
         'I need to output the invoice details in JSON\n</think>\n\n{"amount": 123.45, "date": "2025-12-03"}',
@@ -111,23 +117,55 @@ QWEN35 = [
         opened=True,
     ),
     Case(QWEN_PWD, calls=PWD, opened=True),  # test-chat.cpp:2317 -- a call ends the open think block
-    Case("Need to inspect the current directory.\n" + QWEN_PWD, "", "Need to inspect the current directory.", PWD, opened=True),  # test-chat.cpp:2334
-    Case("<tool_call>\n<function=empty_args>\n</function>\n</tool_call>", calls=[("empty_args", {})]),  # test-chat.cpp:2353
-    Case("<tool_call>\n<function=empty_args_no_props>\n</function>\n</tool_call>", calls=[("empty_args_no_props", {})]),  # test-chat.cpp:2365
+    Case(
+        "Need to inspect the current directory.\n" + QWEN_PWD,
+        "",
+        "Need to inspect the current directory.",
+        PWD,
+        opened=True,
+    ),  # test-chat.cpp:2334
+    Case(
+        "<tool_call>\n<function=empty_args>\n</function>\n</tool_call>", calls=[("empty_args", {})]
+    ),  # test-chat.cpp:2353
+    Case(
+        "<tool_call>\n<function=empty_args_no_props>\n</function>\n</tool_call>", calls=[("empty_args_no_props", {})]
+    ),  # test-chat.cpp:2365
     # test-chat.cpp:2377 -- llama.cpp's reasoning is "<think>\n\n" (the re-opened tag); ours drops the tag
     Case("<think>\n\n</think>\n\n" + QWEN_CALL_1, calls=CALL_1, opened=True),
     Case("</think>\n\n" + QWEN_CALL_1, calls=CALL_1, opened=True),  # test-chat.cpp:2392
     Case("</think>\n\n" + QWEN_PWD, calls=PWD, opened=True),  # test-chat.cpp:2407
-    Case("</think>\n\nLet me inspect the current directory.\n" + QWEN_PWD, "Let me inspect the current directory.", calls=PWD, opened=True),  # test-chat.cpp:2426
-    Case("</think>\n\nLet me inspect the current directory.\n" + QWEN_PWD, "Let me inspect the current directory.", calls=PWD, opened=True),  # test-chat.cpp:2447
+    Case(
+        "</think>\n\nLet me inspect the current directory.\n" + QWEN_PWD,
+        "Let me inspect the current directory.",
+        calls=PWD,
+        opened=True,
+    ),  # test-chat.cpp:2426
+    Case(
+        "</think>\n\nLet me inspect the current directory.\n" + QWEN_PWD,
+        "Let me inspect the current directory.",
+        calls=PWD,
+        opened=True,
+    ),  # test-chat.cpp:2447
     Case(  # test-chat.cpp:2469
         "I should inspect the directory.\n</think>\n\nLet me inspect it now.\n" + QWEN_PWD,
-        "Let me inspect it now.", "I should inspect the directory.", PWD, opened=True,
+        "Let me inspect it now.",
+        "I should inspect the directory.",
+        PWD,
+        opened=True,
     ),
-    Case("I need to run a terminal command.\n</think>\n\n" + QWEN_PWD, "", "I need to run a terminal command.", PWD, opened=True),  # test-chat.cpp:2531
+    Case(
+        "I need to run a terminal command.\n</think>\n\n" + QWEN_PWD,
+        "",
+        "I need to run a terminal command.",
+        PWD,
+        opened=True,
+    ),  # test-chat.cpp:2531
     Case(  # test-chat.cpp:2553
         "I need to run a terminal command.\n</think>\n\nLet me inspect the current directory.\n" + QWEN_PWD,
-        "Let me inspect the current directory.", "I need to run a terminal command.", PWD, opened=True,
+        "Let me inspect the current directory.",
+        "I need to run a terminal command.",
+        PWD,
+        opened=True,
     ),
     Case("</think>\n\n" + QWEN_PWD, calls=PWD, opened=True),  # test-chat.cpp:2578
 ]
@@ -136,8 +174,14 @@ QWEN3_CODER = [
     Case(HELLO, HELLO),  # test-chat.cpp:3554
     Case(QWEN_CALL_1, calls=CALL_1),  # test-chat.cpp:3556
     # some models leave out the opening <tool_call>
-    Case("<function=special_function>\n<parameter=arg1>\n1\n</parameter>\n</function>\n</tool_call>", calls=CALL_1),  # test-chat.cpp:3570
-    Case("Let me call it.\n<function=special_function>\n<parameter=arg1>\n1\n</parameter>\n</function>\n</tool_call>", "Let me call it.", calls=CALL_1),  # test-chat.cpp:3581
+    Case(
+        "<function=special_function>\n<parameter=arg1>\n1\n</parameter>\n</function>\n</tool_call>", calls=CALL_1
+    ),  # test-chat.cpp:3570
+    Case(
+        "Let me call it.\n<function=special_function>\n<parameter=arg1>\n1\n</parameter>\n</function>\n</tool_call>",
+        "Let me call it.",
+        calls=CALL_1,
+    ),  # test-chat.cpp:3581
     Case(QWEN_TWO.removeprefix("<tool_call>\n"), calls=TWO),  # test-chat.cpp:3597
     Case(QWEN_TWO, calls=TWO),  # test-chat.cpp:3624
     Case(_xml("python", ("code", PY_HELLO)), calls=[("python", {"code": PY_HELLO})]),  # test-chat.cpp:3654
@@ -147,8 +191,16 @@ QWEN3_CODER = [
         calls=[("html", {"markup": "<html>\n <head>\n  <title>Hello!</title>\n </head>\n</html>"})],
     ),
     Case(  # test-chat.cpp:3715 -- an array parameter is JSON
-        _xml("todo_list", ("todos", '[{"item": "Check stuff", "selected": false}, {"item": "Prepare stuff", "selected": true}]')),
-        calls=[("todo_list", {"todos": [{"item": "Check stuff", "selected": False}, {"item": "Prepare stuff", "selected": True}]})],
+        _xml(
+            "todo_list",
+            ("todos", '[{"item": "Check stuff", "selected": false}, {"item": "Prepare stuff", "selected": true}]'),
+        ),
+        calls=[
+            (
+                "todo_list",
+                {"todos": [{"item": "Check stuff", "selected": False}, {"item": "Prepare stuff", "selected": True}]},
+            )
+        ],
     ),
     Case(  # test-chat.cpp:3733
         _xml("edit", ("newString", "#include"), ("filename", "foo.c"), ("oldString", "#iclunde")),
@@ -163,17 +215,39 @@ QWEN3_CODER = [
         calls=[("tool_2req_4opt", {"req1": "hello", "req2": 42, "opt4": 100, "opt2": 200})],
     ),
     Case(  # test-chat.cpp:3781
-        _xml("tool_2req_5opt", ("req1", "world"), ("req2", "7"), ("opt5", "last"), ("opt3", "middle"), ("opt1", "first")),
+        _xml(
+            "tool_2req_5opt", ("req1", "world"), ("req2", "7"), ("opt5", "last"), ("opt3", "middle"), ("opt1", "first")
+        ),
         calls=[("tool_2req_5opt", {"req1": "world", "req2": 7, "opt5": "last", "opt3": "middle", "opt1": "first"})],
     ),
     Case(  # test-chat.cpp:3799
-        _xml("tool_2req_5opt", ("req1", "test"), ("req2", "99"), ("opt3", "c"), ("opt1", "a"), ("opt5", "e"), ("opt4", "4"), ("opt2", "2")),
-        calls=[("tool_2req_5opt", {"req1": "test", "req2": 99, "opt3": "c", "opt1": "a", "opt5": "e", "opt4": 4, "opt2": 2})],
+        _xml(
+            "tool_2req_5opt",
+            ("req1", "test"),
+            ("req2", "99"),
+            ("opt3", "c"),
+            ("opt1", "a"),
+            ("opt5", "e"),
+            ("opt4", "4"),
+            ("opt2", "2"),
+        ),
+        calls=[
+            (
+                "tool_2req_5opt",
+                {"req1": "test", "req2": 99, "opt3": "c", "opt1": "a", "opt5": "e", "opt4": 4, "opt2": 2},
+            )
+        ],
     ),
-    Case(_xml("set_nullable_str", ("name", "hello world")), calls=[("set_nullable_str", {"name": "hello world"})]),  # test-chat.cpp:3819
-    Case(_xml("set_nullable_str_nf", ("name", "hello world")), calls=[("set_nullable_str_nf", {"name": "hello world"})]),  # test-chat.cpp:3832
+    Case(
+        _xml("set_nullable_str", ("name", "hello world")), calls=[("set_nullable_str", {"name": "hello world"})]
+    ),  # test-chat.cpp:3819
+    Case(
+        _xml("set_nullable_str_nf", ("name", "hello world")), calls=[("set_nullable_str_nf", {"name": "hello world"})]
+    ),  # test-chat.cpp:3832
     Case(_xml("set_nullable_int", ("count", "42")), calls=[("set_nullable_int", {"count": 42})]),  # test-chat.cpp:3845
-    Case(_xml("set_nullable_str", ("name", "null")), calls=[("set_nullable_str", {"name": None})]),  # test-chat.cpp:3858
+    Case(
+        _xml("set_nullable_str", ("name", "null")), calls=[("set_nullable_str", {"name": None})]
+    ),  # test-chat.cpp:3858
     Case(  # test-chat.cpp:3871 -- unions with string: typed when the text reads as another type
         _xml("set_union", ("value", '{"a": 1}'), ("amount", "2 dollars")),
         calls=[("set_union", {"value": {"a": 1}, "amount": "2 dollars"})],
@@ -189,9 +263,15 @@ LFM2 = [
     # test_lfm2_parser (run for LFM2-8B-A1B, LFM2.5-Instruct and LFM2.5-8B-A1B)
     Case(HELLO, HELLO),  # test-chat.cpp:2019
     Case("<|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|>", calls=CALL_1),  # test-chat.cpp:2022
-    Case('<|tool_call_start|>[get_time(city="XYZCITY")]<|tool_call_end|>', calls=[("get_time", {"city": "XYZCITY"})]),  # test-chat.cpp:2028
-    Case("<|tool_call_start|>[toggle(enabled=True)]<|tool_call_end|>", calls=[("toggle", {"enabled": True})]),  # test-chat.cpp:2034
-    Case("<|tool_call_start|>[set_nullable(value=None)]<|tool_call_end|>", calls=[("set_nullable", {"value": None})]),  # test-chat.cpp:2039
+    Case(
+        '<|tool_call_start|>[get_time(city="XYZCITY")]<|tool_call_end|>', calls=[("get_time", {"city": "XYZCITY"})]
+    ),  # test-chat.cpp:2028
+    Case(
+        "<|tool_call_start|>[toggle(enabled=True)]<|tool_call_end|>", calls=[("toggle", {"enabled": True})]
+    ),  # test-chat.cpp:2034
+    Case(
+        "<|tool_call_start|>[set_nullable(value=None)]<|tool_call_end|>", calls=[("set_nullable", {"value": None})]
+    ),  # test-chat.cpp:2039
     Case(  # test-chat.cpp:2045
         '<|tool_call_start|>[set_config(config={"enabled": True, "count": 3})]<|tool_call_end|>',
         calls=[("set_config", {"config": {"enabled": True, "count": 3}})],
@@ -203,7 +283,12 @@ LFM2 = [
     Case(  # test-chat.cpp:2057 -- dotted name
         '<|tool_call_start|>[Calendar.create_event(title="demo", participants=["Alice", "Bob"], '
         'metadata={"priority": "high", "reminder": true})]<|tool_call_end|>',
-        calls=[("Calendar.create_event", {"title": "demo", "participants": ["Alice", "Bob"], "metadata": {"priority": "high", "reminder": True}})],
+        calls=[
+            (
+                "Calendar.create_event",
+                {"title": "demo", "participants": ["Alice", "Bob"], "metadata": {"priority": "high", "reminder": True}},
+            )
+        ],
     ),
     Case(  # test-chat.cpp:2066 -- markdown links stay content
         "Use this format: [link text](url). Example: [Wikipedia](https://www.wikipedia.org).",
@@ -217,57 +302,96 @@ LFM2 = [
         '<|tool_call_start|>[python(code="First line\\nSecond line\\tindented")]<|tool_call_end|>',
         calls=[("python", {"code": "First line\nSecond line\tindented"})],
     ),
-    Case('<|tool_call_start|>[python(code="print(\\"hi\\")")]<|tool_call_end|>', calls=[("python", {"code": 'print("hi")'})]),  # test-chat.cpp:2090
+    Case(
+        '<|tool_call_start|>[python(code="print(\\"hi\\")")]<|tool_call_end|>',
+        calls=[("python", {"code": 'print("hi")'})],
+    ),  # test-chat.cpp:2090
     Case(  # test-chat.cpp:2098
         'Let me check the time.<|tool_call_start|>[get_time(city="Paris")]<|tool_call_end|>',
         "Let me check the time.",
         calls=[("get_time", {"city": "Paris"})],
     ),
     Case(  # test-chat.cpp:2106
-        "<|tool_call_start|>[special_function(arg1=1), special_function_with_opt(arg1=1, arg2=2)]<|tool_call_end|>", calls=TWO
+        "<|tool_call_start|>[special_function(arg1=1), special_function_with_opt(arg1=1, arg2=2)]<|tool_call_end|>",
+        calls=TWO,
     ),
     # test-chat.cpp:2116 (a partial stream) is in test_truncated_calls_are_errors below
     Case("<|tool_call_start|>[empty_args()]<|tool_call_end|>", calls=[("empty_args", {})]),  # test-chat.cpp:2123
     # LFM2.5-8B-A1B, the LFM2 template that thinks
-    Case("<think>I'm\nthinking</think><|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|>", "", THINKING, CALL_1),  # test-chat.cpp:5242
+    Case(
+        "<think>I'm\nthinking</think><|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|>",
+        "",
+        THINKING,
+        CALL_1,
+    ),  # test-chat.cpp:5242
     Case(  # test-chat.cpp:5249
         '<think>I need to call a function</think>Let me check the time.<|tool_call_start|>[get_time(city="Paris")]<|tool_call_end|>',
-        "Let me check the time.", "I need to call a function", [("get_time", {"city": "Paris"})],
+        "Let me check the time.",
+        "I need to call a function",
+        [("get_time", {"city": "Paris"})],
     ),
     Case(  # test-chat.cpp:5259 -- a call marker inside reasoning is not a call
         "<think>Let me think about <|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|> hmm</think>"
         "<|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|>",
-        "", "Let me think about <|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|> hmm", CALL_1,
+        "",
+        "Let me think about <|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|> hmm",
+        CALL_1,
     ),
     Case("<think>I'm\nthinking</think>Hello, world!\nWhat's up?", HELLO, THINKING),  # test-chat.cpp:5270
-    Case("<think>I'm\nthinking</think><|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|>", "", THINKING, CALL_1),  # test-chat.cpp:5276
+    Case(
+        "<think>I'm\nthinking</think><|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|>",
+        "",
+        THINKING,
+        CALL_1,
+    ),  # test-chat.cpp:5276
 ]
 
 GEMMA4 = [
     Case("Hello, world!", "Hello, world!"),  # test-chat.cpp:2994
     Case("<|channel>thought\nI'm\nthinking<channel|>Hello, world!\nWhat's up?", HELLO, THINKING),  # test-chat.cpp:2997
     Case("<|channel>thought<channel|>Hello, world!\nWhat's up?", HELLO),  # test-chat.cpp:3004
-    Case('<|tool_call>call:get_time{city:<|"|>London<|"|>}<tool_call|>', calls=[("get_time", {"city": "London"})]),  # test-chat.cpp:3018
-    Case('<|tool_call>call:get_time{city:<|"|>San Francisco<|"|>}<tool_call|>', calls=[("get_time", {"city": "San Francisco"})]),  # test-chat.cpp:3025
+    Case(
+        '<|tool_call>call:get_time{city:<|"|>London<|"|>}<tool_call|>', calls=[("get_time", {"city": "London"})]
+    ),  # test-chat.cpp:3018
+    Case(
+        '<|tool_call>call:get_time{city:<|"|>San Francisco<|"|>}<tool_call|>',
+        calls=[("get_time", {"city": "San Francisco"})],
+    ),  # test-chat.cpp:3025
     Case("<|tool_call>call:empty_args{}<tool_call|>", calls=[("empty_args", {})]),  # test-chat.cpp:3032
     Case(  # test-chat.cpp:3039
-        'Hello, world!\nWhat\'s up?<|tool_call>call:get_time{city:<|"|>Paris<|"|>}<tool_call|>', HELLO, calls=[("get_time", {"city": "Paris"})]
+        'Hello, world!\nWhat\'s up?<|tool_call>call:get_time{city:<|"|>Paris<|"|>}<tool_call|>',
+        HELLO,
+        calls=[("get_time", {"city": "Paris"})],
     ),
-    Case('<|tool_call>call:get_time{city:<|"|>Paris<|"|>}<tool_call|>', calls=[("get_time", {"city": "Paris"})]),  # test-chat.cpp:3046
+    Case(
+        '<|tool_call>call:get_time{city:<|"|>Paris<|"|>}<tool_call|>', calls=[("get_time", {"city": "Paris"})]
+    ),  # test-chat.cpp:3046
     Case(  # test-chat.cpp:3054
         '<|channel>thought\nI\'m\nthinking<channel|><|tool_call>call:get_time{city:<|"|>Paris<|"|>}<tool_call|>',
-        "", THINKING, [("get_time", {"city": "Paris"})],
+        "",
+        THINKING,
+        [("get_time", {"city": "Paris"})],
     ),
     Case(  # test-chat.cpp:3066
         '<|tool_call>call:get_time{city:<|"|>London<|"|>}<tool_call|><|tool_call>call:get_weather{city:<|"|>Paris<|"|>}<tool_call|>',
         calls=[("get_time", {"city": "London"}), ("get_weather", {"city": "Paris"})],
     ),
-    Case("<|tool_call>call:special_function{arg1:42}<tool_call|>", calls=[("special_function", {"arg1": 42})]),  # test-chat.cpp:3078
-    Case("<|tool_call>call:special_function{arg1:-7}<tool_call|>", calls=[("special_function", {"arg1": -7})]),  # test-chat.cpp:3085
+    Case(
+        "<|tool_call>call:special_function{arg1:42}<tool_call|>", calls=[("special_function", {"arg1": 42})]
+    ),  # test-chat.cpp:3078
+    Case(
+        "<|tool_call>call:special_function{arg1:-7}<tool_call|>", calls=[("special_function", {"arg1": -7})]
+    ),  # test-chat.cpp:3085
     Case("<|tool_call>call:amount{orig:3.14}<tool_call|>", calls=[("amount", {"orig": 3.14})]),  # test-chat.cpp:3092
-    Case("<|tool_call>call:toggle{enabled:true}<tool_call|>", calls=[("toggle", {"enabled": True})]),  # test-chat.cpp:3099
-    Case("<|tool_call>call:toggle{enabled:false}<tool_call|>", calls=[("toggle", {"enabled": False})]),  # test-chat.cpp:3106
-    Case("<|tool_call>call:set_nullable{value:null}<tool_call|>", calls=[("set_nullable", {"value": None})]),  # test-chat.cpp:3113
+    Case(
+        "<|tool_call>call:toggle{enabled:true}<tool_call|>", calls=[("toggle", {"enabled": True})]
+    ),  # test-chat.cpp:3099
+    Case(
+        "<|tool_call>call:toggle{enabled:false}<tool_call|>", calls=[("toggle", {"enabled": False})]
+    ),  # test-chat.cpp:3106
+    Case(
+        "<|tool_call>call:set_nullable{value:null}<tool_call|>", calls=[("set_nullable", {"value": None})]
+    ),  # test-chat.cpp:3113
     Case(  # test-chat.cpp:3120
         '<|tool_call>call:todo_list{todos:[<|"|>buy milk<|"|>,<|"|>walk dog<|"|>]}<tool_call|>',
         calls=[("todo_list", {"todos": ["buy milk", "walk dog"]})],
@@ -276,28 +400,46 @@ GEMMA4 = [
         '<|tool_call>call:set_config{config:{theme:<|"|>dark<|"|>,count:3}}<tool_call|>',
         calls=[("set_config", {"config": {"theme": "dark", "count": 3}})],
     ),
-    Case("<|tool_call>call:todo_list{todos:[]}<tool_call|>", calls=[("todo_list", {"todos": []})]),  # test-chat.cpp:3134
-    Case("<|tool_call>call:set_config{config:{}}<tool_call|>", calls=[("set_config", {"config": {}})]),  # test-chat.cpp:3141
-    Case("<|tool_call>call:amount{orig:1.5e10}<tool_call|>", calls=[("amount", {"orig": 1.5e10})]),  # test-chat.cpp:3148
+    Case(
+        "<|tool_call>call:todo_list{todos:[]}<tool_call|>", calls=[("todo_list", {"todos": []})]
+    ),  # test-chat.cpp:3134
+    Case(
+        "<|tool_call>call:set_config{config:{}}<tool_call|>", calls=[("set_config", {"config": {}})]
+    ),  # test-chat.cpp:3141
+    Case(
+        "<|tool_call>call:amount{orig:1.5e10}<tool_call|>", calls=[("amount", {"orig": 1.5e10})]
+    ),  # test-chat.cpp:3148
     Case("<|channel>thought\n<channel|>Hello, world!\nWhat's up?<channel|>", HELLO),  # test-chat.cpp:3155
-    Case("<|channel>thought\n<channel|>Hello, world!\nWhat's up?<|channel>thought\n<channel|>", HELLO),  # test-chat.cpp:3161
-    Case("<|channel>thought\n<channel|>Hello, world!\nWhat's up?<|channel>thought\n<channel|><channel|>", HELLO),  # test-chat.cpp:3167
+    Case(
+        "<|channel>thought\n<channel|>Hello, world!\nWhat's up?<|channel>thought\n<channel|>", HELLO
+    ),  # test-chat.cpp:3161
+    Case(
+        "<|channel>thought\n<channel|>Hello, world!\nWhat's up?<|channel>thought\n<channel|><channel|>", HELLO
+    ),  # test-chat.cpp:3167
     Case("<|channel><|channel>thought\n<channel|>Hello, world!\nWhat's up?", HELLO),  # test-chat.cpp:3173
 ]
 
 HERMES_GRANITE = [
     Case(HELLO, HELLO),  # test-chat.cpp:3409 (Granite 4.0)
-    Case('<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}\n</tool_call>', calls=CALL_1),  # test-chat.cpp:3411 (Granite 4.0)
+    Case(
+        '<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}\n</tool_call>', calls=CALL_1
+    ),  # test-chat.cpp:3411 (Granite 4.0)
     Case(HELLO, HELLO),  # test-chat.cpp:3432 (Granite 4.1)
-    Case('<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}\n</tool_call>', calls=CALL_1),  # test-chat.cpp:3434 (Granite 4.1)
+    Case(
+        '<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}\n</tool_call>', calls=CALL_1
+    ),  # test-chat.cpp:3434 (Granite 4.1)
     # test-chat.cpp:6106-6107, run for MiMo-VL, Hermes 3 and Qwen2.5-7B-Instruct
     Case(HELLO, HELLO),  # test-chat.cpp:6106
-    Case('<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}\n</tool_call>', calls=CALL_1),  # test-chat.cpp:6107
+    Case(
+        '<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}\n</tool_call>', calls=CALL_1
+    ),  # test-chat.cpp:6107
 ]
 
 MISTRAL_LLAMA = [
     Case(HELLO, HELLO),  # test-chat.cpp:5916 (Mistral Nemo)
-    Case('[TOOL_CALLS][{"name": "special_function", "arguments": {"arg1": 1}, "id": "123456789"}]', calls=CALL_1),  # test-chat.cpp:5917
+    Case(
+        '[TOOL_CALLS][{"name": "special_function", "arguments": {"arg1": 1}, "id": "123456789"}]', calls=CALL_1
+    ),  # test-chat.cpp:5917
     Case(HELLO, HELLO),  # test-chat.cpp:6253 (Mistral Small 3.2)
     Case('[TOOL_CALLS]special_function[CALL_ID]123456789[ARGS]{"arg1": 1}', calls=CALL_1),  # test-chat.cpp:6254
     Case(  # test-chat.cpp:6260
@@ -307,7 +449,9 @@ MISTRAL_LLAMA = [
     ),
     Case(HELLO, HELLO),  # test-chat.cpp:6284 (Devstral)
     Case('[TOOL_CALLS]special_function[ARGS]{"arg1": 1}', calls=CALL_1),  # test-chat.cpp:6285
-    Case('Hello, world!\nWhat\'s up?[TOOL_CALLS]special_function[ARGS]{"arg1": 1}', HELLO, calls=CALL_1),  # test-chat.cpp:6290
+    Case(
+        'Hello, world!\nWhat\'s up?[TOOL_CALLS]special_function[ARGS]{"arg1": 1}', HELLO, calls=CALL_1
+    ),  # test-chat.cpp:6290
     Case(HELLO, HELLO),  # test-chat.cpp:6300 (Llama 3.1)
     Case(HELLO, HELLO),  # test-chat.cpp:6328 (Llama 3.2; test-chat.cpp has no Llama 3.2 call case)
 ]
@@ -316,54 +460,75 @@ GPT_OSS = [
     Case("<|channel|>final<|message|>Hello, world!\nWhat's up?", HELLO),  # test-chat.cpp:6428
     Case("<|channel|>commentary<|message|>Hello, world!\nWhat's up?", HELLO),  # test-chat.cpp:6431
     Case(  # test-chat.cpp:6434
-        "<|channel|>analysis<|message|>I'm\nthinking<|end|><|start|>assistant<|channel|>final<|message|>Hello, world!\nWhat's up?", HELLO, THINKING
+        "<|channel|>analysis<|message|>I'm\nthinking<|end|><|start|>assistant<|channel|>final<|message|>Hello, world!\nWhat's up?",
+        HELLO,
+        THINKING,
     ),
     Case(' to=functions.special_function<|channel|>analysis<|message|>{"arg1": 1}', calls=CALL_1),  # test-chat.cpp:6457
     Case('<|channel|>analysis to=functions.special_function<|message|>{"arg1": 1}', calls=CALL_1),  # test-chat.cpp:6464
-    Case(' to=functions.special_function<|channel|>analysis <|constrain|>json<|message|>{"arg1": 1}', calls=CALL_1),  # test-chat.cpp:6471
-    Case('<|channel|>commentary to=functions.special_function<|message|>{"arg1": 1}', calls=CALL_1),  # test-chat.cpp:6478
+    Case(
+        ' to=functions.special_function<|channel|>analysis <|constrain|>json<|message|>{"arg1": 1}', calls=CALL_1
+    ),  # test-chat.cpp:6471
+    Case(
+        '<|channel|>commentary to=functions.special_function<|message|>{"arg1": 1}', calls=CALL_1
+    ),  # test-chat.cpp:6478
     Case(  # test-chat.cpp:6485
         "<|channel|>analysis<|message|>I'm\nthinking<|end|>"
         '<|start|>assistant to=functions.special_function<|channel|>analysis<|message|>{"arg1": 1}',
-        "", THINKING, CALL_1,
+        "",
+        THINKING,
+        CALL_1,
     ),
     Case(  # test-chat.cpp:6494
         "<|channel|>analysis<|message|>Thinking about edit...<|end|>"
         "<|start|>assistant<|channel|>commentary to=functions.edit <|constrain|>json"
         '<|message|>{"oldString": "if (part < railCount - 1) {", "newString": "if (part < 4) {", "replaceAll": false}',
-        "", "Thinking about edit...",
+        "",
+        "Thinking about edit...",
         [("edit", {"oldString": "if (part < railCount - 1) {", "newString": "if (part < 4) {", "replaceAll": False})],
     ),
     Case(  # test-chat.cpp:6531
         "<|channel|>analysis<|message|>I need to output the invoice details in JSON<|end|>"
         '<|start|>assistant<|channel|>final <|constrain|>json<|message|>{"amount": 123.45, "date": "2025-12-03"}',
-        '{"amount": 123.45, "date": "2025-12-03"}', "I need to output the invoice details in JSON",
+        '{"amount": 123.45, "date": "2025-12-03"}',
+        "I need to output the invoice details in JSON",
     ),
     Case(  # test-chat.cpp:6547 -- a built-in tool the agent does not have: dropped
         "<|channel|>analysis<|message|>I will execute python to say hello<|end|>"
         "<|start|>assistant to=container.exec<|channel|>commentary<|message|>python3 -c 'print(\"hello\")'",
-        "", "I will execute python to say hello",
+        "",
+        "I will execute python to say hello",
     ),
     Case(  # test-chat.cpp:6556
         "<|channel|>analysis<|message|>I will execute python to say hello<|end|>"
         '<|start|>assistant<|channel|>commentary to=python <|constrain|>code<|message|>print("hello")',
-        "", "I will execute python to say hello",
+        "",
+        "I will execute python to say hello",
     ),
     Case(  # test-chat.cpp:6567
         "<|channel|>commentary to=assistant<|channel|>analysis<|message|>I'm\nthinking<|end|>"
         "<|start|>assistant<|channel|>final<|message|>Hello, world!\nWhat's up?",
-        HELLO, THINKING,
+        HELLO,
+        THINKING,
     ),
     Case(  # test-chat.cpp:6575
         "<|channel|>analysis<|message|>I'm\nthinking<|end|>"
         "<|start|>assistant<|channel|>commentary to=assistant<|channel|>final<|message|>Hello, world!\nWhat's up?",
-        HELLO, THINKING,
+        HELLO,
+        THINKING,
     ),
 ]
 
 REASONING_ONLY = [
-    Case("Let me think about this...\n</think>\nThe answer is 42.", "The answer is 42.", "Let me think about this...", opened=True),  # test-chat.cpp:3299 (QwQ)
-    Case("</think>Hello, world!", "Hello, world!"),  # test-chat.cpp:3305 (QwQ; no opened flag: a leading closer says so)
+    Case(
+        "Let me think about this...\n</think>\nThe answer is 42.",
+        "The answer is 42.",
+        "Let me think about this...",
+        opened=True,
+    ),  # test-chat.cpp:3299 (QwQ)
+    Case(
+        "</think>Hello, world!", "Hello, world!"
+    ),  # test-chat.cpp:3305 (QwQ; no opened flag: a leading closer says so)
     Case("</think>Hello, world!\nWhat's up?", HELLO),  # test-chat.cpp:5990 (R1 Distill Llama)
     Case("I'm\nthinking</think>Hello, world!\nWhat's up?", HELLO, THINKING, opened=True),  # test-chat.cpp:5994
     Case("</think>Hello, world!\nWhat's up?", HELLO, opened=True),  # test-chat.cpp:6063 (R1 Distill Qwen)
@@ -472,17 +637,41 @@ def test_xml_value_may_mention_closing_tags():
 
 MALFORMED = [
     # (reply, name, error fragment)
-    ("<tool_call>\n<function=special_function>\n<parameter=arg1>\n1", "special_function", "cut off inside parameter 'arg1'"),
-    ("<tool_call>\n<function=special_function>\n<parameter=arg1>\n1\n</parameter>\n", "special_function", "cut off before </function>"),
-    ("<tool_call>\n<function=special_function>\nnoise\n</function>\n</tool_call>", "special_function", "unexpected text"),
+    (
+        "<tool_call>\n<function=special_function>\n<parameter=arg1>\n1",
+        "special_function",
+        "cut off inside parameter 'arg1'",
+    ),
+    (
+        "<tool_call>\n<function=special_function>\n<parameter=arg1>\n1\n</parameter>\n",
+        "special_function",
+        "cut off before </function>",
+    ),
+    (
+        "<tool_call>\n<function=special_function>\nnoise\n</function>\n</tool_call>",
+        "special_function",
+        "unexpected text",
+    ),
     ("<tool_call>\n<function=>\n</function>\n</tool_call>", "", "name cannot be read"),
-    ("<|tool_call_start|>[special_function(arg1=", "special_function", "cut off"),  # test-chat.cpp:2116, a partial stream
+    (
+        "<|tool_call_start|>[special_function(arg1=",
+        "special_function",
+        "cut off",
+    ),  # test-chat.cpp:2116, a partial stream
     ("<|tool_call_start|>[special_function(1)]<|tool_call_end|>", "special_function", "positional arguments"),
     ("<|tool_call_start|>[special_function(**kw)]<|tool_call_end|>", "special_function", "**arguments"),
-    ("<|tool_call_start|>[special_function(arg1=__import__('os').system('x'))]<|tool_call_end|>", "special_function", "not a literal"),
+    (
+        "<|tool_call_start|>[special_function(arg1=__import__('os').system('x'))]<|tool_call_end|>",
+        "special_function",
+        "not a literal",
+    ),
     ("<|tool_call_start|>[special_function(arg1=1+1)]<|tool_call_end|>", "special_function", "not a literal"),
     ("<|tool_call_start|>[special_function(arg1={1: 2})]<|tool_call_end|>", "special_function", "keys must be strings"),
-    ("<|tool_call_start|>[special_function(arg1=1) junk]<|tool_call_end|>", "special_function", "not a Python-style call"),
+    (
+        "<|tool_call_start|>[special_function(arg1=1) junk]<|tool_call_end|>",
+        "special_function",
+        "not a Python-style call",
+    ),
     ("<|tool_call_start|>[42]<|tool_call_end|>", "", "must look like name("),
     ("<|tool_call_start|>[]<|tool_call_end|>", "", "empty tool call"),
     ('<|tool_call>call:get_time{city:<|"|>Par', "get_time", "never closed"),
@@ -538,7 +727,7 @@ HOSTILE = {
     "bare-deep-json": '{"name": "x", "arguments": ' + "[" * MB,
     "lfm2-openers": "<|tool_call_start|>[" * (MB // 20),
     "lfm2-deep": "<|tool_call_start|>[f(a=" + "[" * MB + "]<|tool_call_end|>",
-    "lfm2-long": "<|tool_call_start|>[f(a=\"" + "x" * MB + "\")]<|tool_call_end|>",
+    "lfm2-long": '<|tool_call_start|>[f(a="' + "x" * MB + '")]<|tool_call_end|>',
     "gemma-openers": "<|tool_call>call:f{" * (MB // 19),
     "gemma-deep": "<|tool_call>call:f{a:" + "[" * MB,
     "gemma-keys": "<|tool_call>call:f{" + "k" * MB,
@@ -580,8 +769,20 @@ REASONING = [
     ("", True, "", "", False),
     ("<think>a</think>b<think>c</think>d", False, "a\n\nc", "bd", True),
     ("<think>a</think>answer with a stray </think>", False, "a", "answer with a stray", True),
-    ("plan\n<tool_call>\n{}\n</tool_call>", True, "plan", "<tool_call>\n{}\n</tool_call>", True),  # Qwen3.5: a call ends the thought
-    ('<think>maybe <tool_call>{"name": "x"}</tool_call> no</think>4', False, 'maybe <tool_call>{"name": "x"}</tool_call> no', "4", True),
+    (
+        "plan\n<tool_call>\n{}\n</tool_call>",
+        True,
+        "plan",
+        "<tool_call>\n{}\n</tool_call>",
+        True,
+    ),  # Qwen3.5: a call ends the thought
+    (
+        '<think>maybe <tool_call>{"name": "x"}</tool_call> no</think>4',
+        False,
+        'maybe <tool_call>{"name": "x"}</tool_call> no',
+        "4",
+        True,
+    ),
     ("<|channel>thought\nplan<channel|>answer", False, "plan", "answer", True),
     ("<|channel>thought\nplan", False, "plan", "", False),
     (" thinking<channel|>Hello", True, "thinking", "Hello", True),  # test-chat.cpp:3190 shape (Gemma 4)

@@ -351,7 +351,11 @@ def test_cli_report_json_defaults_to_latest_run(two_runs):
     assert data["run_id"] == "20261102-100000-bbbb"
     small, gpt = data["models"]
     assert (small["name"], small["passed"]["successes"], small["passed"]["n"]) == ("small", 3, 6)
-    assert (gpt["name"], gpt["source_run_id"], gpt["source_date"]) == ("gpt-5-mini", "20261020-090000-aaaa", "2026-10-20")
+    assert (gpt["name"], gpt["source_run_id"], gpt["source_date"]) == (
+        "gpt-5-mini",
+        "20261020-090000-aaaa",
+        "2026-10-20",
+    )
     assert data["paired"][0]["common"] == 6 and data["paired"][0]["losses"] == 3
     assert "(stored run of 2026-10-20)" in data["verdicts"][0]["text"]
 

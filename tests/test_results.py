@@ -18,7 +18,9 @@ from localagent.bench.rundir import RunDir, locate_run
 from localagent.bench.schema import SCHEMA_VERSION, HostInfo, RunInfo, TrialResult
 from localagent.errors import ResultsError, ResultsWarning
 
-HOST = HostInfo(cpu="test cpu", physical_cores=2, logical_cores=2, ram_bytes=2**33, gpu="none", os="Linux", python="3.11")
+HOST = HostInfo(
+    cpu="test cpu", physical_cores=2, logical_cores=2, ram_bytes=2**33, gpu="none", os="Linux", python="3.11"
+)
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 
@@ -40,7 +42,16 @@ def make_info(run_id: str, started_at: str = "2026-11-20T10:00:00+00:00", models
     )
 
 
-def make_trial(run_id: str, model: str = "oracle", task_id: str = "read-version", trial: int = 0, *, sha: str = SHA_A, success: bool = True, finished_at: str = "2026-11-20T10:01:00+00:00") -> TrialResult:
+def make_trial(
+    run_id: str,
+    model: str = "oracle",
+    task_id: str = "read-version",
+    trial: int = 0,
+    *,
+    sha: str = SHA_A,
+    success: bool = True,
+    finished_at: str = "2026-11-20T10:01:00+00:00",
+) -> TrialResult:
     return TrialResult(
         run_id=run_id,
         model=model,
@@ -151,7 +162,11 @@ def test_an_unmigrated_database_is_brought_up_to_date():
 
 def test_database_round_trip(tmp_path):
     info = make_info("r1")
-    trials = [make_trial("r1", task_id=task, trial=k, success=k == 0) for task in ("read-version", "sum-csv") for k in range(2)]
+    trials = [
+        make_trial("r1", task_id=task, trial=k, success=k == 0)
+        for task in ("read-version", "sum-csv")
+        for k in range(2)
+    ]
     with ResultsDB() as db:
         db.save_run(info, tmp_path)
         assert all(db.add_trial(t) for t in trials)
@@ -205,7 +220,9 @@ def _fill_store(home: Path) -> list[TrialResult]:
     trials = []
     with ResultsDB() as db:
         for run_id, started in (("r1", "2026-11-01T00:00:00+00:00"), ("r2", "2026-11-02T00:00:00+00:00")):
-            run = RunDir.create(home / "runs" / run_id, make_info(run_id, started, models=("oracle",), baselines=("gpt-5-mini",)))
+            run = RunDir.create(
+                home / "runs" / run_id, make_info(run_id, started, models=("oracle",), baselines=("gpt-5-mini",))
+            )
             db.save_run(run.read_info(), run.path)
             for model in ("oracle", "gpt-5-mini"):
                 for k in range(2):
@@ -268,11 +285,19 @@ def test_import_errors_name_the_file_and_line(tmp_path):
     cases = {
         "plain.json": ('{"runs": []}', r"plain\.json: not a localagent results export"),
         "newer.json": (
-            json.dumps({"format": "localagent-results", "schema_version": SCHEMA_VERSION + 1, "runs": [], "trials": []}),
+            json.dumps(
+                {"format": "localagent-results", "schema_version": SCHEMA_VERSION + 1, "runs": [], "trials": []}
+            ),
             "newer than this localagent",
         ),
-        "bad.jsonl": (header + "\n" + json.dumps({"trial": {"run_id": "r1"}}) + "\n", r"bad\.jsonl:2: not a result record: field '\w+'"),
-        "orphan.jsonl": (header + "\n" + json.dumps({"trial": make_trial("r1").model_dump(mode="json")}) + "\n", "without its run record"),
+        "bad.jsonl": (
+            header + "\n" + json.dumps({"trial": {"run_id": "r1"}}) + "\n",
+            r"bad\.jsonl:2: not a result record: field '\w+'",
+        ),
+        "orphan.jsonl": (
+            header + "\n" + json.dumps({"trial": make_trial("r1").model_dump(mode="json")}) + "\n",
+            "without its run record",
+        ),
         "broken.jsonl": (header + "\n{not json\n", r"broken\.jsonl:2: not valid JSON"),
     }
     with ResultsDB() as db:

@@ -25,7 +25,7 @@ from localagent.records import Usage
 TASKS = tuple(t.id for tier in (1, 2, 3) for t in load_tasks(tier=tier)[:2])
 TIER1 = tuple(t.id for t in load_tasks(tier=1))
 
-TWO_STEP_TASK = '''
+TWO_STEP_TASK = """
 id = "two-steps"
 title = "Read then write"
 tier = 1
@@ -48,7 +48,7 @@ tool = "write_file"
 arguments = {{ path = "b.txt", content = "hello" }}
 [[solution]]
 answer = "Copied."
-'''
+"""
 
 
 def _suite(folder: Path, max_steps: int | None = 5) -> Path:
@@ -91,7 +91,9 @@ def test_oracle_passes_and_noop_fails_every_task():
     assert trace[0]["kind"] == "header" and trace[0]["task_sha256"] == oracle[0].task_sha256
     assert [r["kind"] for r in trace].count("model") == oracle[0].steps and trace[-1]["kind"] == "final"
     with ResultsDB() as db:
-        assert db.trials(outcome.info.run_id) == sorted(outcome.trials, key=lambda t: (t.model, tasks[t.task_id].tier, t.task_id))
+        assert db.trials(outcome.info.run_id) == sorted(
+            outcome.trials, key=lambda t: (t.model, tasks[t.task_id].tier, t.task_id)
+        )
     assert outcome.info.host.logical_cores >= 1 and outcome.info.host.ram_bytes > 0
     assert outcome.info.limits["max_steps"] == 20
 
@@ -105,7 +107,9 @@ def test_repeated_trials_get_a_seed_each_and_record_the_temperature():
 
 def test_the_step_limit_ends_a_trial_as_max_steps(tmp_path):
     # the task sets no max_steps, so the bench's applies
-    outcome = run_bench(BenchConfig(models=("oracle",), tasks_dir=_suite(tmp_path / "tasks", max_steps=None), max_steps=2))
+    outcome = run_bench(
+        BenchConfig(models=("oracle",), tasks_dir=_suite(tmp_path / "tasks", max_steps=None), max_steps=2)
+    )
     (trial,) = outcome.trials
     assert (trial.success, trial.stop_reason, trial.failure_mode) == (False, "max_steps", "max_steps")
     assert trial.steps == 2 and trial.checks[0].passed  # the file was right; the agent never answered
@@ -162,9 +166,9 @@ PRICE = 'price = { input = 2.0, cached_input = 0.5, output = 8.0, source = "test
 
 
 def _stored_baseline(model: str, task_id: str, run_id: str = "20261120-100000-beef") -> TrialResult:
-    from localagent.units import utc_now
     from localagent.bench.runner import host_info
     from localagent.bench.schema import RunInfo
+    from localagent.units import utc_now
 
     (task,) = load_tasks(ids=(task_id,))
     info = RunInfo(
@@ -183,10 +187,30 @@ def _stored_baseline(model: str, task_id: str, run_id: str = "20261120-100000-be
         price_table="test",
     )
     trial = TrialResult(
-        run_id=run_id, model=model, model_kind="hosted", task_id=task_id, task_sha256=task.sha256, tier=task.tier,
-        trial=0, seed=0, temperature=0.0, finished_at="2026-11-20T10:04:00+00:00", success=True, stop_reason="answer",
-        steps=2, tool_calls=1, invalid_tool_calls=0, input_tokens=900, cached_input_tokens=0, output_tokens=40,
-        prompt_tokens_evaluated=900, wall_s=3.0, model_s=2.9, tool_s=0.01, cost_usd=0.0021, price_as_of="2026-11",
+        run_id=run_id,
+        model=model,
+        model_kind="hosted",
+        task_id=task_id,
+        task_sha256=task.sha256,
+        tier=task.tier,
+        trial=0,
+        seed=0,
+        temperature=0.0,
+        finished_at="2026-11-20T10:04:00+00:00",
+        success=True,
+        stop_reason="answer",
+        steps=2,
+        tool_calls=1,
+        invalid_tool_calls=0,
+        input_tokens=900,
+        cached_input_tokens=0,
+        output_tokens=40,
+        prompt_tokens_evaluated=900,
+        wall_s=3.0,
+        model_s=2.9,
+        tool_s=0.01,
+        cost_usd=0.0021,
+        price_as_of="2026-11",
     )
     assert utc_now() > info.started_at
     with ResultsDB() as db:
@@ -196,7 +220,9 @@ def _stored_baseline(model: str, task_id: str, run_id: str = "20261120-100000-be
 
 
 def test_an_unreachable_baseline_is_one_line_and_falls_back_to_stored_results():
-    _user_catalog(f'[hosted.loopback]\nprovider = "test"\nmodel = "m"\nbase_url = "http://127.0.0.1:{_closed_port()}/v1"\n{PRICE}\n')
+    _user_catalog(
+        f'[hosted.loopback]\nprovider = "test"\nmodel = "m"\nbase_url = "http://127.0.0.1:{_closed_port()}/v1"\n{PRICE}\n'
+    )
     stored = _stored_baseline("loopback", TIER1[0])
     outcome = run_bench(BenchConfig(models=("oracle",), baselines=("loopback",), task_ids=(TIER1[0], TIER1[1])))
     assert len(outcome.notices) == 1
@@ -226,7 +252,9 @@ def test_a_hosted_baseline_on_a_loopback_server_is_run_and_priced(llama_server):
     _user_catalog(f'[hosted.loopback]\nprovider = "test"\nmodel = "smollm2"\nbase_url = "{llama_server}/v1"\n{PRICE}\n')
     events = []
     outcome = run_bench(
-        BenchConfig(models=("noop",), baselines=("loopback",), task_ids=(TIER1[0], TIER1[1]), max_tokens=24, max_steps=2, jobs=2),
+        BenchConfig(
+            models=("noop",), baselines=("loopback",), task_ids=(TIER1[0], TIER1[1]), max_tokens=24, max_steps=2, jobs=2
+        ),
         on_event=events.append,
     )
     assert outcome.notices == []

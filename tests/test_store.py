@@ -136,7 +136,11 @@ def test_interrupted_pull_resumes_in_a_new_process(fake_hub, bundled_sha256, loc
 
     env = {**os.environ, "LOCALAGENT_HOME": str(localagent_home), "HF_ENDPOINT": fake_hub.url}
     done = subprocess.run(
-        [sys.executable, "-m", "localagent", "models", "pull", "fake-smol"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "localagent", "models", "pull", "fake-smol"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert fake_hub.ranges == [None, f"bytes={DROP_AT}-", f"bytes={DROP_AT}-"]
@@ -146,7 +150,10 @@ def test_interrupted_pull_resumes_in_a_new_process(fake_hub, bundled_sha256, loc
 
 @pytest.mark.parametrize(
     "alias, words",
-    [("fake-smol:Q5_K_M", "has no file 'SmolLM2-135M-Instruct.Q5_K_M.gguf'"), ("fake-norepo", "no repository 'fakeorg/no-such-repo'")],
+    [
+        ("fake-smol:Q5_K_M", "has no file 'SmolLM2-135M-Instruct.Q5_K_M.gguf'"),
+        ("fake-norepo", "no repository 'fakeorg/no-such-repo'"),
+    ],
 )
 def test_missing_on_the_hub(fake_hub, alias, words):
     with pytest.raises(ModelNotFoundError) as err:
@@ -312,7 +319,10 @@ def test_ctrl_c_during_a_pull_keeps_the_part_for_the_next_one(fake_hub, bundled_
     env = {**os.environ, "LOCALAGENT_HOME": str(localagent_home), "HF_ENDPOINT": fake_hub.url}
     proc = subprocess.Popen(
         [sys.executable, "-m", "localagent", "models", "pull", "fake-smol"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         # a background shell starts children with SIGINT ignored, and Python keeps that
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )

@@ -19,7 +19,7 @@ from localagent.bench.tasks import (
 )
 from localagent.errors import TaskFileError
 
-VALID = '''\
+VALID = """\
 id = "demo-task"
 title = "A demo"
 tier = 1
@@ -45,7 +45,7 @@ arguments = { path = "a.txt" }
 
 [[solution]]
 answer = "It says hello."
-'''
+"""
 
 
 def write(tmp_path: Path, text: str, name: str = "task.toml") -> Path:
@@ -177,7 +177,13 @@ ERROR_CASES = [
     ("bad-tier", edit("tier = 1", "tier = 7"), "tier", "less than or equal to 4", "tier = 7"),
     ("bad-id", edit('id = "demo-task"', 'id = "Demo Task"'), "id", "is not kebab-case", 'id = "Demo Task"'),
     ("typo-top-level", edit('prompt = "', 'promt = "'), "promt", "did you mean 'prompt'", "promt ="),
-    ("typo-check-field", edit('text = "hello"', 'txt = "hello"'), "checks[0].txt", "did you mean 'text'", 'txt = "hello"'),
+    (
+        "typo-check-field",
+        edit('text = "hello"', 'txt = "hello"'),
+        "checks[0].txt",
+        "did you mean 'text'",
+        'txt = "hello"',
+    ),
     (
         "unknown-kind",
         edit('kind = "unchanged"', 'kind = "unchanged_files"'),
@@ -222,13 +228,49 @@ ERROR_CASES = [
         "either 'tool'",
         "[[solution]]",
     ),
-    ("bad-regex", edit('kind = "answer_contains"\ntext = "hello"', 'kind = "answer_regex"\npattern = "(unclosed"'), "checks[0].pattern", "not a valid regular expression", 'pattern = "(unclosed"'),
-    ("escaping-path", edit('"a.txt" = "hello\\n"', '"../a.txt" = "hello\\n"'), 'files."../a.txt"', "inside the workspace", '"../a.txt" ='),
-    ("absolute-check-path", edit('kind = "answer_contains"\ntext = "hello"', 'kind = "file_exists"\npath = "/etc/passwd"'), "checks[0].path", "relative to the workspace", 'path = "/etc/passwd"'),
-    ("glob-matches-nothing", edit('paths = ["data/**"]', 'paths = ["dta/**"]'), "checks[1].paths", "'dta/**' matches no file", 'paths = ["dta/**"]'),
-    ("file-and-folder", edit('"a.txt" = "hello\\n"', '"a.txt" = "hello\\n"\n"a.txt/b" = "x"'), 'files."a.txt/b"', "both a file and the folder", '"a.txt/b" ='),
+    (
+        "bad-regex",
+        edit('kind = "answer_contains"\ntext = "hello"', 'kind = "answer_regex"\npattern = "(unclosed"'),
+        "checks[0].pattern",
+        "not a valid regular expression",
+        'pattern = "(unclosed"',
+    ),
+    (
+        "escaping-path",
+        edit('"a.txt" = "hello\\n"', '"../a.txt" = "hello\\n"'),
+        'files."../a.txt"',
+        "inside the workspace",
+        '"../a.txt" =',
+    ),
+    (
+        "absolute-check-path",
+        edit('kind = "answer_contains"\ntext = "hello"', 'kind = "file_exists"\npath = "/etc/passwd"'),
+        "checks[0].path",
+        "relative to the workspace",
+        'path = "/etc/passwd"',
+    ),
+    (
+        "glob-matches-nothing",
+        edit('paths = ["data/**"]', 'paths = ["dta/**"]'),
+        "checks[1].paths",
+        "'dta/**' matches no file",
+        'paths = ["dta/**"]',
+    ),
+    (
+        "file-and-folder",
+        edit('"a.txt" = "hello\\n"', '"a.txt" = "hello\\n"\n"a.txt/b" = "x"'),
+        'files."a.txt/b"',
+        "both a file and the folder",
+        '"a.txt/b" =',
+    ),
     ("too-few-steps", edit("max_steps = 5", "max_steps = 1"), "max_steps", "below the 2 steps", "max_steps = 1"),
-    ("reserved-field", edit('tags = ["read"]', 'tags = ["read"]\nsha256 = "abc"'), "sha256", "set by the loader", 'sha256 = "abc"'),
+    (
+        "reserved-field",
+        edit('tags = ["read"]', 'tags = ["read"]\nsha256 = "abc"'),
+        "sha256",
+        "set by the loader",
+        'sha256 = "abc"',
+    ),
     ("wrong-type", edit('tags = ["read"]', 'tags = "read"'), "tags", "valid list", 'tags = "read"'),
 ]
 

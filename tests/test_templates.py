@@ -3,10 +3,10 @@ formatter renders them, for the real templates of every architecture fixture."""
 
 from __future__ import annotations
 
+import archmodels
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-import archmodels
 from localagent.engines.templates import ChatTemplate
 
 TOOLS = [
@@ -24,7 +24,11 @@ TOOLS = [
 def conversation(turns: int) -> list[dict]:
     chat = [{"role": "system", "content": "You work on files."}, {"role": "user", "content": "What is in README.md?"}]
     for i in range(turns):
-        call = {"type": "function", "id": f"c{i}", "function": {"name": "read_file", "arguments": {"path": "README.md"}}}
+        call = {
+            "type": "function",
+            "id": f"c{i}",
+            "function": {"name": "read_file", "arguments": {"path": "README.md"}},
+        }
         chat.append({"role": "assistant", "content": "", "tool_calls": [call]})
         chat.append({"role": "tool", "content": f"line {i}\n", "tool_call_id": f"c{i}", "name": "read_file"})
     return chat

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
+import archmodels
 import pytest
 
-import archmodels
 from localagent.agent import Agent, AgentConfig
 from localagent.engines import reasoning
 from localagent.engines.base import EngineConfig
@@ -85,7 +85,9 @@ def test_no_think_closes_the_block_in_the_prompt(family):
 
 
 def test_json_mode_never_thinks():
-    model = LlamaCppModel(archmodels.build("qwen35"), EngineConfig(tool_mode="json", n_ctx=2048, n_threads=2, think=True))
+    model = LlamaCppModel(
+        archmodels.build("qwen35"), EngineConfig(tool_mode="json", n_ctx=2048, n_threads=2, think=True)
+    )
     assert model.think is False  # the grammar starts the reply with `{`
     assert not reasoning.prompt_opens_thinking(model.render([SYSTEM, USER], [READ]))
     reply = model.chat([SYSTEM, USER], [READ], max_tokens=40)

@@ -40,7 +40,10 @@ def test_inline_refs_resolves_pydantic_defs():
     schema = {
         "$defs": {"Range": {"type": "object", "properties": {"start": {"type": "integer"}}}},
         "type": "object",
-        "properties": {"range": {"$ref": "#/$defs/Range"}, "items": {"type": "array", "items": {"$ref": "#/$defs/Range"}}},
+        "properties": {
+            "range": {"$ref": "#/$defs/Range"},
+            "items": {"type": "array", "items": {"$ref": "#/$defs/Range"}},
+        },
     }
     out = toolcalls.inline_refs(schema)
     assert "$defs" not in out
@@ -50,7 +53,10 @@ def test_inline_refs_resolves_pydantic_defs():
 
 
 def test_inline_refs_stops_at_recursion():
-    schema = {"$defs": {"Node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}}}}, "$ref": "#/$defs/Node"}
+    schema = {
+        "$defs": {"Node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}}}},
+        "$ref": "#/$defs/Node",
+    }
     out = toolcalls.inline_refs(schema)
     assert out["properties"]["child"] == {"type": "object"}
 
@@ -65,7 +71,9 @@ def test_instructions_list_signatures_and_the_two_reply_forms():
 
 
 def test_json_mode_messages_render_calls_and_results_append_only():
-    call = ToolCall("read_file", {"path": "a.txt"}, "call_1", raw='{"tool": "read_file", "arguments": {"path": "a.txt"}}')
+    call = ToolCall(
+        "read_file", {"path": "a.txt"}, "call_1", raw='{"tool": "read_file", "arguments": {"path": "a.txt"}}'
+    )
     history = [
         Message("system", "Be brief."),
         Message("user", "What is in a.txt?"),
@@ -153,7 +161,11 @@ def test_template_messages_keep_arguments_as_objects():
 
 NATIVE_CASES = [
     # Hermes / Qwen 2.5
-    ('<tool_call>\n{"name": "read_file", "arguments": {"path": "a.txt"}}\n</tool_call>', "", [("read_file", {"path": "a.txt"})]),
+    (
+        '<tool_call>\n{"name": "read_file", "arguments": {"path": "a.txt"}}\n</tool_call>',
+        "",
+        [("read_file", {"path": "a.txt"})],
+    ),
     # text before the call, two calls
     (
         'Let me look.\n<tool_call>\n{"name": "read_file", "arguments": {"path": "a"}}\n</tool_call>\n'
@@ -162,11 +174,19 @@ NATIVE_CASES = [
         [("read_file", {"path": "a"}), ("list_directory", {})],
     ),
     # arguments as a JSON string (OpenAI style)
-    ('<tool_call>{"name": "read_file", "arguments": "{\\"path\\": \\"a\\"}"}</tool_call>', "", [("read_file", {"path": "a"})]),
+    (
+        '<tool_call>{"name": "read_file", "arguments": "{\\"path\\": \\"a\\"}"}</tool_call>',
+        "",
+        [("read_file", {"path": "a"})],
+    ),
     # Llama 3.x bare JSON with "parameters"
     ('{"name": "read_file", "parameters": {"path": "a"}}', "", [("read_file", {"path": "a"})]),
     # Llama 3.2 with "type": "function"
-    ('{"type": "function", "name": "list_directory", "parameters": {"path": "."}}', "", [("list_directory", {"path": "."})]),
+    (
+        '{"type": "function", "name": "list_directory", "parameters": {"path": "."}}',
+        "",
+        [("list_directory", {"path": "."})],
+    ),
     # Llama 3.1 python tag, several calls separated by ;
     (
         '<|python_tag|>{"name": "read_file", "parameters": {"path": "a"}}; {"name": "read_file", "parameters": {"path": "b"}}',
@@ -174,7 +194,11 @@ NATIVE_CASES = [
         [("read_file", {"path": "a"}), ("read_file", {"path": "b"})],
     ),
     # a JSON list of calls, in a code fence
-    ('```json\n[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {"x": 1}}]\n```', "", [("a", {}), ("b", {"x": 1})]),
+    (
+        '```json\n[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {"x": 1}}]\n```',
+        "",
+        [("a", {}), ("b", {"x": 1})],
+    ),
     # OpenAI shape
     ('{"type": "function", "function": {"name": "a", "arguments": {"k": true}}}', "", [("a", {"k": True})]),
     # Mistral
@@ -234,9 +258,6 @@ def test_parse_native_reports_an_empty_block():
 
 
 def test_parse_native_keeps_good_calls_next_to_a_bad_one():
-    text = (
-        '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n'
-        '<tool_call>{"name": "b", "arguments": {</tool_call>'
-    )
+    text = '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n<tool_call>{"name": "b", "arguments": {</tool_call>'
     _, calls = native_calls.parse_native(text)
     assert [(c.name, c.valid) for c in calls] == [("a", True), ("b", False)]

@@ -15,9 +15,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats: as cheap (x) or cheaper and as
     successful (y) or more, better in one. Sorted by x."""
     front = [
-        i
-        for i, (x, y) in enumerate(points)
-        if not any(x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)
+        i for i, (x, y) in enumerate(points) if not any(x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)
     ]
     return sorted(front, key=lambda i: points[i])
 
@@ -40,7 +38,7 @@ def _figure(summary: Summary, field: str, xlabel: str, title: str):
     points = [(float(getattr(m, field)), m.passed.rate * 100) for m in models]
     fig = Figure(figsize=(5.6, 3.8))
     ax = fig.subplots()
-    for m, (x, y) in zip(models, points):
+    for m, (x, y) in zip(models, points, strict=False):
         # clamped: at 0/n and n/n rounding can put a bound a hair past the rate
         err = [[max(0.0, y - m.passed.lo * 100)], [max(0.0, m.passed.hi * 100 - y)]]
         ax.errorbar(x, y, yerr=err, fmt="o", color="#d62728" if m.kind == "hosted" else "#1f77b4", capsize=3)

@@ -20,9 +20,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterable, Literal, Mapping, TypeVar, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -72,7 +73,9 @@ def relative_path(value: str) -> str:
     for part in parts:
         size = len(part.encode("utf-8", "surrogatepass"))
         if size > MAX_NAME_BYTES:
-            raise ValueError(f"the name '{part[:40]}…' is {size} bytes long; a file or folder name holds at most {MAX_NAME_BYTES} bytes")
+            raise ValueError(
+                f"the name '{part[:40]}…' is {size} bytes long; a file or folder name holds at most {MAX_NAME_BYTES} bytes"
+            )
     return value
 
 
@@ -120,7 +123,9 @@ def _glob_regex(pattern: str) -> Any:
     model wrote (and a bench hung in no_extra_files); RE2's time is linear in the path.
     Raises ValueError for a glob that cannot be compiled (too long, a reversed range)."""
     if len(pattern) > MAX_GLOB_CHARS:
-        raise ValueError(f"the glob '{pattern[:40]}…' is {len(pattern)} characters long; a glob holds at most {MAX_GLOB_CHARS}")
+        raise ValueError(
+            f"the glob '{pattern[:40]}…' is {len(pattern)} characters long; a glob holds at most {MAX_GLOB_CHARS}"
+        )
     out, i = "(?s)", 0
     while i < len(pattern):
         if pattern.startswith("**/", i):
@@ -275,7 +280,9 @@ class AnswerRegex(CheckModel):
         try:
             compile_regex(v)
         except ToolError as exc:
-            raise ValueError(str(exc).replace("invalid regular expression", "not a valid regular expression", 1)) from None
+            raise ValueError(
+                str(exc).replace("invalid regular expression", "not a valid regular expression", 1)
+            ) from None
         return v
 
     @staticmethod
@@ -355,7 +362,7 @@ def file_equals(check: FileEquals, root: Path, fixture: Fixture, answer: str) ->
     want, got = _normalize(check.text), _normalize(found)
     if want == got:
         return _ok(check.kind)
-    for n, (a, b) in enumerate(zip(want, got), start=1):
+    for n, (a, b) in enumerate(zip(want, got, strict=False), start=1):
         if a != b:
             return _fail(check.kind, f"{check.path} line {n}: expected {short(a)}, found {short(b)}")
     n = min(len(want), len(got)) + 1
@@ -413,7 +420,7 @@ def json_mismatch(expect: Any, found: Any, *, exact: bool, unordered: bool, wher
             return None
         if len(expect) != len(found):
             return f"at {where}: expected {len(expect)} element(s), found {len(found)}"
-        for i, (a, b) in enumerate(zip(expect, found)):
+        for i, (a, b) in enumerate(zip(expect, found, strict=False)):
             problem = json_mismatch(a, b, exact=exact, unordered=unordered, where=f"{where}[{i}]")
             if problem:
                 return problem
@@ -588,7 +595,9 @@ def confinement() -> Confinement:
     unshare = shutil.which("unshare")
     if unshare is None:
         return Confinement(None, "`unshare` (util-linux) is not on PATH")
-    found = Confinement("unshare", "unshare: user, network, mount and pid namespaces; read-only outside the workspace", unshare)
+    found = Confinement(
+        "unshare", "unshare: user, network, mount and pid namespaces; read-only outside the workspace", unshare
+    )
     with tempfile.TemporaryDirectory(prefix="localagent-probe-") as tmp:
         ws, scratch = os.path.join(tmp, "ws"), os.path.join(tmp, "scratch")
         os.mkdir(ws)
@@ -670,11 +679,17 @@ def _shown(argv: list[str]) -> str:
 
 
 @check_kind(Command, failure="wrong_state")
-def command(check: Command, root: Path, fixture: Fixture, answer: str, *, allow_unconfined: bool = False) -> CheckResult:
+def command(
+    check: Command, root: Path, fixture: Fixture, answer: str, *, allow_unconfined: bool = False
+) -> CheckResult:
     found = require_confinement(allow_unconfined)
     how = f" [confined: {found.mechanism}]" if found.mechanism else " [unconfined]"
     shown = _shown(check.argv)
-    with tempfile.TemporaryDirectory(prefix="localagent-check-") as scratch, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (
+        tempfile.TemporaryDirectory(prefix="localagent-check-") as scratch,
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+    ):
         workspace = os.path.realpath(root)
         scratch = os.path.realpath(scratch)
         try:
@@ -702,7 +717,7 @@ def command(check: Command, root: Path, fixture: Fixture, answer: str, *, allow_
             return _ok(check.kind)
         last = _tail(err) or _tail(out)
     if last.startswith(_MARK):  # the helper: "could not start: …" or why it could not confine
-        return _fail(check.kind, f"`{shown}` {last[len(_MARK):]}{how}")
+        return _fail(check.kind, f"`{shown}` {last[len(_MARK) :]}{how}")
     return _fail(check.kind, f"`{shown}` expected exit 0, found exit {code}: {short(last or '(no output)', 120)}{how}")
 
 
@@ -721,7 +736,9 @@ else:
     Check = Annotated[Union[tuple(k.model for k in KINDS.values())], Field(discriminator="kind")]
 
 
-def run_check(check: Check, workspace: Path, fixture: Fixture, answer: str, *, allow_unconfined: bool = False) -> CheckResult:
+def run_check(
+    check: Check, workspace: Path, fixture: Fixture, answer: str, *, allow_unconfined: bool = False
+) -> CheckResult:
     """One check. A command check refuses (ConfigError) to run unconfined unless allowed."""
     if isinstance(check, Command):
         return command(check, Path(workspace), fixture, answer, allow_unconfined=allow_unconfined)

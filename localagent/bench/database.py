@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from localagent import settings
 from localagent.bench.migrations import MIGRATIONS, migration_name
@@ -72,7 +72,9 @@ class ResultsDB:
         """Apply the migrations not yet recorded, each in its own transaction; returns their
         names. A second process waits on the lock and then finds nothing left to do."""
         with self._sqlite_errors("open"):
-            self.db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
         applied = []
         for fn in MIGRATIONS:
             name = migration_name(fn)
@@ -127,7 +129,9 @@ class ResultsDB:
         if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
             if not os.access(self.path.parent, os.W_OK):
                 # SQLite cannot create its journal beside the database, and calls that "locked"
-                return ResultsWriteError(f"cannot write {where}: its folder is read-only", hint=f"make {self.path.parent} writable")
+                return ResultsWriteError(
+                    f"cannot write {where}: its folder is read-only", hint=f"make {self.path.parent} writable"
+                )
             return ResultsError(
                 f"{where} is locked: another process has held it for over {BUSY_TIMEOUT_S:g} s",
                 hint="let that program (another localagent, a sqlite3 shell) finish or close the database, then run this again",
@@ -150,7 +154,8 @@ class ResultsDB:
             )
         if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
             return ResultsWriteError(
-                f"cannot write {where}: {exc}", hint="free some space on its disk, or lift a file size limit (`ulimit -f`)"
+                f"cannot write {where}: {exc}",
+                hint="free some space on its disk, or lift a file size limit (`ulimit -f`)",
             )
         return ResultsError(f"cannot {doing} {where}: {exc}")
 
@@ -260,7 +265,11 @@ class ResultsDB:
         latest: dict[str, tuple[str, str]] = {}
         for sha, started, run_id, _ in rows:
             latest[sha] = max(latest.get(sha, ("", "")), (started, run_id))
-        return [TrialResult.model_validate_json(record) for sha, started, run_id, record in rows if latest[sha] == (started, run_id)]
+        return [
+            TrialResult.model_validate_json(record)
+            for sha, started, run_id, record in rows
+            if latest[sha] == (started, run_id)
+        ]
 
 
 def _stored_run(info: str, run_dir: str | None) -> StoredRun:

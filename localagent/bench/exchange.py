@@ -11,9 +11,9 @@ import os
 import shutil
 import tarfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 from pydantic import ValidationError
 
@@ -78,7 +78,9 @@ def export_results(db: ResultsDB, dest: Path, *, run_id: str | None = None, mode
     trials = db.trials(run_id=run_id, model=model)
     if not trials:
         what = " ".join(filter(None, [f"run {run_id}" if run_id else "", f"model {model}" if model else ""]))
-        raise ResultsError(f"no stored results{' for ' + what if what else ''}", hint="`localagent report` lists the stored runs")
+        raise ResultsError(
+            f"no stored results{' for ' + what if what else ''}", hint="`localagent report` lists the stored runs"
+        )
     run_ids = list(dict.fromkeys(t.run_id for t in trials))
     stored = {rid: db.run(rid) for rid in run_ids}
     runs = [s.info for s in stored.values() if s is not None]
@@ -92,7 +94,12 @@ def export_results(db: ResultsDB, dest: Path, *, run_id: str | None = None, mode
 
 
 def _write_export(
-    dest: Path, kind: str, runs: list[RunInfo], trials: list[TrialResult], stored: dict[str, StoredRun | None], notices: list[str]
+    dest: Path,
+    kind: str,
+    runs: list[RunInfo],
+    trials: list[TrialResult],
+    stored: dict[str, StoredRun | None],
+    notices: list[str],
 ) -> int:
     """The export file, written beside `dest` and renamed into place; the number of traces packed."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +278,9 @@ def _read_export(src: Path, kind: str) -> tuple[str, dict[str, dict[str, bytes]]
                 if handle is not None:
                     traces.setdefault(target[0], {})[target[1]] = handle.read()
     except KeyError as exc:
-        raise ResultsError(f"{src}: no {RESULTS_FILE} inside", hint="make one with `localagent results export FILE.tar.gz`") from exc
+        raise ResultsError(
+            f"{src}: no {RESULTS_FILE} inside", hint="make one with `localagent results export FILE.tar.gz`"
+        ) from exc
     except (OSError, tarfile.TarError, UnicodeDecodeError, EOFError) as exc:
         raise ResultsError(f"{src}: cannot read: {exc}") from exc
     return text, traces
@@ -297,7 +306,9 @@ def _write_run_folder(final: Path, info: RunInfo, trials: list[TrialResult], tra
         os.rename(tmp, final)  # refuses a folder that appeared since the check
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ResultsError(f"cannot write the run folder {final}: {exc.strerror or exc}", hint="nothing was imported") from exc
+        raise ResultsError(
+            f"cannot write the run folder {final}: {exc.strerror or exc}", hint="nothing was imported"
+        ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -321,7 +332,10 @@ def import_results(db: ResultsDB, src: Path) -> ImportSummary:
     known = {r.run_id for r in runs}
     missing = sorted({t.run_id for t in trials} - known)
     if missing:
-        raise ResultsError(f"{src}: trials of run {missing[0]} without its run record", hint="export again with `localagent results export`")
+        raise ResultsError(
+            f"{src}: trials of run {missing[0]} without its run record",
+            hint="export again with `localagent results export`",
+        )
     new = [info for info in dict((r.run_id, r) for r in runs).values() if db.run(info.run_id) is None]
     folders: dict[str, Path] = {}
     for info in new:

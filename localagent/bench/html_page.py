@@ -59,7 +59,7 @@ def _html_table(spec: Table) -> str:
         marks = spec.marks[r] if spec.marks else ("",) * len(row)
         cells = "".join(
             f"<td class='{'num ' if i >= spec.numeric_from else ''}{mark}'>{_e(cell)}</td>"
-            for i, (cell, mark) in enumerate(zip(row, marks))
+            for i, (cell, mark) in enumerate(zip(row, marks, strict=False))
         )
         rows.append(f"<tr>{cells}</tr>")
     return f"<h2>{_e(spec.title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

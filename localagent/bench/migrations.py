@@ -6,7 +6,7 @@ migration goes at the end of MIGRATIONS; one already released is never edited.""
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
+from collections.abc import Callable
 
 
 def _m001_runs_and_trials(db: sqlite3.Connection) -> None:
@@ -50,4 +50,3 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs_and_trials]
 def migration_name(fn: Callable) -> str:
     """The name a migration is recorded by: its function's, without the leading underscore."""
     return fn.__name__.lstrip("_")
-

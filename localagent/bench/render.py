@@ -28,7 +28,7 @@ def render_terminal(summary: Summary, console) -> None:
             table.add_column(header, justify="right" if i >= spec.numeric_from else "left", no_wrap=i == 0)
         for r, row in enumerate(spec.rows):
             marks = spec.marks[r] if spec.marks else ("",) * len(row)
-            table.add_row(*(Text(cell, style=_STYLES[mark]) for cell, mark in zip(row, marks)))
+            table.add_row(*(Text(cell, style=_STYLES[mark]) for cell, mark in zip(row, marks, strict=False)))
         console.print(table)
     if summary.verdicts:
         verdicts = RichTable.grid(padding=(0, 1))
@@ -50,9 +50,7 @@ def to_markdown(summary: Summary) -> str:
         out += ["**Verdict**", "", *(f"- {v.text}" for v in summary.verdicts), ""]
     for spec in tables_of(summary):
         out += [f"### {spec.title}", "", _md_row([h.replace("\n", " ") for h in spec.headers])]
-        out.append(
-            "|" + "|".join("---:" if i >= spec.numeric_from else "---" for i in range(len(spec.headers))) + "|"
-        )
+        out.append("|" + "|".join("---:" if i >= spec.numeric_from else "---" for i in range(len(spec.headers))) + "|")
         out += [_md_row(row) for row in spec.rows]
         out.append("")
     return "\n".join(out)

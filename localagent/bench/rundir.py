@@ -12,10 +12,11 @@ import secrets
 import socket
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -86,7 +87,9 @@ class RunDir:
         run = cls(path)
         if run.info_path.exists():
             old = run.read_info().run_id
-            raise ResultsError(f"{path} already holds bench run {old}", hint=f"continue it with --resume {path}, or pick another --out")
+            raise ResultsError(
+                f"{path} already holds bench run {old}", hint=f"continue it with --resume {path}, or pick another --out"
+            )
         try:
             run.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -104,7 +107,9 @@ class RunDir:
         try:
             return RunInfo.model_validate_json(self.info_path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ResultsError(f"cannot read {self.info_path}: {exc.strerror}", hint="is this a bench run folder?") from exc
+            raise ResultsError(
+                f"cannot read {self.info_path}: {exc.strerror}", hint="is this a bench run folder?"
+            ) from exc
         except ValidationError as exc:
             raise ResultsError(f"{self.info_path}: not a bench run record: {first_error(exc)}") from exc
 
@@ -138,7 +143,9 @@ class RunDir:
             if isinstance(parsed, str):
                 torn = number > len(lines)
                 why = "an incomplete last line (a write cut short)" if torn else parsed
-                problem(f"{self.results_path}:{number}: {why}: skipped (`localagent bench --resume` runs its trial again)")
+                problem(
+                    f"{self.results_path}:{number}: {why}: skipped (`localagent bench --resume` runs its trial again)"
+                )
                 continue
             key = key_of(parsed)
             if key in trials:
@@ -279,5 +286,6 @@ def locate_run(ref: str, db: ResultsDB) -> RunDir:
     for path in candidates:
         if (path / RUN_FILE).is_file():
             return RunDir(path)
-    raise ResultsError(f"no bench run '{ref}'", hint="give a run id from `localagent report` or the path of a run folder")
-
+    raise ResultsError(
+        f"no bench run '{ref}'", hint="give a run id from `localagent report` or the path of a run folder"
+    )

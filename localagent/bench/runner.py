@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from localagent import __version__, settings
 from localagent.bench import metrics
@@ -23,7 +24,6 @@ from localagent.bench.checks import classify_failure, require_confinement, run_c
 from localagent.bench.database import ResultsDB
 from localagent.bench.results_errors import write_error
 from localagent.bench.rundir import RunDir, key_of, locate_run, new_run_id
-from localagent.units import format_bytes, utc_now
 from localagent.bench.schema import CheckResult, HostInfo, RunInfo, TrialResult
 from localagent.bench.tasks import Task, default_tasks_dir, load_tasks, make_workspace
 from localagent.catalog import PSEUDO_MODELS, Catalog, HostedModel, Price, cost_usd, load_catalog
@@ -31,6 +31,7 @@ from localagent.engines.base import ChatModel, EngineConfig, ToolMode
 from localagent.errors import ConfigError, LocalAgentError, ResultsError, ResultsWriteError
 from localagent.records import FinalStep, Message, ModelStep, Usage
 from localagent.trace import TraceWriter
+from localagent.units import format_bytes, utc_now
 
 if TYPE_CHECKING:
     from localagent.store import ResolvedModel
@@ -91,7 +92,12 @@ class BenchConfig:
 
     @property
     def limits(self) -> dict[str, Any]:
-        return {"max_steps": self.max_steps, "time_limit_s": self.time_limit_s, "max_tokens": self.max_tokens, "n_ctx": self.n_ctx}
+        return {
+            "max_steps": self.max_steps,
+            "time_limit_s": self.time_limit_s,
+            "max_tokens": self.max_tokens,
+            "n_ctx": self.n_ctx,
+        }
 
 
 # --- events: what the CLI shows while a bench runs ---
@@ -183,7 +189,9 @@ def _kinds(config: BenchConfig, catalog: Catalog) -> dict[str, ModelKind]:
         if kinds[alias] != "hosted":
             if alias not in catalog.local and alias not in PSEUDO_MODELS:
                 catalog.get(alias)  # unknown: the catalog's error suggests close names
-            raise ConfigError(f"--baseline takes a hosted model; '{alias}' is {kinds[alias]}", hint=f"run it with --model {alias}")
+            raise ConfigError(
+                f"--baseline takes a hosted model; '{alias}' is {kinds[alias]}", hint=f"run it with --model {alias}"
+            )
     return kinds
 
 
@@ -214,7 +222,9 @@ def _select_tasks(config: BenchConfig) -> list[Task]:
     if config.quick:
         tasks = [t for t in tasks if "quick" in t.tags]
         if not tasks:
-            raise ConfigError("no selected task is tagged 'quick'", hint="drop --quick, or tag some tasks with tags = [\"quick\"]")
+            raise ConfigError(
+                "no selected task is tagged 'quick'", hint='drop --quick, or tag some tasks with tags = ["quick"]'
+            )
     return tasks
 
 
@@ -294,7 +304,9 @@ def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitSt
     return _Plan(config, info, run, tasks, kinds)
 
 
-def _resume_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitStack, notify: Callable[[str], None]) -> _Plan:
+def _resume_plan(
+    config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitStack, notify: Callable[[str], None]
+) -> _Plan:
     run = locate_run(config.resume or "", db)
     info = run.read_info()
     # before anything reads or repairs results.jsonl: another bench may be appending to it
@@ -389,7 +401,7 @@ def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, ta
         try:
             workspace = make_workspace(task, Path(tmp) / "workspace")
             agent = Agent(model, workspace, agent_config)
-            with _RunTrace(plan.run.path / trace_rel, header) as trace, (seen.memory or nullcontext()):
+            with _RunTrace(plan.run.path / trace_rel, header) as trace, seen.memory or nullcontext():
                 for step in agent.run(task.prompt):
                     trace.write(step)
                     if isinstance(step, ModelStep):
@@ -397,7 +409,9 @@ def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, ta
                     elif isinstance(step, FinalStep):
                         seen.final = step
             if seen.final is not None:
-                outcomes = run_checks(task, workspace, seen.final.answer, allow_unconfined=config.allow_unconfined_checks)
+                outcomes = run_checks(
+                    task, workspace, seen.final.answer, allow_unconfined=config.allow_unconfined_checks
+                )
                 seen.checks = [CheckResult(kind=c.kind, passed=c.passed, detail=c.detail) for c in outcomes]
         except ResultsWriteError:
             # the run folder cannot be written: no result of this trial can be kept, and every
@@ -608,7 +622,9 @@ def _run_hosted(plan: _Plan, alias: str, catalog: Catalog, record: _Recorder) ->
     facts = _ModelFacts("hosted", price=entry.price)
     pool = ThreadPoolExecutor(max_workers=plan.config.jobs, thread_name_prefix=f"bench-{alias}")
     try:
-        futures: list[Future[TrialResult]] = [pool.submit(_run_trial, plan, alias, model, facts, t, k) for t, k in pending]
+        futures: list[Future[TrialResult]] = [
+            pool.submit(_run_trial, plan, alias, model, facts, t, k) for t, k in pending
+        ]
         for future in as_completed(futures):
             record(future.result())
     finally:
@@ -630,18 +646,31 @@ def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None
 
     with ResultsDB() as db, ExitStack() as held:
         db.check_writable()  # a read-only or damaged database fails here, before a run folder exists
-        plan = _resume_plan(config, catalog, db, held, notify) if config.resume else _new_plan(config, catalog, db, held)
+        plan = (
+            _resume_plan(config, catalog, db, held, notify) if config.resume else _new_plan(config, catalog, db, held)
+        )
         try:
             return _run_plan(plan, catalog, db, emit, notify, notices)
         except ResultsWriteError as exc:
             exc.hint = "; ".join(
-                filter(None, [exc.hint, f"then `localagent bench --resume {plan.info.run_id}` runs the trials left (finished ones are kept)"])
+                filter(
+                    None,
+                    [
+                        exc.hint,
+                        f"then `localagent bench --resume {plan.info.run_id}` runs the trials left (finished ones are kept)",
+                    ],
+                )
             )
             raise
 
 
 def _run_plan(
-    plan: _Plan, catalog: Catalog, db: ResultsDB, emit: Callable[[BenchEvent], None], notify: Callable[[str], None], notices: list[str]
+    plan: _Plan,
+    catalog: Catalog,
+    db: ResultsDB,
+    emit: Callable[[BenchEvent], None],
+    notify: Callable[[str], None],
+    notices: list[str],
 ) -> BenchOutcome:
     """Every pending trial of the plan, recorded as it ends, then the run marked finished."""
     emit(RunStarted(plan.info, plan.run.path))
@@ -670,4 +699,3 @@ def _run_plan(
     plan.run.write_info(plan.info)
     db.save_run(plan.info, plan.run.path)
     return BenchOutcome(plan.info, plan.run.path, record.trials, baseline_trials, notices)
-

@@ -59,9 +59,13 @@ class RunInfo(_Record):
     """One `localagent bench` invocation."""
 
     schema_version: int = Field(default=SCHEMA_VERSION, description="the layout of this record")
-    run_id: str = Field(description="UTC start time and a random suffix, e.g. 20261120-100000-beef: sortable, unique across machines")
+    run_id: str = Field(
+        description="UTC start time and a random suffix, e.g. 20261120-100000-beef: sortable, unique across machines"
+    )
     started_at: str = Field(description="UTC, ISO 8601")
-    finished_at: str | None = Field(default=None, description="UTC, ISO 8601; None while the run goes on or if it was cut short")
+    finished_at: str | None = Field(
+        default=None, description="UTC, ISO 8601; None while the run goes on or if it was cut short"
+    )
     localagent_version: str = Field(description="the localagent that ran the bench")
     host: HostInfo = Field(description="the machine the run was made on")
     models: list[str] = Field(description="local models, in the order asked")
@@ -94,16 +98,23 @@ class TrialResult(_Record):
     task_sha256: str = Field(description="sha256 of the task file: results compare only on equal task versions")
     tier: int = Field(description="the task's tier, 1 (easiest) to 4")
     trial: int = Field(description="0-based trial index")
-    seed: int | None = Field(description="the sampling seed of every model call (the trial index); None: no seed was given")
+    seed: int | None = Field(
+        description="the sampling seed of every model call (the trial index); None: no seed was given"
+    )
     temperature: float = Field(description="sampling temperature of every model call")
     finished_at: str = Field(description="UTC, ISO 8601")
 
     success: bool = Field(description="the agent answered and every check held")
     failure_mode: FailureMode | None = Field(default=None, description="why the trial failed; None when it succeeded")
-    checks: list[CheckResult] = Field(default_factory=list, description="the task's checks, in its order; empty when they did not run (runtime_error)")
+    checks: list[CheckResult] = Field(
+        default_factory=list, description="the task's checks, in its order; empty when they did not run (runtime_error)"
+    )
     stop_reason: TrialStopReason = Field(description="how the agent's run ended; runtime_error: the harness failed")
     answer: str = Field(default="", description="the final answer; empty unless stop_reason is answer")
-    error: str | None = Field(default=None, description="the harness's exception, or the error the run stopped on (engine, API, a repeated failing call)")
+    error: str | None = Field(
+        default=None,
+        description="the harness's exception, or the error the run stopped on (engine, API, a repeated failing call)",
+    )
 
     steps: int = Field(description="model calls made")
     tool_calls: int = Field(description="tool calls run, invalid ones included")
@@ -112,23 +123,47 @@ class TrialResult(_Record):
     cached_input_tokens: int = Field(description="the part of input_tokens read from a prompt cache")
     output_tokens: int = Field(description="generated tokens over every call, reasoning included")
     reasoning_tokens: int = Field(default=0, description="the part of output_tokens spent thinking")
-    prompt_tokens_evaluated: int = Field(description="prompt tokens the engine actually ran through the model (the cached prefix excluded)")
+    prompt_tokens_evaluated: int = Field(
+        description="prompt tokens the engine actually ran through the model (the cached prefix excluded)"
+    )
 
     wall_s: float = Field(description="the whole run, model and tools")
     model_s: float = Field(description="seconds spent in model calls")
     tool_s: float = Field(description="seconds spent running tools")
-    ttft_s_mean: float | None = Field(default=None, description="mean over calls of the seconds from request to first generated token; None: not measured")
-    prefill_tokens_per_s: float | None = Field(default=None, description="prompt tokens evaluated per second over every call")
-    decode_tokens_per_s: float | None = Field(default=None, description="tokens generated per second after each call's first, over every call")
+    ttft_s_mean: float | None = Field(
+        default=None,
+        description="mean over calls of the seconds from request to first generated token; None: not measured",
+    )
+    prefill_tokens_per_s: float | None = Field(
+        default=None, description="prompt tokens evaluated per second over every call"
+    )
+    decode_tokens_per_s: float | None = Field(
+        default=None, description="tokens generated per second after each call's first, over every call"
+    )
 
-    peak_rss_bytes: int | None = Field(default=None, description="peak resident memory of the process during the trial; None for hosted models")
-    peak_anon_bytes: int | None = Field(default=None, description="peak anonymous memory (heap, KV cache): what the OS cannot drop")
-    peak_file_bytes: int | None = Field(default=None, description="peak file-backed memory (mapped weights, libraries): what the OS can drop and re-read")
+    peak_rss_bytes: int | None = Field(
+        default=None, description="peak resident memory of the process during the trial; None for hosted models"
+    )
+    peak_anon_bytes: int | None = Field(
+        default=None, description="peak anonymous memory (heap, KV cache): what the OS cannot drop"
+    )
+    peak_file_bytes: int | None = Field(
+        default=None,
+        description="peak file-backed memory (mapped weights, libraries): what the OS can drop and re-read",
+    )
     model_file_bytes: int | None = Field(default=None, description="size of the model's GGUF file; local models only")
-    kv_cache_bytes: int | None = Field(default=None, description="the KV cache at the context the engine opened, from the GGUF header; local models only")
+    kv_cache_bytes: int | None = Field(
+        default=None,
+        description="the KV cache at the context the engine opened, from the GGUF header; local models only",
+    )
 
-    cost_usd: float = Field(default=0.0, description="the trial's tokens at the catalog's price; 0 without a price (local and pseudo models)")
-    price_as_of: str | None = Field(default=None, description="the date the price was copied; None when no price applied")
+    cost_usd: float = Field(
+        default=0.0,
+        description="the trial's tokens at the catalog's price; 0 without a price (local and pseudo models)",
+    )
+    price_as_of: str | None = Field(
+        default=None, description="the date the price was copied; None when no price applied"
+    )
 
     engine: dict[str, Any] = Field(default_factory=dict, description="the engine's describe()")
     trace_path: str | None = Field(default=None, description="relative to the run directory")

@@ -25,9 +25,7 @@ from localagent.bench.verdicts import verdicts
 from localagent.units import format_bytes
 
 
-def summarize(
-    run_info: RunInfo, trials: Iterable[TrialResult], baseline_trials: Iterable[TrialResult] = ()
-) -> Summary:
+def summarize(run_info: RunInfo, trials: Iterable[TrialResult], baseline_trials: Iterable[TrialResult] = ()) -> Summary:
     """The report's figures. `baseline_trials` are stored results of baselines that did not
     run in this run; only those on this run's task versions are compared."""
     own = list(trials)
@@ -122,9 +120,7 @@ def _model_summary(name: str, rows: list[TrialResult], run_info: RunInfo) -> Mod
         k=k,
         passed=_rate(rows),
         pass_hat_k=(
-            metrics.pass_hat_k([(len(v), sum(t.success for t in v)) for v in by_task.values()], k)
-            if k > 1
-            else None
+            metrics.pass_hat_k([(len(v), sum(t.success for t in v)) for v in by_task.values()], k) if k > 1 else None
         ),
         median_wall_s=metrics.median(t.wall_s for t in rows),
         tokens_per_solved=metrics.per_solved(sum(t.input_tokens + t.output_tokens for t in rows), solved),

@@ -83,9 +83,7 @@ def tables_of(s: Summary) -> list[Table]:
         Table(
             "Per tier",
             ("Tier", *names),
-            tuple(
-                (str(tier), *(_tier_cell(tier_rates.get((n, tier))) for n in names)) for tier in tier_list
-            ),
+            tuple((str(tier), *(_tier_cell(tier_rates.get((n, tier))) for n in names)) for tier in tier_list),
         )
     )
     tables.append(

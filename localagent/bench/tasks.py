@@ -11,10 +11,20 @@ import difflib
 import hashlib
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from localagent.bench.checks import CHECK_KINDS, KINDS, Check, Unchanged, glob_match, relative_path
 from localagent.errors import TaskFileError
@@ -98,7 +108,9 @@ class Task(_Strict):
     def _ends_with_answer(cls, v: list[SolutionStep]) -> list[SolutionStep]:
         answers = [i for i, step in enumerate(v) if step.answer is not None]
         if answers != [len(v) - 1]:
-            raise ValueError("the solution must end with exactly one [[solution]] step holding 'answer' (and only the last step)")
+            raise ValueError(
+                "the solution must end with exactly one [[solution]] step holding 'answer' (and only the last step)"
+            )
         return v
 
     @property
@@ -122,7 +134,9 @@ def _inconsistencies(task: Task) -> list[Located]:
     out: list[Located] = []
     # one model call per solution step: fewer steps allowed means even the oracle fails
     if task.max_steps is not None and len(task.solution) > task.max_steps:
-        out.append((("max_steps",), f"{task.max_steps} is below the {len(task.solution)} steps of the reference solution"))
+        out.append(
+            (("max_steps",), f"{task.max_steps} is below the {len(task.solution)} steps of the reference solution")
+        )
     for path in task.files:
         folders = {"/".join(path.split("/")[:n]) for n in range(1, path.count("/") + 1)}
         clash = sorted(folders & set(task.files))
@@ -193,7 +207,7 @@ def line_of(text: str, loc: Sequence[str | int]) -> int | None:
             if name == "files":
                 found = _key_line(lines, first, last, parts[1])
                 return (found if found is not None else first) + 1
-    for name, _, first, last in segments:
+    for name, _, first, _last in segments:
         if name == head:
             return first + 1
     _, _, first, last = segments[0]
@@ -221,7 +235,9 @@ def _located(err: dict[str, Any]) -> Located:
     loc = tuple(err["loc"])
     if err["type"] == "union_tag_invalid" and loc and loc[0] == "checks":
         kind = str(err.get("ctx", {}).get("tag"))
-        return loc + ("kind",), f"unknown check kind '{kind}'{_did_you_mean(kind, CHECK_KINDS)}; kinds: {', '.join(CHECK_KINDS)}"
+        return loc + (
+            "kind",
+        ), f"unknown check kind '{kind}'{_did_you_mean(kind, CHECK_KINDS)}; kinds: {', '.join(CHECK_KINDS)}"
     if err["type"] == "union_tag_not_found":
         return loc, f"a check needs a 'kind' ({', '.join(CHECK_KINDS)})"
     if err["type"] == "extra_forbidden":
@@ -354,7 +370,9 @@ def load_tasks(directory: Path | None = None, *, ids: Sequence[str] = (), tier: 
     selected = [t for t in tasks.values() if (not ids or t.id in ids) and (tier is None or t.tier == tier)]
     if not selected:
         raise TaskFileError(
-            f"no task in {root} matches" + (f" tier {tier}" if tier is not None else "") + (f" ids {', '.join(ids)}" if ids else ""),
+            f"no task in {root} matches"
+            + (f" tier {tier}" if tier is not None else "")
+            + (f" ids {', '.join(ids)}" if ids else ""),
             hint="tiers go from 1 to 4",
         )
     return sorted(selected, key=lambda t: (t.tier, t.id))

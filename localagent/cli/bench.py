@@ -17,7 +17,22 @@ from localagent.cli.run import ToolModeChoice
 from localagent.errors import ConfigError
 
 # flags that choose what a run does: a resumed run keeps its own
-RUN_SETTINGS = ("model", "baseline", "tasks", "task", "tier", "trials", "tool_mode", "think", "temperature", "max_steps", "max_tokens", "ctx_tokens", "out", "quick")
+RUN_SETTINGS = (
+    "model",
+    "baseline",
+    "tasks",
+    "task",
+    "tier",
+    "trials",
+    "tool_mode",
+    "think",
+    "temperature",
+    "max_steps",
+    "max_tokens",
+    "ctx_tokens",
+    "out",
+    "quick",
+)
 
 
 class BenchProgress:
@@ -36,7 +51,9 @@ class BenchProgress:
 
         if isinstance(event, runner.RunStarted):
             self.run_id, self.run_dir = event.info.run_id, event.run_dir
-            self._note(f"run {event.info.run_id}: {len(event.info.task_ids)} task(s) x {event.info.trials} trial(s), results in {event.run_dir}")
+            self._note(
+                f"run {event.info.run_id}: {len(event.info.task_ids)} task(s) x {event.info.trials} trial(s), results in {event.run_dir}"
+            )
         elif isinstance(event, runner.Notice):
             self.console.print(f"[yellow]{escape(event.text)}[/yellow]")
         elif isinstance(event, runner.ModelLoading):
@@ -66,30 +83,54 @@ def _reject_settings_on_resume(ctx: typer.Context) -> None:
     given = [name for name in RUN_SETTINGS if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"]
     if given:
         flag = "--" + ("ctx" if given[0] == "ctx_tokens" else given[0].replace("_", "-"))
-        raise ConfigError(f"--resume continues a run with the settings it started with; {flag} cannot change them", hint=f"drop {flag}")
+        raise ConfigError(
+            f"--resume continues a run with the settings it started with; {flag} cannot change them",
+            hint=f"drop {flag}",
+        )
 
 
 @app.command()
 def bench(
     ctx: typer.Context,
-    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Local model alias, or oracle / noop; repeat for several. Default: the catalog's default model."),
-    baseline: Optional[list[str]] = typer.Option(None, "--baseline", "-b", help="Hosted model to compare with; repeatable."),
+    model: Optional[list[str]] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Local model alias, or oracle / noop; repeat for several. Default: the catalog's default model.",
+    ),
+    baseline: Optional[list[str]] = typer.Option(
+        None, "--baseline", "-b", help="Hosted model to compare with; repeatable."
+    ),
     tasks: Optional[Path] = typer.Option(None, "--tasks", help="Folder of task files. Default: the shipped suite."),
     task: Optional[list[str]] = typer.Option(None, "--task", help="Only this task id; repeatable."),
     tier: Optional[int] = typer.Option(None, "--tier", min=1, max=4, help="Only tasks of this tier."),
     trials: int = typer.Option(1, "--trials", "-k", min=1, help="Trials per task (pass^k needs K > 1)."),
     tool_mode: ToolModeChoice = typer.Option(ToolModeChoice.auto, "--tool-mode", help="How local models call tools."),
-    think: Optional[bool] = typer.Option(None, "--think/--no-think", help="Let local models think before they answer (templates that take enable_thinking). Default: each model's own."),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0, max=2.0, help="At 0 a local model repeats itself: raise it with --trials."),
+    think: Optional[bool] = typer.Option(
+        None,
+        "--think/--no-think",
+        help="Let local models think before they answer (templates that take enable_thinking). Default: each model's own.",
+    ),
+    temperature: float = typer.Option(
+        0.0, "--temperature", min=0.0, max=2.0, help="At 0 a local model repeats itself: raise it with --trials."
+    ),
     max_steps: int = typer.Option(20, "--max-steps", min=1, help="Model calls per trial, for tasks that set none."),
     max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Tokens per model call."),
-    ctx_tokens: Optional[int] = typer.Option(None, "--ctx", min=256, help="Context window of local models. Default: the engine's."),
+    ctx_tokens: Optional[int] = typer.Option(
+        None, "--ctx", min=256, help="Context window of local models. Default: the engine's."
+    ),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="Concurrent trials of a hosted baseline."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder. Default: $LOCALAGENT_HOME/runs/RUN_ID."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (id or folder); finished trials are kept."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="Continue an interrupted run (id or folder); finished trials are kept."
+    ),
     quick: bool = typer.Option(False, "--quick", help="Only the tasks tagged 'quick'."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-    allow_unconfined_checks: bool = typer.Option(False, "--allow-unconfined-checks", help="Run task files' command checks even where they cannot be confined (no user namespaces): only for suites you have reviewed."),
+    allow_unconfined_checks: bool = typer.Option(
+        False,
+        "--allow-unconfined-checks",
+        help="Run task files' command checks even where they cannot be confined (no user namespaces): only for suites you have reviewed.",
+    ),
 ) -> None:
     """Run tasks on local models (and hosted baselines), grade them, and compare."""
     from localagent.bench.runner import BenchConfig, run_bench

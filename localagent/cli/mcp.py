@@ -21,16 +21,33 @@ MAX_SECONDS = 7 * 24 * 3600.0
 
 @app.command("mcp")
 def mcp_command(
-    root: Path = typer.Option(Path("."), "--root", help="The folder run_agent may work in (its subfolders too); nothing outside it."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Default model alias for run_agent; default: the catalog's default."),
-    keep_alive: float = typer.Option(300.0, "--keep-alive", help="Seconds a loaded model stays loaded after a call, at most a week (0: unload at once, -1: until the server stops)."),
-    log_file: Optional[Path] = typer.Option(None, "--log-file", help="Append the server's log (and llama.cpp's) here instead of stderr."),
+    root: Path = typer.Option(
+        Path("."), "--root", help="The folder run_agent may work in (its subfolders too); nothing outside it."
+    ),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Default model alias for run_agent; default: the catalog's default."
+    ),
+    keep_alive: float = typer.Option(
+        300.0,
+        "--keep-alive",
+        help="Seconds a loaded model stays loaded after a call, at most a week (0: unload at once, -1: until the server stops).",
+    ),
+    log_file: Optional[Path] = typer.Option(
+        None, "--log-file", help="Append the server's log (and llama.cpp's) here instead of stderr."
+    ),
     max_tokens: int = typer.Option(AgentConfig.max_tokens, "--max-tokens", min=1, help="Most tokens per model reply."),
-    time_limit: float = typer.Option(AgentConfig.time_limit_s, "--time-limit", help="Wall-clock limit of one run_agent call, in seconds (1 to a week)."),
-    n_ctx: Optional[int] = typer.Option(None, "--n-ctx", min=256, help="Context length to load local models with; default: the engine's."),
+    time_limit: float = typer.Option(
+        AgentConfig.time_limit_s,
+        "--time-limit",
+        help="Wall-clock limit of one run_agent call, in seconds (1 to a week).",
+    ),
+    n_ctx: Optional[int] = typer.Option(
+        None, "--n-ctx", min=256, help="Context length to load local models with; default: the engine's."
+    ),
     offline: bool = typer.Option(False, "--offline", help="Never touch the network (no pulls)."),
     allow_model_paths: bool = typer.Option(
-        False, "--allow-model-paths",
+        False,
+        "--allow-model-paths",
         help="Let clients give run_agent a path to a .gguf file as its model; without it, only catalog aliases and installed models.",
     ),
 ) -> None:

@@ -10,9 +10,8 @@ from typing import Any, Optional
 
 import typer
 
-from localagent.units import format_bytes
-
 from localagent.cli.app import app, models_app
+from localagent.units import format_bytes
 
 JSON_HELP = "Print JSON instead of a table."
 

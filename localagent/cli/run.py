@@ -22,10 +22,10 @@ from localagent.cli.app import app
 from localagent.engines.base import ChatModel, EngineConfig
 from localagent.errors import ConfigError
 from localagent.memory import PeakMemory
-from localagent.units import format_bytes
 from localagent.records import FinalStep, ModelStep, Step, ToolStep, as_dict
 from localagent.tools import Workspace, call_text, plural
 from localagent.trace import TraceWriter, trace_error
+from localagent.units import format_bytes
 
 STOP_HINTS = {
     "max_steps": "raise --max-steps, or split the task",
@@ -100,7 +100,14 @@ def summary_line(final: FinalStep, load_s: float, memory: PeakMemory) -> str:
     )
 
 
-def result_json(final: FinalStep, model: ChatModel, engine: dict[str, Any], memory: PeakMemory, workspace: Workspace, trace: Path | None) -> dict[str, Any]:
+def result_json(
+    final: FinalStep,
+    model: ChatModel,
+    engine: dict[str, Any],
+    memory: PeakMemory,
+    workspace: Workspace,
+    trace: Path | None,
+) -> dict[str, Any]:
     return {
         "answer": final.answer,
         "stop_reason": final.stop_reason,
@@ -158,7 +165,9 @@ class _Trace(TraceWriter):
 @app.command()
 def run(
     prompt: str = typer.Argument(..., help="What the agent should do."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model alias (local or hosted); default: the catalog's default."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model alias (local or hosted); default: the catalog's default."
+    ),
     workspace: Path = typer.Option(Path("."), "--workspace", "-w", help="The folder the tools may read and write."),
     max_steps: int = typer.Option(AgentConfig.max_steps, "--max-steps", min=1, help="Most model calls."),
     time_limit: float = typer.Option(
@@ -166,7 +175,11 @@ def run(
     ),
     max_tokens: int = typer.Option(AgentConfig.max_tokens, "--max-tokens", min=1, help="Most tokens per model reply."),
     tool_mode: ToolModeChoice = typer.Option(ToolModeChoice.auto, "--tool-mode", help="How local models call tools."),
-    think: Optional[bool] = typer.Option(None, "--think/--no-think", help="Think before answering (models whose template takes enable_thinking). Default: the model's own."),
+    think: Optional[bool] = typer.Option(
+        None,
+        "--think/--no-think",
+        help="Think before answering (models whose template takes enable_thinking). Default: the model's own.",
+    ),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Write a JSONL trace of every step here."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
     offline: bool = typer.Option(False, "--offline", help="Never touch the network."),
@@ -253,4 +266,3 @@ def _drive(agent: Agent, prompt: str, progress: Progress, writer: TraceWriter | 
             final = step
     assert final is not None, "Agent.run always ends with a FinalStep"
     return final
-

@@ -12,7 +12,7 @@ from localagent.errors import ConfigError
 
 
 def open_model(alias: str, config: EngineConfig = EngineConfig()) -> ChatModel:
-    """"noop" -> the scripted model that answers at once; a hosted catalog alias -> the
+    """ "noop" -> the scripted model that answers at once; a hosted catalog alias -> the
     OpenAI-compatible engine; anything else (a local alias, `alias:QUANT`, a .gguf path) ->
     llama.cpp, through the model store (which may download it unless offline)."""
     if alias == "noop":

@@ -5,8 +5,9 @@ The agent loop and the bench only ever see this, so they never branch on the kin
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from localagent.records import Message, Reply, ToolSpec
 

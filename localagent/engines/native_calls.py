@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from localagent.engines.reasoning import split_reasoning
 from localagent.engines.toolcalls import InvalidJSON, guess_name, inline_refs, read_json
@@ -299,7 +300,7 @@ def _xml_parameters(text: str, pos: int, properties: dict[str, Any]) -> tuple[di
             return arguments, [*errors, "the call was cut off before </function>"], pos
         m = _PARAMETER_OPEN_RE.match(text, pos)
         if m is None:
-            errors.append(f"unexpected text {text[pos:pos + 40]!r}: expected <parameter=NAME> or </function>")
+            errors.append(f"unexpected text {text[pos : pos + 40]!r}: expected <parameter=NAME> or </function>")
             return arguments, errors, _resume(text, pos, "</function>")
         parameter = m.group(1)
         close = _parameter_close(text, m.end())
@@ -377,7 +378,9 @@ def _schema_types(schema: Any) -> set[str] | None:
                     return None
                 found |= option_types
             return found or None
-    values = schema["enum"] if isinstance(schema.get("enum"), list) else [schema["const"]] if "const" in schema else None
+    values = (
+        schema["enum"] if isinstance(schema.get("enum"), list) else [schema["const"]] if "const" in schema else None
+    )
     if values:
         return {_json_type(v) for v in values}
     return None
@@ -533,7 +536,7 @@ def _literal(node: ast.expr, depth: int) -> Any:
         return [_literal(item, depth + 1) for item in node.elts]
     if isinstance(node, ast.Dict):
         result = {}
-        for key, value in zip(node.keys, node.values):
+        for key, value in zip(node.keys, node.values, strict=False):
             if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
                 raise _Malformed("object keys must be strings")
             result[key.value] = _literal(value, depth + 1)
@@ -582,7 +585,7 @@ def _gemma4_call(text: str, start: int, calls: _Calls) -> int:
         if text.startswith(_GEMMA_END, pos):
             pos += len(_GEMMA_END)
         elif pos < len(text):  # the arguments ended but something else follows
-            raise _Malformed(f"expected {_GEMMA_END} after the arguments, not {text[pos:pos + 20]!r}")
+            raise _Malformed(f"expected {_GEMMA_END} after the arguments, not {text[pos : pos + 20]!r}")
     except _Malformed as exc:
         end = _resume(text, m.end(), _GEMMA_END)
         calls.add(name, {}, str(exc), text[start:end])
@@ -612,13 +615,15 @@ def _gemma4_value(text: str, pos: int, depth: int) -> tuple[Any, int]:
             return value, pos + len(word)
     if pos >= len(text):
         raise _Malformed("the tool call was cut off before it ended")
-    raise _Malformed(f"expected a value (<|\"|>text<|\"|>, number, true, false, null, {{...}} or [...]), not {text[pos:pos + 20]!r}")
+    raise _Malformed(
+        f'expected a value (<|"|>text<|"|>, number, true, false, null, {{...}} or [...]), not {text[pos : pos + 20]!r}'
+    )
 
 
 def _gemma4_string(text: str, pos: int) -> tuple[str, int]:
     close = text.find(_GEMMA_QUOTE, pos + len(_GEMMA_QUOTE))
     if close < 0:
-        raise _Malformed("a <|\"|> string was never closed (the call was cut off?)")
+        raise _Malformed('a <|"|> string was never closed (the call was cut off?)')
     return text[pos + len(_GEMMA_QUOTE) : close], close + len(_GEMMA_QUOTE)
 
 
@@ -637,7 +642,7 @@ def _gemma4_dict(text: str, pos: int, depth: int) -> tuple[dict[str, Any], int]:
         else:
             m = _GEMMA_KEY_RE.match(text, pos)
             if m is None:
-                raise _Malformed(f"expected key:value, not {text[pos:pos + 20]!r}")
+                raise _Malformed(f"expected key:value, not {text[pos : pos + 20]!r}")
             key, pos = m.group(1).strip(), m.end()
         result[key], pos = _gemma4_value(text, pos, depth)
         pos = _skip_ws(text, pos)
@@ -646,7 +651,7 @@ def _gemma4_dict(text: str, pos: int, depth: int) -> tuple[dict[str, Any], int]:
         elif text.startswith("}", pos):
             return result, pos + 1
         else:
-            raise _Malformed(f"expected ',' or '}}' in the arguments, not {text[pos:pos + 20]!r}")
+            raise _Malformed(f"expected ',' or '}}' in the arguments, not {text[pos : pos + 20]!r}")
 
 
 def _gemma4_list(text: str, pos: int, depth: int) -> tuple[list[Any], int]:
@@ -663,7 +668,7 @@ def _gemma4_list(text: str, pos: int, depth: int) -> tuple[list[Any], int]:
         elif text.startswith("]", pos):
             return result, pos + 1
         else:
-            raise _Malformed(f"expected ',' or ']' in a list, not {text[pos:pos + 20]!r}")
+            raise _Malformed(f"expected ',' or ']' in a list, not {text[pos : pos + 20]!r}")
 
 
 # --- Mistral: [TOOL_CALLS][{json}, ...] (Nemo) and [TOOL_CALLS]NAME[CALL_ID]id[ARGS]{json} ---

@@ -13,7 +13,8 @@ import json
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import openai
 
@@ -22,7 +23,7 @@ from localagent.catalog import HostedModel
 from localagent.engines import native_calls, toolcalls
 from localagent.engines.base import EngineConfig
 from localagent.errors import ConfigError, ContextOverflowError, HostedAPIError
-from localagent.records import Message, Reply, ToolSpec, Timings, Usage
+from localagent.records import Message, Reply, Timings, ToolSpec, Usage
 
 # OpenAI's reasoning models take max_completion_tokens and only the default temperature
 # The providers whose endpoints follow OpenAI's spec for a tool-only assistant turn (content
@@ -123,7 +124,12 @@ class OpenAICompatModel:
     # --- requests ----------------------------------------------------------------------------
 
     def _request(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec], max_tokens: int, temperature: float, seed: int | None
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
     ) -> dict[str, Any]:
         reasoning = self.entry.provider == "openai" and self.entry.model.startswith(_REASONING_PREFIXES)
         empty = None if self.entry.provider in _SPEC_PROVIDERS else ""
@@ -145,11 +151,15 @@ class OpenAICompatModel:
     def _where(self) -> str:
         return f"{self.entry.base_url} ({self.entry.model})"
 
-    def _streamed(self, request: dict[str, Any], started: float, on_token: Callable[[str], None] | None) -> Reply | None:
+    def _streamed(
+        self, request: dict[str, Any], started: float, on_token: Callable[[str], None] | None
+    ) -> Reply | None:
         """The reply from a streamed request, or None when the stream carried no usage."""
 
         def chunks(hold: Callable[[Any], Any]) -> Iterator[Any]:
-            stream = hold(self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+            stream = hold(
+                self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+            )
             try:
                 yield from stream
             except (ValueError, RecursionError) as exc:  # an event's data is not JSON (or not Python's)
@@ -175,14 +185,19 @@ class OpenAICompatModel:
                                 on_token(pieces[-1])
                         for part in (delta.tool_calls if delta is not None else None) or []:
                             # a garbled index joins the pieces of a call that cannot be read
-                            call = calls.setdefault(part.index if isinstance(part.index, int) else -1, {"id": "", "name": "", "arguments": ""})
+                            call = calls.setdefault(
+                                part.index if isinstance(part.index, int) else -1,
+                                {"id": "", "name": "", "arguments": ""},
+                            )
                             call["id"] = _text(part.id) or call["id"]
                             if part.function is not None:
                                 call["name"] += _text(part.function.name)
                                 call["arguments"] += _text(part.function.arguments)
                         finish = choice.finish_reason or finish
                 except (AttributeError, TypeError) as exc:
-                    raise self._not_chat_completion(f"sent a stream chunk that is not a chat-completion chunk ({exc})", repr(chunk)) from exc
+                    raise self._not_chat_completion(
+                        f"sent a stream chunk that is not a chat-completion chunk ({exc})", repr(chunk)
+                    ) from exc
         ended = time.perf_counter()
         if usage is None:
             return None
@@ -206,7 +221,9 @@ class OpenAICompatModel:
         except (ValueError, RecursionError):  # the body is not JSON (or not Python's)
             completion = None
         if not isinstance(getattr(completion, "choices", None), list):  # the SDK returns a non-JSON body as text
-            raise self._not_chat_completion(f"answered HTTP {http.status_code} with a body that is not a chat completion", sample)
+            raise self._not_chat_completion(
+                f"answered HTTP {http.status_code} with a body that is not a chat completion", sample
+            )
         if not completion.choices:
             raise HostedAPIError(f"{self.entry.base_url} returned no choices for {self.entry.model}")
         try:
@@ -257,7 +274,9 @@ class OpenAICompatModel:
         except openai.AuthenticationError as exc:
             raise HostedAPIError(
                 f"{where} refused the API key (HTTP 401): {_detail(exc)}",
-                hint=f"check the key in {self.entry.api_key_env}" if self.entry.api_key_env else "the endpoint wants a key: set api_key_env in its catalog entry",
+                hint=f"check the key in {self.entry.api_key_env}"
+                if self.entry.api_key_env
+                else "the endpoint wants a key: set api_key_env in its catalog entry",
             ) from exc
         except openai.RateLimitError as exc:
             raise HostedAPIError(
@@ -296,7 +315,9 @@ def wire_messages(messages: Sequence[Message], empty_content: str | None = None)
                             "function": {
                                 "name": c.name or "invalid_call",
                                 # an invalid call goes back as the model wrote it
-                                "arguments": c.raw if c.error and c.raw else json.dumps(c.arguments, ensure_ascii=False),
+                                "arguments": c.raw
+                                if c.error and c.raw
+                                else json.dumps(c.arguments, ensure_ascii=False),
                             },
                         }
                         for c in m.tool_calls
@@ -335,7 +356,9 @@ def _reply(
             total_s=ended - started,
             ttft_s=first_at - started if first_at is not None else None,
             prompt_tokens_evaluated=u.input_tokens - u.cached_input_tokens,
-            decode_tokens_per_s=(visible - 1) / (ended - first_at) if first_at is not None and visible > 1 and ended > first_at else None,
+            decode_tokens_per_s=(visible - 1) / (ended - first_at)
+            if first_at is not None and visible > 1 and ended > first_at
+            else None,
         ),
         finish_reason="tool_calls" if calls else _FINISH.get(finish or "stop", "error"),
         raw=text,
@@ -392,7 +415,9 @@ class _Relay:
     cancellation raised from on_token stops the request on time. The response is then closed,
     which ends the worker at its next read (at the latest when the SDK's timeout runs out)."""
 
-    def __init__(self, produce: Callable[[Callable[[Any], Any]], Iterator[Any]], on_token: Callable[[str], None] | None):
+    def __init__(
+        self, produce: Callable[[Callable[[Any], Any]], Iterator[Any]], on_token: Callable[[str], None] | None
+    ):
         """`produce(hold)` runs on the worker and yields the items; it passes what must be
         closed to stop the request (the response) through `hold`."""
         self._on_token = on_token

@@ -49,9 +49,7 @@ _ENDS = tuple(e for b in _BLOCKS for e in b.ends)
 # consumes them); stray closers are dropped from the text too.
 _STRAY = ("<|channel>",)
 # longest first, so `<|channel>thought` wins over `<|channel>`; literal alternatives only
-_TOKENS = re.compile(
-    "|".join(re.escape(t) for t in sorted({*_BY_OPEN, *_CLOSES, *_STRAY}, key=len, reverse=True))
-)
+_TOKENS = re.compile("|".join(re.escape(t) for t in sorted({*_BY_OPEN, *_CLOSES, *_STRAY}, key=len, reverse=True)))
 
 # gpt-oss (harmony): messages `<|start|>assistant<|channel|>NAME<|message|>BODY<|end|>`
 _HARMONY = "<|channel|>"

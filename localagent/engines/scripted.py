@@ -9,8 +9,8 @@ malformed call), so the whole pipeline runs for real without a model.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any, Callable, Protocol, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, Union
 
 from localagent.errors import EngineError
 from localagent.records import Message, Reply, Timings, ToolCall, ToolSpec
@@ -102,7 +102,9 @@ def _written_step(number: int, step: Mapping[str, Any]) -> tuple[str | None, Map
     call nor an answer, or holds a misspelt key, is the caller's bug, refused as such."""
     unknown = sorted(set(step) - _STEP_KEYS)
     if unknown:
-        raise ValueError(f"step {number}: unknown key(s) {', '.join(unknown)}; a step is {{tool, arguments}} or {{answer}}")
+        raise ValueError(
+            f"step {number}: unknown key(s) {', '.join(unknown)}; a step is {{tool, arguments}} or {{answer}}"
+        )
     if ("tool" in step) == ("answer" in step):
         raise ValueError(f"step {number}: needs exactly one of 'tool' or 'answer'")
     return step.get("tool"), step.get("arguments", {}), step.get("answer")

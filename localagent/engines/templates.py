@@ -21,7 +21,8 @@ import operator
 import re
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jinja2
 import jinja2.ext
@@ -82,7 +83,11 @@ def check_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     target = getattr(obj, "__self__", None)
     name = getattr(obj, "__name__", "")
     if name in ("replace", "do_replace") and len(args) >= 2:
-        subject, old, new = (target, args[0], args[1]) if isinstance(target, str) else (args[0], args[1], args[2] if len(args) > 2 else "")
+        subject, old, new = (
+            (target, args[0], args[1])
+            if isinstance(target, str)
+            else (args[0], args[1], args[2] if len(args) > 2 else "")
+        )
         if all(isinstance(s, str) for s in (subject, old, new)):
             grows = (len(subject) + 1 if not old else subject.count(old)) * len(new)
             if len(subject) + grows > MAX_SIZE:
@@ -154,7 +159,9 @@ def environment() -> BoundedEnvironment:
     return env  # range() is the sandbox's own: at most 100,000 items a call
 
 
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False) -> str:
+def _tojson(
+    x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+) -> str:
     import json
 
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
@@ -197,7 +204,9 @@ class ChatTemplate:
     Raises TemplateLimitError past a bound and whatever the template raises otherwise
     (jinja2 errors, raise_exception's ValueError)."""
 
-    def __init__(self, source: str, *, bos_token: str, eos_token: str, add_generation_prompt: bool, render_s: float = RENDER_S):
+    def __init__(
+        self, source: str, *, bos_token: str, eos_token: str, add_generation_prompt: bool, render_s: float = RENDER_S
+    ):
         check_constants(source)
         self.template = environment().from_string(source)
         self.bos_token = bos_token

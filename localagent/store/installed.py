@@ -41,8 +41,18 @@ class InstalledModel:
 def _installed(m: Manifest) -> InstalledModel:
     path = Path(m.path)
     return InstalledModel(
-        alias=m.alias, quant=m.quant, source=m.source, path=path, sha256=m.sha256, size_bytes=m.size,
-        pulled_at=m.pulled_at, repo=m.repo, file=m.file, commit=m.commit, present=path.is_file(), gguf=m.gguf,
+        alias=m.alias,
+        quant=m.quant,
+        source=m.source,
+        path=path,
+        sha256=m.sha256,
+        size_bytes=m.size,
+        pulled_at=m.pulled_at,
+        repo=m.repo,
+        file=m.file,
+        commit=m.commit,
+        present=path.is_file(),
+        gguf=m.gguf,
     )
 
 
@@ -64,7 +74,9 @@ def selected(alias: str, quant: str | None) -> tuple[list[Manifest], list[Broken
         others = sorted({m.alias for m in readable()})
         raise ModelNotFoundError(
             f"'{what}' is not installed",
-            hint=suggest(alias, others) if others else "nothing is installed: `localagent models list` shows what you can pull",
+            hint=suggest(alias, others)
+            if others
+            else "nothing is installed: `localagent models list` shows what you can pull",
         )
     return good, broken
 

@@ -118,8 +118,11 @@ def read_manifest(path: Path) -> Manifest | BrokenManifest | None:
     except OSError as exc:
         what = f"cannot read it: {exc.strerror or exc}"
     return BrokenManifest(
-        alias=unquote(path.parent.name), quant=unquote(path.stem), manifest=path,
-        problem=f"manifest {path}: {what}", path=_named_file(raw),
+        alias=unquote(path.parent.name),
+        quant=unquote(path.stem),
+        manifest=path,
+        problem=f"manifest {path}: {what}",
+        path=_named_file(raw),
     )
 
 

@@ -125,8 +125,19 @@ def _status_row(entry: LocalModel | None, m: Manifest | None, available: int) ->
 def _broken_row(b: BrokenManifest, entry: LocalModel | None) -> ModelStatus:
     context = entry.context if entry else None
     return ModelStatus(
-        alias=b.alias, quant=b.quant, status="broken", source=None, params=entry.params if entry else "",
-        size_bytes=None, context=context, n_ctx=hardware.capped_context(context), kv_bytes=None, kv_estimated=True,
-        required_bytes=None, fits=None, path=str(b.path) if b.path else None,
-        description=entry.description if entry else "", problem=b.problem,
+        alias=b.alias,
+        quant=b.quant,
+        status="broken",
+        source=None,
+        params=entry.params if entry else "",
+        size_bytes=None,
+        context=context,
+        n_ctx=hardware.capped_context(context),
+        kv_bytes=None,
+        kv_estimated=True,
+        required_bytes=None,
+        fits=None,
+        path=str(b.path) if b.path else None,
+        description=entry.description if entry else "",
+        problem=b.problem,
     )

@@ -149,8 +149,15 @@ def _resolve_path(path: Path) -> ResolvedModel:
         info = ggufinfo.read(path)
         st = path.stat()
         manifest = Manifest(
-            alias=path.stem, quant=info.quant or "unknown", source="path", path=str(path), sha256=sha256_file(path),
-            size=st.st_size, mtime_ns=st.st_mtime_ns, pulled_at=utc_now(), gguf=info,
+            alias=path.stem,
+            quant=info.quant or "unknown",
+            source="path",
+            path=str(path),
+            sha256=sha256_file(path),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            pulled_at=utc_now(),
+            gguf=info,
         )
         remember(manifest, record)
     return resolved(manifest, None)

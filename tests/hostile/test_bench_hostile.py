@@ -39,13 +39,23 @@ HOSTILE_DB = {
 def cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess[str]:
     """The CLI in a subprocess; LOCALAGENT_HOME comes from the environment."""
     return subprocess.run(
-        [sys.executable, "-m", "localagent", *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ), **kwargs
+        [sys.executable, "-m", "localagent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+        **kwargs,
     )
 
 
 def start(*args: str, **kwargs) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "localagent", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ), **kwargs
+        [sys.executable, "-m", "localagent", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+        **kwargs,
     )
 
 
@@ -102,7 +112,12 @@ def test_a_damaged_database_is_an_error_and_left_as_it_is(damage, localagent_hom
     db.write_bytes(HOSTILE_DB[damage](db.read_bytes()))
     before = snapshot(localagent_home)
     src = valid_export(tmp_path / "in.jsonl")
-    for args in (["report"], ["bench", "--model", "oracle", "--task", TASK], ["results", "export", str(tmp_path / "out.json")], ["results", "import", str(src)]):
+    for args in (
+        ["report"],
+        ["bench", "--model", "oracle", "--task", TASK],
+        ["results", "export", str(tmp_path / "out.json")],
+        ["results", "import", str(src)],
+    ):
         lines = assert_error(cli(*args), f"the results database {db} is damaged")
         assert f"mv {db} {db}.damaged" in lines[1]
     assert snapshot(localagent_home) == before  # not overwritten, not deleted, no new run folder
@@ -118,7 +133,10 @@ def read_only():
 
     def make(path: Path) -> None:
         if os.geteuid() == 0:
-            if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            if (
+                shutil.which("chattr") is None
+                or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode
+            ):
                 pytest.skip("running as root, and chattr +i is not available here")
         else:
             path.chmod(0o555 if path.is_dir() else 0o444)
@@ -159,11 +177,16 @@ def test_a_locked_database_is_waited_for_then_named(localagent_home, tmp_path):
     bench_json("--task", TASK)
     db = settings.database()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys, time\n"
-         "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-         "db.execute('BEGIN EXCLUSIVE')\n"
-         "print('holding', flush=True)\n"
-         "time.sleep(120)\n", str(db)],
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "db.execute('BEGIN EXCLUSIVE')\n"
+            "print('holding', flush=True)\n"
+            "time.sleep(120)\n",
+            str(db),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -171,12 +194,20 @@ def test_a_locked_database_is_waited_for_then_named(localagent_home, tmp_path):
         assert holder.stdout.readline().strip() == "holding"
         before = snapshot(localagent_home)
         src = valid_export(tmp_path / "in.jsonl")
-        commands = (["report"], ["bench", "--model", "oracle", "--task", TASK], ["results", "export", str(tmp_path / "out.json")], ["results", "import", str(src)])
+        commands = (
+            ["report"],
+            ["bench", "--model", "oracle", "--task", TASK],
+            ["results", "export", str(tmp_path / "out.json")],
+            ["results", "import", str(src)],
+        )
         began = time.monotonic()
         waiting = [start(*args) for args in commands]  # at once: one wait, not four
         for proc in waiting:
             stdout, stderr = proc.communicate(timeout=60)
-            lines = assert_error(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), f"the results database {db} is locked: another process")
+            lines = assert_error(
+                subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr),
+                f"the results database {db} is locked: another process",
+            )
             assert "run this again" in lines[1]
         elapsed = time.monotonic() - began
         assert BUSY_TIMEOUT_S <= elapsed < BUSY_TIMEOUT_S + 20
@@ -233,7 +264,9 @@ def test_an_export_to_a_full_disk_names_the_file_and_leaves_none(kind, localagen
     """Before: a traceback (OSError: File too large)."""
     bench_json("--task", TASK, "--trials", "3")
     dest = tmp_path / f"out.{kind}"
-    lines = assert_error(cli("results", "export", str(dest), preexec_fn=size_limited(1000)), f"cannot write {dest}: File too large")
+    lines = assert_error(
+        cli("results", "export", str(dest), preexec_fn=size_limited(1000)), f"cannot write {dest}: File too large"
+    )
     assert "ulimit -f" in lines[1]
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary sibling
 
@@ -272,7 +305,9 @@ def test_report_skips_a_torn_last_line_with_a_warning(three_trials):
     three_trials.results_path.write_bytes(data[: len(data) - 40])  # a kill in the last append
     done = cli("report", str(three_trials.path), "--json")
     assert done.returncode == 0, done.stderr
-    assert f"warning: {three_trials.results_path}:3: an incomplete last line (a write cut short): skipped" in done.stderr
+    assert (
+        f"warning: {three_trials.results_path}:3: an incomplete last line (a write cut short): skipped" in done.stderr
+    )
     assert json.loads(done.stdout)["models"][0]["trials"] == 2
 
 
@@ -282,7 +317,10 @@ def test_resume_keeps_a_bad_line_and_reruns_its_trial(three_trials):
     done = cli("bench", "--resume", str(three_trials.path), "--json")
     assert done.returncode == 0, done.stderr
     notices = json.loads(done.stdout)["notices"]
-    assert f"{three_trials.results_path}:2: not UTF-8 text (byte 16 of the line): skipped (`localagent bench --resume` runs its trial again)" in notices
+    assert (
+        f"{three_trials.results_path}:2: not UTF-8 text (byte 16 of the line): skipped (`localagent bench --resume` runs its trial again)"
+        in notices
+    )
     # the line stays where it was (nothing written is dropped); its trial is appended again
     assert three_trials.results_path.read_bytes().startswith(lines[0] + BAD_LINES["not-utf8"] + lines[2])
     with pytest.warns(match="not UTF-8"):
@@ -294,7 +332,9 @@ def test_resume_keeps_a_whole_last_record_that_lost_its_newline(three_trials):
     three_trials.results_path.write_bytes(data[:-1])
     done = cli("bench", "--resume", str(three_trials.path), "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["notices"] == ["resuming run " + three_trials.read_info().run_id + ": 3 of 3 trials already done"]
+    assert json.loads(done.stdout)["notices"] == [
+        "resuming run " + three_trials.read_info().run_id + ": 3 of 3 trials already done"
+    ]
     assert three_trials.results_path.read_bytes() == data
 
 
@@ -308,7 +348,10 @@ def test_resume_keeps_a_whole_last_record_that_lost_its_newline(three_trials):
         ([], "not a localagent results export"),
         (None, "not a localagent results export"),
         ({"runs": [5]}, "not a localagent results export"),
-        ({"format": "localagent-results", "schema_version": SCHEMA_VERSION, "runs": [5]}, "runs[0]: not a result record"),
+        (
+            {"format": "localagent-results", "schema_version": SCHEMA_VERSION, "runs": [5]},
+            "runs[0]: not a result record",
+        ),
     ],
 )
 def test_an_import_of_the_wrong_shape_names_the_file_and_writes_nothing(doc, message, localagent_home, tmp_path):
@@ -361,7 +404,7 @@ def test_two_resumes_at_once_run_each_trial_once(localagent_home, tmp_path):
     assert json.loads((out / LOCK_FILE).read_text())["pid"] == killed.pid
     both = [start("bench", "--resume", str(out)) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in both]
-    done = [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(both, outputs)]
+    done = [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(both, outputs, strict=False)]
     assert sorted(d.returncode for d in done) == [0, 1], [d.stderr for d in done]
     refused = next(d for d in done if d.returncode == 1)
     assert_error(refused, "is being run by pid")
@@ -390,7 +433,9 @@ def test_a_task_file_nested_too_deep_is_an_error_naming_it(localagent_home, tmp_
     """Before: a traceback (RecursionError from tomllib)."""
     task = tmp_path / "deep.toml"
     task.write_text('id = "deep"\nexpect = ' + "[" * 5000 + "]" * 5000 + "\n")
-    assert_error(cli("bench", "--model", "oracle", "--tasks", str(task)), f"{task}: not valid TOML: values nested too deeply")
+    assert_error(
+        cli("bench", "--model", "oracle", "--tasks", str(task)), f"{task}: not valid TOML: values nested too deeply"
+    )
     assert not (localagent_home / "runs").exists()
 
 
@@ -401,7 +446,7 @@ def test_a_task_file_not_in_utf8_is_an_error_naming_file_and_line(localagent_hom
     assert "UTF-8" in lines[1]
 
 
-FIXTURE = '''id = "fixture"
+FIXTURE = """id = "fixture"
 title = "A fixture with a strange name"
 tier = 1
 prompt = "Answer ok."
@@ -416,12 +461,25 @@ text = "ok"
 
 [[solution]]
 answer = "ok"
-'''
+"""
 
 
 @pytest.mark.parametrize(
     "key",
-    ['"."', '".."', '""', '"a\\u0000b"', '"../x"', '"a/../../x"', '"/etc/x"', '"a/"', '"a//b"', '"./b"', '"a/./b"', '"a\\nb"'],
+    [
+        '"."',
+        '".."',
+        '""',
+        '"a\\u0000b"',
+        '"../x"',
+        '"a/../../x"',
+        '"/etc/x"',
+        '"a/"',
+        '"a//b"',
+        '"./b"',
+        '"a/./b"',
+        '"a\\nb"',
+    ],
 )
 def test_a_fixture_that_names_no_file_below_the_workspace_is_refused_at_load(key, tmp_path):
     """Before: '.', 'a/', a NUL and the like loaded, and every trial of the task failed
@@ -430,22 +488,26 @@ def test_a_fixture_that_names_no_file_below_the_workspace_is_refused_at_load(key
     path.write_text(FIXTURE.format(key=key))
     with pytest.raises(TaskFileError) as info:
         load_task_file(path)
-    line = FIXTURE.splitlines().index("{key} = \"x\"") + 1
+    line = FIXTURE.splitlines().index('{key} = "x"') + 1
     header = FIXTURE.splitlines().index("[files]") + 1
-    assert info.value.message.startswith((f"{path}:{line}: task 'fixture', field 'files.", f"{path}:{header}: task 'fixture', field 'files."))
+    assert info.value.message.startswith(
+        (f"{path}:{line}: task 'fixture', field 'files.", f"{path}:{header}: task 'fixture', field 'files.")
+    )
     assert info.value.hint
 
 
 def test_a_fixture_named_dot_is_refused_by_the_cli_before_any_trial(localagent_home, tmp_path):
     path = tmp_path / "fixture.toml"
     path.write_text(FIXTURE.format(key='"."'))
-    assert_error(cli("bench", "--model", "oracle", "--tasks", str(path)), f"{path}:8: task 'fixture', field 'files.\".\"'")
+    assert_error(
+        cli("bench", "--model", "oracle", "--tasks", str(path)), f"{path}:8: task 'fixture', field 'files.\".\"'"
+    )
     assert not (localagent_home / "runs").exists()
 
 
 # --- 7. task files and flags past what the machine can hold (red-team F17-F22) ----------------
 
-WRITER = '''id = "writer"
+WRITER = """id = "writer"
 title = "The oracle writes one file"
 tier = 1
 prompt = "Write the file."
@@ -462,7 +524,7 @@ arguments = {{ path = "{path}", content = "{content}" }}
 
 [[solution]]
 answer = "done"
-'''
+"""
 
 
 def writer(tmp_path: Path, check: str, path: str = "out.txt", content: str = "x") -> Path:
@@ -490,7 +552,9 @@ def test_a_glob_longer_than_the_limit_is_refused_at_load(tmp_path):
     with pytest.raises(TaskFileError) as info:
         load_task_file(task)
     assert f"a glob holds at most {MAX_GLOB_CHARS}" in info.value.message
-    assert info.value.message.startswith(f"{task}:{WRITER.splitlines().index('{check}') + 2}: task 'writer', field 'checks[0].allowed'")
+    assert info.value.message.startswith(
+        f"{task}:{WRITER.splitlines().index('{check}') + 2}: task 'writer', field 'checks[0].allowed'"
+    )
 
 
 def test_a_catastrophic_glob_against_a_path_the_model_wrote_is_matched_at_once(localagent_home, tmp_path):
@@ -515,7 +579,9 @@ def test_a_catastrophic_glob_against_a_path_the_model_wrote_is_matched_at_once(l
 def test_json_the_model_wrote_that_python_cannot_read_is_a_wrong_state(content, reason, localagent_home, tmp_path):
     """Before: json.loads raised RecursionError / ValueError out of the check, and the trial
     was the harness's runtime_error instead of the model's wrong_state."""
-    task = writer(tmp_path, 'kind = "file_json"\npath = "out.json"\nexpect = { total = 1 }', path="out.json", content=content)
+    task = writer(
+        tmp_path, 'kind = "file_json"\npath = "out.json"\nexpect = { total = 1 }', path="out.json", content=content
+    )
     [trial] = bench_json("--tasks", str(task))["trials"]
     assert (trial["failure_mode"], trial["error"]) == ("wrong_state", None)
     detail = trial["checks"][0]["detail"]
@@ -538,7 +604,10 @@ def test_a_detail_shows_json_nested_past_the_stack_without_raising():
     "key, message",
     [
         ('"' + "n" * 300 + '.txt"', "is 304 bytes long; a file or folder name holds at most 255 bytes"),
-        ('"' + "é" * 130 + '"', "is 260 bytes long; a file or folder name holds at most 255 bytes"),  # 130 characters, 260 bytes
+        (
+            '"' + "é" * 130 + '"',
+            "is 260 bytes long; a file or folder name holds at most 255 bytes",
+        ),  # 130 characters, 260 bytes
         ('"' + "/".join(["d" * 200] * 16) + '"', "is 3215 bytes long; a path holds at most 3072 bytes"),
     ],
     ids=["name-304-bytes", "name-260-utf8-bytes", "path-3215-bytes"],
@@ -550,7 +619,7 @@ def test_a_fixture_path_the_file_system_cannot_hold_is_refused_at_load(key, mess
     path.write_text(FIXTURE.format(key=key))
     with pytest.raises(TaskFileError) as info:
         load_task_file(path)
-    line = FIXTURE.splitlines().index("{key} = \"x\"") + 1
+    line = FIXTURE.splitlines().index('{key} = "x"') + 1
     assert info.value.message.startswith(f"{path}:{line}: task 'fixture', field 'files.")
     assert message in info.value.message
     assert len(info.value.message) < 400  # the name is shortened, not repeated whole

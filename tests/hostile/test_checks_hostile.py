@@ -210,7 +210,9 @@ answer = "done"
 def bench(tasks_dir: Path, path: str, *flags: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": path}
     args = ["bench", "--model", "oracle", "--tasks", str(tasks_dir), "--json", *flags]
-    return subprocess.run([sys.executable, "-m", "localagent", *args], capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "localagent", *args], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def test_bench_refuses_unconfined_checks_without_the_flag(tmp_path, no_unshare, localagent_home):

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_cli_run import localagent
 
 from localagent import __version__
-from test_cli_run import localagent
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--version", "models", "list"], ["--debug", "--version"]])

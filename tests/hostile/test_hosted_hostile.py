@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from test_cli_run import localagent
@@ -86,7 +87,9 @@ def test_keep_alives_for_ever_stop_at_the_time_limit(pinger: PingingAPI, tmp_pat
     model = OpenAICompatModel(hosted(pinger.url), EngineConfig(max_retries=0), stream=stream)
     steps: list[Any] = []
     # on a thread of its own, so that a run that never ends fails this test, not the suite
-    run = threading.Thread(target=lambda: steps.extend(Agent(model, tmp_path, AgentConfig(time_limit_s=1.5)).run("hi")), daemon=True)
+    run = threading.Thread(
+        target=lambda: steps.extend(Agent(model, tmp_path, AgentConfig(time_limit_s=1.5)).run("hi")), daemon=True
+    )
     run.start()
     run.join(4)
     assert not run.is_alive(), "the run went on past its time limit"
@@ -136,7 +139,10 @@ def test_an_html_page_is_an_api_error_naming_what_came_back(api, content_type: s
     "body",
     [
         pytest.param(b"data: <html>502</html>\n\n", id="event-not-json"),
-        pytest.param(b'data: {"id": "c", "choices": [], "usage": {"prompt_tokens": %s}}\n\n' % BIG.encode(), id="5000-digit-number"),
+        pytest.param(
+            b'data: {"id": "c", "choices": [], "usage": {"prompt_tokens": %s}}\n\n' % BIG.encode(),
+            id="5000-digit-number",
+        ),
         pytest.param(b'data: {"id": "c", "choices": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n\n", id="deep"),
     ],
 )
@@ -164,12 +170,32 @@ def test_a_completion_of_the_wrong_shape_is_an_api_error(api, choices: Any, what
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_arguments_as_an_object_are_what_the_model_meant(api, stream: bool) -> None:  # noqa: F811
-    call = {"index": 0, "id": "call_a", "type": "function", "function": {"name": "read_file", "arguments": {"path": "a.txt"}}}
+    call = {
+        "index": 0,
+        "id": "call_a",
+        "type": "function",
+        "function": {"name": "read_file", "arguments": {"path": "a.txt"}},
+    }
     if stream:
-        api.respond(200, sse(chunk({"role": "assistant", "tool_calls": [call]}), chunk({}, finish="tool_calls"), chunk(usage=USAGE)))
+        api.respond(
+            200,
+            sse(chunk({"role": "assistant", "tool_calls": [call]}), chunk({}, finish="tool_calls"), chunk(usage=USAGE)),
+        )
     else:
-        message = {"role": "assistant", "content": None, "tool_calls": [{k: v for k, v in call.items() if k != "index"}]}
-        api.respond(200, {"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}], "usage": USAGE})
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{k: v for k, v in call.items() if k != "index"}],
+        }
+        api.respond(
+            200,
+            {
+                "id": "c",
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": USAGE,
+            },
+        )
     (got,) = ask(api.url, stream=stream).tool_calls
     assert (got.id, got.name, got.arguments, got.valid) == ("call_a", "read_file", {"path": "a.txt"}, True)
 
@@ -180,12 +206,17 @@ def test_arguments_as_an_object_are_what_the_model_meant(api, stream: bool) -> N
         ({"name": "read_file", "arguments": ["a.txt"]}, "the arguments must be a JSON object"),
         ({"name": None, "arguments": {"path": "a.txt"}}, "the tool call has no 'name'"),
         ({"name": {"a": 1}, "arguments": "{}"}, None),  # a name that is no tool's: the loop says so
-        ({"name": "read_file", "arguments": '{"path": "a", "start_line": %s}' % BIG}, "a number has more than 4300 digits"),
+        (
+            {"name": "read_file", "arguments": '{"path": "a", "start_line": %s}' % BIG},
+            "a number has more than 4300 digits",
+        ),
     ],
 )
 def test_a_garbled_streamed_call_is_an_invalid_call(api, function: dict[str, Any], why: str | None) -> None:  # noqa: F811
     call = {"index": 0, "id": "call_a", "type": "function", "function": function}
-    api.respond(200, sse(chunk({"role": "assistant", "tool_calls": [call]}), chunk({}, finish="tool_calls"), chunk(usage=USAGE)))
+    api.respond(
+        200, sse(chunk({"role": "assistant", "tool_calls": [call]}), chunk({}, finish="tool_calls"), chunk(usage=USAGE))
+    )
     (got,) = ask(api.url).tool_calls
     assert got.id == "call_a"
     if why is None:
@@ -195,8 +226,13 @@ def test_a_garbled_streamed_call_is_an_invalid_call(api, function: dict[str, Any
 
 
 def test_a_garbled_call_index_joins_a_call_that_cannot_be_read(api) -> None:  # noqa: F811
-    parts = [{"index": None, "id": "c1", "function": {"name": "read_file", "arguments": '{"path": '}}, {"index": 0, "id": "c2", "function": {"name": "read_file", "arguments": "{}"}}]
-    api.respond(200, sse(chunk({"role": "assistant", "tool_calls": parts}), chunk({}, finish="tool_calls"), chunk(usage=USAGE)))
+    parts = [
+        {"index": None, "id": "c1", "function": {"name": "read_file", "arguments": '{"path": '}},
+        {"index": 0, "id": "c2", "function": {"name": "read_file", "arguments": "{}"}},
+    ]
+    api.respond(
+        200, sse(chunk({"role": "assistant", "tool_calls": parts}), chunk({}, finish="tool_calls"), chunk(usage=USAGE))
+    )
     calls = ask(api.url).tool_calls
     assert [c.id for c in calls] == ["c1", "c2"] and not calls[0].valid and calls[1].valid
 
@@ -212,8 +248,14 @@ def test_a_garbled_call_index_joins_a_call_that_cannot_be_read(api) -> None:  # 
         ({"prompt_tokens": 10**12, "completion_tokens": 5}, "prompt_tokens = 1000000000000"),
         ({"prompt_tokens": "12", "completion_tokens": 5}, "prompt_tokens = '12'"),
         ({"prompt_tokens": 12.5, "completion_tokens": 5}, "prompt_tokens = 12.5"),
-        ({"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": -3}}, "cached_tokens = -3"),
-        ({"prompt_tokens": 10, "completion_tokens": 5, "completion_tokens_details": {"reasoning_tokens": -1}}, "reasoning_tokens = -1"),
+        (
+            {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": -3}},
+            "cached_tokens = -3",
+        ),
+        (
+            {"prompt_tokens": 10, "completion_tokens": 5, "completion_tokens_details": {"reasoning_tokens": -1}},
+            "reasoning_tokens = -1",
+        ),
     ],
 )
 def test_usage_that_cannot_be_right_is_refused(api, usage: dict[str, Any], field: str) -> None:  # noqa: F811
@@ -224,7 +266,14 @@ def test_usage_that_cannot_be_right_is_refused(api, usage: dict[str, Any], field
 
 
 def test_whole_float_usage_is_read(api) -> None:  # noqa: F811
-    api.respond(200, sse(chunk({"content": "ok"}), chunk({}, finish="stop"), chunk(usage={"prompt_tokens": 12.0, "completion_tokens": 3})))
+    api.respond(
+        200,
+        sse(
+            chunk({"content": "ok"}),
+            chunk({}, finish="stop"),
+            chunk(usage={"prompt_tokens": 12.0, "completion_tokens": 3}),
+        ),
+    )
     u = ask(api.url).usage
     assert (u.input_tokens, u.output_tokens) == (12, 3)
 
@@ -233,8 +282,13 @@ def test_whole_float_usage_is_read(api) -> None:  # noqa: F811
 
 
 def test_a_reply_holds_at_most_64_calls(api) -> None:  # noqa: F811
-    parts = [{"index": i, "id": f"c{i}", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a"}'}} for i in range(5000)]
-    api.respond(200, sse(*(chunk({"tool_calls": [p]}) for p in parts), chunk({}, finish="tool_calls"), chunk(usage=USAGE)))
+    parts = [
+        {"index": i, "id": f"c{i}", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a"}'}}
+        for i in range(5000)
+    ]
+    api.respond(
+        200, sse(*(chunk({"tool_calls": [p]}) for p in parts), chunk({}, finish="tool_calls"), chunk(usage=USAGE))
+    )
     calls = ask(api.url).tool_calls
     assert len(calls) == 65 and all(c.valid for c in calls[:64])
     assert [c.id for c in calls] == [f"c{i}" for i in range(65)]  # the provider's ids, for its tool results

@@ -11,8 +11,9 @@ import queue
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -36,7 +37,10 @@ class RawServer:
         self._stderr = stderr.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "localagent", "mcp", "--root", str(root)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=root,
             env={**os.environ, "LOCALAGENT_HOME": str(home)},
         )
         self._lines: queue.Queue[bytes] = queue.Queue()
@@ -77,8 +81,17 @@ def server(tmp_path: Path, localagent_home: Path) -> Iterator[RawServer]:
     root = tmp_path / "root"
     root.mkdir()
     raw = RawServer(root, localagent_home, tmp_path / "stderr.txt")
-    raw.send({"id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "hostile", "version": "0"}}})
+    raw.send(
+        {
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "hostile", "version": "0"},
+            },
+        }
+    )
     assert "serverInfo" in raw.reply(60)["result"]
     raw.send({"method": "notifications/initialized"})
     yield raw
@@ -86,7 +99,10 @@ def server(tmp_path: Path, localagent_home: Path) -> Iterator[RawServer]:
 
 
 def call(id_: bytes, arguments: bytes) -> bytes:
-    return b'{"jsonrpc": "2.0", "id": %s, "method": "tools/call", "params": {"name": "run_agent", "arguments": %s}}' % (id_, arguments)
+    return b'{"jsonrpc": "2.0", "id": %s, "method": "tools/call", "params": {"name": "run_agent", "arguments": %s}}' % (
+        id_,
+        arguments,
+    )
 
 
 # (line, JSON-RPC error code, id of the answer): -32700 when the SDK cannot read the JSON,
@@ -119,13 +135,24 @@ def test_lines_the_sdk_cannot_read_get_a_jsonrpc_error(server: RawServer, tmp_pa
 def test_a_workspace_in_an_unknown_users_home_is_a_tool_error_with_a_hint(server: RawServer) -> None:
     # expanding ~nosuchuser raised RuntimeError, which reached the client as a bare
     # "Error executing tool run_agent"
-    server.send({"id": 5, "method": "tools/call", "params": {"name": "run_agent", "arguments": {
-        "prompt": "hi", "model": "noop", "workspace": "~nosuchuser"}}})
+    server.send(
+        {
+            "id": 5,
+            "method": "tools/call",
+            "params": {"name": "run_agent", "arguments": {"prompt": "hi", "model": "noop", "workspace": "~nosuchuser"}},
+        }
+    )
     result = server.reply()["result"]
     assert result["isError"] is True
     what, hint = result["content"][0]["text"].removeprefix("Error executing tool run_agent: ").split("\nhint: ")
     assert what == "workspace '~nosuchuser' names the home folder of a user this machine does not have" and hint
-    server.send({"id": 6, "method": "tools/call", "params": {"name": "run_agent", "arguments": {"prompt": "hi", "model": "noop"}}})
+    server.send(
+        {
+            "id": 6,
+            "method": "tools/call",
+            "params": {"name": "run_agent", "arguments": {"prompt": "hi", "model": "noop"}},
+        }
+    )
     assert server.reply()["result"]["isError"] is False  # the model's lock was let go
 
 
@@ -147,7 +174,9 @@ def test_an_unexpected_error_is_an_internal_error_with_a_hint(caplog: pytest.Log
     result = anyio.run(scenario)
     assert result.is_error
     text = result.content[0].text
-    assert text.startswith("Error executing tool fails: internal error: KeyError: 'no such key'\nhint: this is a bug in localagent")
+    assert text.startswith(
+        "Error executing tool fails: internal error: KeyError: 'no such key'\nhint: this is a bug in localagent"
+    )
     (record,) = [r for r in caplog.records if r.name == "localagent.mcp" and r.message == "internal error"]
     assert record.exc_info is not None  # the traceback goes to the log
 
@@ -155,7 +184,10 @@ def test_an_unexpected_error_is_an_internal_error_with_a_hint(caplog: pytest.Log
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--keep-alive", "1e10"], "error: --keep-alive 1e+10 is not -1, 0 or a number of seconds up to 604800 (a week)"),
+        (
+            ["--keep-alive", "1e10"],
+            "error: --keep-alive 1e+10 is not -1, 0 or a number of seconds up to 604800 (a week)",
+        ),
         (["--keep-alive", "nan"], "error: --keep-alive nan is not"),
         (["--keep-alive", "-inf"], "error: --keep-alive -inf is not"),
         (["--keep-alive", "-5"], "error: --keep-alive -5 is not"),

@@ -16,18 +16,28 @@ DEEP = "[" * 100_000 + "]" * 100_000  # past the recursion limit
 @pytest.mark.parametrize(
     "text",
     [
-        pytest.param('<tool_call>{"name": "read_file", "arguments": {"path": "a", "start_line": %s}}</tool_call>' % BIG, id="hermes"),
-        pytest.param('{"name": "read_file", "parameters": {"path": "a", "start_line": %s}}' % BIG, id="llama-bare-json"),
-        pytest.param('<|python_tag|>{"name": "read_file", "parameters": {"start_line": %s}}' % BIG, id="llama-python-tag"),
+        pytest.param(
+            '<tool_call>{"name": "read_file", "arguments": {"path": "a", "start_line": %s}}</tool_call>' % BIG,
+            id="hermes",
+        ),
+        pytest.param(
+            '{"name": "read_file", "parameters": {"path": "a", "start_line": %s}}' % BIG, id="llama-bare-json"
+        ),
+        pytest.param(
+            '<|python_tag|>{"name": "read_file", "parameters": {"start_line": %s}}' % BIG, id="llama-python-tag"
+        ),
         pytest.param('<function=read_file>{"path": "a", "start_line": %s}</function>' % BIG, id="llama-function-tag"),
         pytest.param('[TOOL_CALLS]read_file[ARGS]{"path": "a", "start_line": %s}' % BIG, id="mistral-args"),
         pytest.param('[TOOL_CALLS][{"name": "read_file", "arguments": {"start_line": %s}}]' % BIG, id="mistral-list"),
         pytest.param(
-            "<|start|>assistant to=functions.read_file<|channel|>commentary<|message|>{\"start_line\": %s}<|call|>" % BIG,
+            '<|start|>assistant to=functions.read_file<|channel|>commentary<|message|>{"start_line": %s}<|call|>' % BIG,
             id="gpt-oss",
         ),
         pytest.param('<|tool_call>call:read_file{path:<|"|>a<|"|>,start_line:%s}<tool_call|>' % BIG, id="gemma4"),
-        pytest.param('<tool_call>{"name": "read_file", "arguments": "{\\"start_line\\": %s}"}</tool_call>' % BIG, id="arguments-as-text"),
+        pytest.param(
+            '<tool_call>{"name": "read_file", "arguments": "{\\"start_line\\": %s}"}</tool_call>' % BIG,
+            id="arguments-as-text",
+        ),
     ],
 )
 def test_a_5000_digit_integer_is_an_invalid_call(text: str) -> None:
@@ -51,14 +61,19 @@ def test_deep_nesting_is_an_invalid_call(text: str) -> None:
 
 def test_a_big_integer_the_model_wrote_as_a_string_parameter_stays_text() -> None:
     # Qwen's XML writes bare text: with no schema a number too long for int() is kept as text
-    _, (call,) = parse_native(f"<tool_call><function=read_file><parameter=start_line>\n{BIG}\n</parameter></function></tool_call>")
+    _, (call,) = parse_native(
+        f"<tool_call><function=read_file><parameter=start_line>\n{BIG}\n</parameter></function></tool_call>"
+    )
     assert call.valid and call.arguments == {"start_line": BIG}
 
 
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ('{"tool": "read_file", "arguments": {"path": "a", "start_line": %s}}' % BIG, "a number has more than 4300 digits"),
+        (
+            '{"tool": "read_file", "arguments": {"path": "a", "start_line": %s}}' % BIG,
+            "a number has more than 4300 digits",
+        ),
         ('{"answer": %s}' % DEEP, "nested too deeply"),
         ('{"tool": "read_file", "arguments": {"path": %s}}' % DEEP, "nested too deeply"),
     ],

@@ -165,7 +165,10 @@ def test_an_import_never_writes_into_an_existing_run_folder(localagent_home, tmp
             "traces/r1/traces/oracle/read-version-0.jsonl": b"{}\n",
         },
     )
-    with ResultsDB() as db, pytest.raises(ResultsError, match="already exists, but the results database does not know run r1") as caught:
+    with (
+        ResultsDB() as db,
+        pytest.raises(ResultsError, match="already exists, but the results database does not know run r1") as caught,
+    ):
         import_results(db, src)
     assert "move that folder away" in caught.value.hint
     assert _snapshot(localagent_home) == before
@@ -191,8 +194,14 @@ def test_an_import_with_an_oversized_trace_member_is_refused(localagent_home, tm
     [
         ({"runs": 5}, "not a localagent results export"),
         ({"format": "localagent-results", "schema_version": SCHEMA_VERSION, "runs": 5}, "'runs' is not a list"),
-        ({"format": "localagent-results", "schema_version": SCHEMA_VERSION, "trials": {"a": 1}}, "'trials' is not a list"),
-        ({"format": "localagent-results", "schema_version": SCHEMA_VERSION, "runs": ["x"]}, r"runs\[0\]: not a result record"),
+        (
+            {"format": "localagent-results", "schema_version": SCHEMA_VERSION, "trials": {"a": 1}},
+            "'trials' is not a list",
+        ),
+        (
+            {"format": "localagent-results", "schema_version": SCHEMA_VERSION, "runs": ["x"]},
+            r"runs\[0\]: not a result record",
+        ),
         ([1, 2], "not a localagent results export"),
     ],
 )
@@ -210,7 +219,9 @@ def test_a_failed_database_write_leaves_no_run_folder_behind(localagent_home, tm
     _legit_store(localagent_home)
     db_path = settings.database()
     with sqlite3.connect(db_path) as raw:
-        raw.execute("CREATE TRIGGER no_more BEFORE INSERT ON trials BEGIN SELECT RAISE(ABORT, 'trials are frozen'); END")
+        raw.execute(
+            "CREATE TRIGGER no_more BEFORE INSERT ON trials BEGIN SELECT RAISE(ABORT, 'trials are frozen'); END"
+        )
     src = _write_tar(
         tmp_path / "ok.tar.gz",
         {
@@ -328,11 +339,13 @@ def test_text_exports_drop_escaping_trace_paths(kind, poisoned, tmp_path):
 def test_report_html_embeds_only_traces_inside_the_run_folder(poisoned, tmp_path):
     with ResultsDB() as db:
         stored = load_report(db, "r1")
-    page = render_html(summarize(stored.info, stored.trials, stored.baseline_trials), stored.run_dir, tmp_path / "p.html")
+    page = render_html(
+        summarize(stored.info, stored.trials, stored.baseline_trials), stored.run_dir, tmp_path / "p.html"
+    )
     text = page.read_text()
     assert CANARY not in text
     assert not [href for href in re.findall(r"href='([^']*)'", text) if "secret" in href]  # never linked
-    assert text.count('{&quot;kind&quot;: &quot;header&quot;, &quot;ok&quot;: true}') == 2  # good and link-in
+    assert text.count("{&quot;kind&quot;: &quot;header&quot;, &quot;ok&quot;: true}") == 2  # good and link-in
     assert text.count("not shown: ") == 7  # dot-dot, absolute, link-out, dir-out, fifo, nul, very-long
     assert "missing: " in text
     assert "\x00" not in text
@@ -362,7 +375,9 @@ def test_cli_export_and_report_of_a_poisoned_store_warn_and_never_leak(poisoned,
     done = localagent("results", "export", str(tmp_path / "out.tar.gz"))
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert sum(line.startswith("warning: run r1, oracle on read-version trial") for line in done.stderr.splitlines()) == 8
+    assert (
+        sum(line.startswith("warning: run r1, oracle on read-version trial") for line in done.stderr.splitlines()) == 8
+    )
     assert done.stdout.strip().endswith(f"2 trace(s) to {tmp_path / 'out.tar.gz'}")
     done = localagent("report", "r1", "--html", str(tmp_path / "page.html"))
     assert done.returncode == 0, done.stderr

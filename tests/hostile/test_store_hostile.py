@@ -62,8 +62,13 @@ FSIZE_LIMIT = 8 * 1024 * 1024
 
 
 def run_cli(
-    *args: str, home: Path, endpoint: str | None = None, fsize: int | None = None, read_only: Path | None = None,
-    script: str | None = None, timeout: float = 120,
+    *args: str,
+    home: Path,
+    endpoint: str | None = None,
+    fsize: int | None = None,
+    read_only: Path | None = None,
+    script: str | None = None,
+    timeout: float = 120,
 ) -> Done:
     """`localagent ARGS` in a child process; `script` runs instead of `-m localagent` (its
     argv after the script's own arguments are the CLI's); `read_only`: that folder is
@@ -434,7 +439,10 @@ BIG = 64 * 1024 * 1024
 HOSTILE_HEADERS = {
     # the red team's 133-byte file: a uint8 array of 2**40 elements (type 9 = array, 0 = uint8)
     "uint8-array-2e40": (_gguf([_text(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 0, 2**40) + bytes(64)]), 133),
-    "string-array-2e40": (_gguf([_text(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2**40) + _text(b"a") * 4]), 105),
+    "string-array-2e40": (
+        _gguf([_text(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2**40) + _text(b"a") * 4]),
+        105,
+    ),
     "kv-count-2e63": (b"GGUF" + struct.pack("<IQQ", 3, 0, 2**63) + ARCH, 69),
     "tensor-count-2e40": (_gguf([ARCH], tensors=2**40), 69),
 }

@@ -67,7 +67,11 @@ def test_endless_loops_are_cut_off_at_the_time_limit(source: str) -> None:
 
 def test_a_template_that_fails_otherwise_leaves_no_interruption_armed() -> None:
     recursive = ChatTemplate(
-        "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", bos_token="", eos_token="", add_generation_prompt=True, render_s=0.3
+        "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+        bos_token="",
+        eos_token="",
+        add_generation_prompt=True,
+        render_s=0.3,
     )
     with pytest.raises(RecursionError):
         recursive.render()

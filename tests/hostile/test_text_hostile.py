@@ -16,8 +16,9 @@ import os
 import resource
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from test_cli_run import SCRIPT, localagent
@@ -63,7 +64,10 @@ def answer_stream(text: str) -> bytes:
 
 def call_stream(name: str, **arguments: Any) -> bytes:
     function = {"name": name, "arguments": json.dumps(arguments)}
-    delta = {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": function}]}
+    delta = {
+        "role": "assistant",
+        "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": function}],
+    }
     return sse(chunk(delta), chunk({}, finish="tool_calls"), chunk(usage=USAGE))
 
 
@@ -74,7 +78,9 @@ def tool_reply(name: str, **arguments: Any) -> Reply:
 def encodable(messages: tuple[Message, ...]) -> bool:
     """Whether a conversation can be tokenized or sent: every string in it is UTF-8 text."""
     try:
-        json.dumps([m.__dict__ | {"tool_calls": [c.__dict__ for c in m.tool_calls]} for m in messages], ensure_ascii=False).encode()
+        json.dumps(
+            [m.__dict__ | {"tool_calls": [c.__dict__ for c in m.tool_calls]} for m in messages], ensure_ascii=False
+        ).encode()
     except UnicodeEncodeError:
         return False
     return True
@@ -91,7 +97,9 @@ def no_traceback(done: subprocess.CompletedProcess[str]) -> None:
 # --- F01: a lone surrogate in the model's answer ---
 
 
-def test_an_answer_holding_a_lone_surrogate_is_printed_and_traced_escaped(evil: FakeAPI, workspace: Path, tmp_path: Path) -> None:
+def test_an_answer_holding_a_lone_surrogate_is_printed_and_traced_escaped(
+    evil: FakeAPI, workspace: Path, tmp_path: Path
+) -> None:
     evil.respond(200, answer_stream("the answer is \ud800 here"))
     trace = tmp_path / "run.trace.jsonl"
     done = localagent("run", "hi", "--model", "evil", "-w", str(workspace), "--trace", str(trace), timeout=60)
@@ -103,7 +111,7 @@ def test_an_answer_holding_a_lone_surrogate_is_printed_and_traced_escaped(evil: 
     assert done.returncode == 0 and json.loads(done.stdout)["answer"] == "the answer is \\ud800 here"
 
 
-BENCH_TASK = '''
+BENCH_TASK = """
 id = "say-hello"
 title = "Say hello"
 tier = 1
@@ -115,7 +123,7 @@ pattern = 'answer'
 
 [[solution]]
 answer = "the answer"
-'''
+"""
 
 
 def test_bench_keeps_an_answer_holding_a_lone_surrogate(evil: FakeAPI, tmp_path: Path) -> None:
@@ -196,7 +204,9 @@ def test_a_hosted_model_lists_a_file_name_that_is_not_utf8(evil: FakeAPI, worksp
 # --- F04 / F05: argv bytes that are not UTF-8 ---
 
 
-def test_a_prompt_byte_that_is_not_utf8_reaches_the_model_escaped(evil: FakeAPI, workspace: Path, tmp_path: Path) -> None:
+def test_a_prompt_byte_that_is_not_utf8_reaches_the_model_escaped(
+    evil: FakeAPI, workspace: Path, tmp_path: Path
+) -> None:
     evil.respond(200, answer_stream("hello"))
     trace = tmp_path / "t.jsonl"
     # "\udcff" is how Python hands over the argv byte 0xff; subprocess writes it back as that byte
@@ -269,7 +279,9 @@ def test_a_trace_on_a_full_device_is_an_error_naming_it(workspace: Path) -> None
 def test_an_unwritable_trace_is_refused_before_the_model_is_looked_up(workspace: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    done = localagent("run", "hi", "--model", "no-such-model", "-w", str(workspace), "--trace", str(blocker / "t.jsonl"), timeout=60)
+    done = localagent(
+        "run", "hi", "--model", "no-such-model", "-w", str(workspace), "--trace", str(blocker / "t.jsonl"), timeout=60
+    )
     no_traceback(done)
     assert done.returncode == 1 and f"error: cannot write the trace file {blocker / 't.jsonl'}" in done.stderr
     assert "unknown model" not in done.stderr
@@ -279,12 +291,16 @@ def test_a_run_that_fails_before_its_header_leaves_the_trace_path_as_it_was(work
     earlier, fresh = tmp_path / "earlier.jsonl", tmp_path / "fresh.jsonl"
     earlier.write_text('{"kind": "header"}\n')
     for trace in (earlier, fresh):
-        done = localagent("run", "hi", "--model", "no-such-model", "-w", str(workspace), "--trace", str(trace), timeout=60)
+        done = localagent(
+            "run", "hi", "--model", "no-such-model", "-w", str(workspace), "--trace", str(trace), timeout=60
+        )
         assert done.returncode == 1 and "unknown model" in done.stderr
     assert earlier.read_text() == '{"kind": "header"}\n' and not fresh.exists()
 
 
-def test_a_trace_that_fills_the_disk_mid_run_stops_with_an_error_naming_it(evil: FakeAPI, workspace: Path, tmp_path: Path) -> None:
+def test_a_trace_that_fills_the_disk_mid_run_stops_with_an_error_naming_it(
+    evil: FakeAPI, workspace: Path, tmp_path: Path
+) -> None:
     (workspace / "README.md").write_text(("banana " * 150 + "\n") * 10)  # a tool result over the file size limit
     evil.respond(200, call_stream("read_file", path="README.md"))
     evil.respond(200, answer_stream("banana"))
@@ -296,7 +312,11 @@ def test_a_trace_that_fills_the_disk_mid_run_stops_with_an_error_naming_it(evil:
 
     done = subprocess.run(
         [str(SCRIPT), "run", "hi", "--model", "evil", "-w", str(workspace), "--trace", str(trace)],
-        capture_output=True, text=True, timeout=60, env=dict(os.environ), preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+        preexec_fn=small_files,
     )
     no_traceback(done)
     assert done.returncode == 1 and f"error: cannot write the trace file {trace}: File too large" in done.stderr
@@ -308,10 +328,22 @@ def test_a_trace_that_fills_the_disk_mid_run_stops_with_an_error_naming_it(evil:
 
 @pytest.mark.parametrize(
     ("value", "offline"),
-    [("1", True), ("1 ", True), (" TRUE", True), ("Yes", True), ("on\n", True),
-     ("0", False), ("false", False), (" Off ", False), ("", False), ("no", False)],
+    [
+        ("1", True),
+        ("1 ", True),
+        (" TRUE", True),
+        ("Yes", True),
+        ("on\n", True),
+        ("0", False),
+        ("false", False),
+        (" Off ", False),
+        ("", False),
+        ("no", False),
+    ],
 )
-def test_offline_spellings_are_read_trimmed_and_in_any_case(monkeypatch: pytest.MonkeyPatch, value: str, offline: bool) -> None:
+def test_offline_spellings_are_read_trimmed_and_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, value: str, offline: bool
+) -> None:
     monkeypatch.setenv("LOCALAGENT_OFFLINE", value)
     assert settings.offline() is offline
 
@@ -323,7 +355,9 @@ def test_an_unknown_offline_value_is_an_error_naming_the_variable(monkeypatch: p
     assert "LOCALAGENT_OFFLINE" in (caught.value.hint or "")
 
 
-@pytest.mark.parametrize(("value", "expected"), [("1 ", "offline mode is on"), ("garbage", "error: LOCALAGENT_OFFLINE='garbage'")])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1 ", "offline mode is on"), ("garbage", "error: LOCALAGENT_OFFLINE='garbage'")]
+)
 def test_offline_is_honoured_or_refused_on_the_command_line(
     monkeypatch: pytest.MonkeyPatch, workspace: Path, value: str, expected: str
 ) -> None:

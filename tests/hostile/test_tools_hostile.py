@@ -11,9 +11,9 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -441,7 +441,10 @@ def test_edits_through_a_folder_swapped_for_a_link_never_change_a_file_outside(w
         (outside / f"e{i}.txt").write_text("before\n")
         (ws.root / "sub" / f"e{i}.txt").write_text("before\n")
     with swapping(ws, outside):
-        done = [racing(ws, "edit_file", path=f"sub/e{i}.txt", old_text="before", new_text="after") for i in range(RACE_CALLS)]
+        done = [
+            racing(ws, "edit_file", path=f"sub/e{i}.txt", old_text="before", new_text="after")
+            for i in range(RACE_CALLS)
+        ]
     changed = [n for n in landed(outside) if not n.startswith("e") or (outside / n).read_text() != "before\n"]
     assert not changed, f"{len(changed)} of {RACE_CALLS} edits changed or added files outside: {changed[:5]}"
     assert any(done) and not all(done)
