@@ -100,8 +100,12 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{args.trials} trials x {args.steps} steps, json mode, replies re-rendered; cached engine vs memory emptied per prompt")
-    print(f"{'family':14} {'memory':18} {'prompt tok':>10} {'evaluated':>9} {'share':>6} {'ckpts':>5} {'ckpt bytes':>10} {'restored':>8} {'cached s':>8} {'fresh s':>8} {'ratio':>6}")
+    print(
+        f"{args.trials} trials x {args.steps} steps, json mode, replies re-rendered; cached engine vs memory emptied per prompt"
+    )
+    print(
+        f"{'family':14} {'memory':18} {'prompt tok':>10} {'evaluated':>9} {'share':>6} {'ckpts':>5} {'ckpt bytes':>10} {'restored':>8} {'cached s':>8} {'fresh s':>8} {'ratio':>6}"
+    )
     for r in rows:
         print(
             f"{r['family']:14} {r['memory']:18} {r['prompt_tokens']:10d} {r['evaluated']:9d} {r['share']:6.1%} "
