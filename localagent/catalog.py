@@ -241,9 +241,9 @@ def _parse(path: Path) -> tuple[dict[str, LocalModel], dict[str, HostedModel], s
             raise ConfigError(f"{path}: '{section}' must be a table of entries", hint=f"write [{section}.ALIAS] tables")
         for alias, fields in entries.items():
             where = f"{path}"
-            line = _line_of(text, section, alias)
-            if line:
-                where += f":{line}"
+            entry_line = _line_of(text, section, alias)
+            if entry_line:
+                where += f":{entry_line}"
             if not isinstance(fields, dict):
                 raise ConfigError(f"{where}: [{section}.{alias}] must be a table")
             if "alias" in fields:

@@ -213,6 +213,7 @@ def _parse(buf) -> _Header:
         ttype, offset = cur.unpack("I", f"the type of tensor {name!r}")[0], cur.unpack("Q", f"tensor {name!r}")[0]
         tensors.append(_Tensor(ttype, dims, offset))
     alignment = fields.get("general.alignment", 32)
+    assert isinstance(alignment, int)  # checked above to be a uint32
     if alignment == 0 or alignment & (alignment - 1):
         raise _Damaged(f"general.alignment {alignment} is not a power of two")
     data_offset = -(-cur.pos // alignment) * alignment

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from localagent import __version__, settings, store
 from localagent.agent import Agent, AgentConfig
@@ -216,7 +216,7 @@ class ModelKeeper:
 
     def _unload(self, why: str) -> None:
         if self._model is not None:
-            log.info("unloading %s: %s", self._key[0], why)
+            log.info("unloading %s: %s", self.loaded(), why)
             self._model.close()
         self._model, self._key = None, None
 
@@ -604,7 +604,12 @@ def build_server(config: ServerConfig) -> MCPServer:
 
     def tool(annotations: ToolAnnotations) -> Callable[[Callable[..., Any]], Any]:
         """server.tool with the docstring, dedented, as the description the client reads."""
-        return lambda fn: server.tool(description=inspect.cleandoc(fn.__doc__), annotations=annotations)(fn)
+
+        def register(fn: Callable[..., Any]) -> Any:
+            assert fn.__doc__, f"the tool {fn.__name__} needs a docstring: it is its description"
+            return server.tool(description=inspect.cleandoc(fn.__doc__), annotations=annotations)(fn)
+
+        return register
 
     @tool(ToolAnnotations(title="Run the local agent", destructive_hint=True, open_world_hint=False))
     async def run_agent(
@@ -714,7 +719,7 @@ def _unreadable_answer(exc: Exception) -> JSONRPCError:
     """The JSON-RPC error for a line the SDK could not read (its pydantic ValidationError):
     -32700 Parse error when the text is not JSON it reads, else -32600 Invalid Request. The
     id is the request's when it can be read from the line, else null, as JSON-RPC says."""
-    errors = exc.errors() if callable(getattr(exc, "errors", None)) else []
+    errors = exc.errors() if isinstance(exc, ValidationError) else []
     request_id = None
     for e in errors:
         value, loc = e.get("input"), e.get("loc", ())

@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from localagent.bench.checks import CHECK_KINDS, KINDS, Check, Unchanged, glob_match, relative_path
 from localagent.errors import TaskFileError
@@ -230,7 +231,7 @@ def _field_name(loc: Sequence[str | int]) -> str:
     return out or "(task)"
 
 
-def _located(err: dict[str, Any]) -> Located:
+def _located(err: ErrorDetails) -> Located:
     """A pydantic error as (location, message) in the words of the task format."""
     loc = tuple(err["loc"])
     if err["type"] == "union_tag_invalid" and loc and loc[0] == "checks":
@@ -295,11 +296,12 @@ def load_task_file(path: Path) -> Task:
             f"{path}{_syntax_line(exc)}: not valid TOML: {message}",
             hint=format_hint(),
         ) from exc
-    task_id = data.get("id") if isinstance(data.get("id"), str) else path.stem
+    given_id = data.get("id")
+    task_id = given_id if isinstance(given_id, str) else path.stem
     for reserved in ("source", "sha256"):
         if reserved in data:
-            line = line_of(text, [reserved])
-            where = f"{path}:{line}" if line else str(path)
+            reserved_line = line_of(text, [reserved])
+            where = f"{path}:{reserved_line}" if reserved_line else str(path)
             raise TaskFileError(
                 f"{where}: task '{task_id}', field '{reserved}': set by the loader, not in the file",
                 hint=f"remove '{reserved}'",

@@ -37,13 +37,17 @@ def main() -> None:
 
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
-        try:  # typer >= 0.23 bundles its own copy of click, whose errors are not click's
-            from typer._click.exceptions import ClickException as TyperClickException
-        except ImportError:
-            TyperClickException = click.ClickException
-        if isinstance(exc, (click.ClickException, TyperClickException)):
+        if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
+        try:  # typer >= 0.23 bundles its own copy of click, whose errors are not click's
+            from typer._click.exceptions import ClickException as TyperClickException
+        except ImportError:  # an older typer raises click's own, handled above
+            pass
+        else:
+            if isinstance(exc, TyperClickException):
+                exc.show()
+                sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
             print("aborted", file=sys.stderr)
             sys.exit(130)

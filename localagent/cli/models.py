@@ -21,7 +21,8 @@ def _print_json(data: Any) -> None:
 
 
 def _plain(obj: Any) -> Any:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    # is_dataclass is also true of a dataclass's class, which asdict refuses
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else obj
 
 
 def _table(title: str | None, columns: list[str], rows: list[list[str]]) -> None:

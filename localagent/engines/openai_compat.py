@@ -23,14 +23,19 @@ from localagent.catalog import HostedModel
 from localagent.engines import native_calls, toolcalls
 from localagent.engines.base import EngineConfig
 from localagent.errors import ConfigError, ContextOverflowError, HostedAPIError
-from localagent.records import Message, Reply, Timings, ToolSpec, Usage
+from localagent.records import FinishReason, Message, Reply, Timings, ToolSpec, Usage
 
 # OpenAI's reasoning models take max_completion_tokens and only the default temperature
 # The providers whose endpoints follow OpenAI's spec for a tool-only assistant turn (content
 # null; Anthropic's rejects an empty text). Other servers get "": llama-cpp-python's rejects null.
 _SPEC_PROVIDERS = ("openai", "anthropic", "google")
 _REASONING_PREFIXES = ("gpt-5", "o1", "o3", "o4")
-_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
 # longest wait for the endpoint before on_token("") gives the caller a say (see _Relay)
 _TICK_S = 0.5
 # most tokens one request's usage may report: no context window comes near it, so more is a

@@ -65,7 +65,9 @@ def register_bundled(entry: LocalModel) -> Manifest | None:
     if bundled.chunks:
         path, sha = _assemble(entry)
     else:
-        path, listed = _record_sha256(importlib.metadata.distribution(bundled.distribution), bundled.path)
+        found = _record_sha256(importlib.metadata.distribution(bundled.distribution), bundled.path)
+        assert found is not None  # bundled_source found it in the RECORD just above
+        path, listed = found
         expected = entry.sha256 or listed
         sha = sha256_file(path)
         if expected and sha != expected:
@@ -106,7 +108,9 @@ def _assemble(entry: LocalModel) -> tuple[Path, str]:
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in entry.bundled.chunks:
-                    with _package_file(chunk).open("rb") as fh:
+                    chunk_path = _package_file(chunk)
+                    assert chunk_path is not None  # register_bundled's bundled_source found every chunk
+                    with chunk_path.open("rb") as fh:
                         while block := fh.read(CHUNK):
                             out.write(block)
                             digest.update(block)

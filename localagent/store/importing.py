@@ -50,7 +50,9 @@ def import_file(path: str | Path, name: str) -> ResolvedModel:
     previous, broken = scan(name)
     manifest = register(target, sha, info, alias=name, quant=info.quant or "unknown", source="import", file=file)
     # the earlier registrations of `name` go once the new one is written: a failure keeps them
-    earlier = [(manifest_path(m.alias, m.quant), Path(m.path)) for m in previous if m.alias == name]
+    earlier: list[tuple[Path, Path | None]] = [
+        (manifest_path(m.alias, m.quant), Path(m.path)) for m in previous if m.alias == name
+    ]
     earlier += [(b.manifest, b.path) for b in broken]
     new = manifest_path(name, manifest.quant)  # rewritten in place: only its old file goes
     drop([(None if m == new else m, file) for m, file in earlier])

@@ -17,6 +17,8 @@ from localagent.store.manifests import BrokenManifest, Manifest, Source, scan
 from localagent.store.resolve import split_quant
 from localagent.units import format_bytes
 
+RowStatus = Literal["installed", "bundled", "not installed", "missing", "broken"]
+
 
 @dataclass(frozen=True)
 class ModelStatus:
@@ -24,7 +26,7 @@ class ModelStatus:
 
     alias: str
     quant: str
-    status: Literal["installed", "bundled", "not installed", "missing", "broken"]
+    status: RowStatus
     source: Source | None
     params: str
     size_bytes: int | None  # on disk when installed, else the catalog's estimate
@@ -100,13 +102,17 @@ def _status_row(entry: LocalModel | None, m: Manifest | None, available: int) ->
         size = None
     params = params_label(entry, info)
     need = estimate(size, context, info, params)
+    status: RowStatus
     if m:
+        alias, quant = m.alias, m.quant
         status = "installed" if Path(m.path).is_file() else "missing"
     else:
-        status = "bundled" if entry and bundled_source(entry) else "not installed"
+        assert entry is not None  # a row is of a catalog model, an installed one, or both
+        alias, quant = entry.alias, entry.quant
+        status = "bundled" if bundled_source(entry) else "not installed"
     return ModelStatus(
-        alias=m.alias if m else entry.alias,
-        quant=m.quant if m else entry.quant,
+        alias=alias,
+        quant=quant,
         status=status,
         source=m.source if m else ("bundled" if status == "bundled" else None),
         params=params,
