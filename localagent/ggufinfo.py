@@ -295,6 +295,23 @@ def _header(path: Path, size: int) -> _Header:
     return header
 
 
+def chat_templates(path: Path) -> dict[str, str]:
+    """Every chat template in the header (`tokenizer.chat_template` and its named variants),
+    read before llama-cpp-python compiles them while loading: a template is code from
+    whoever made the file (engines/templates.py checks it first)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise IntegrityError(f"{path}: cannot read: {exc.strerror}") from exc
+    header = _header(path, size)
+    return {
+        key: value
+        for key, value in header.fields.items()
+        if key.startswith("tokenizer.chat_template") and isinstance(value, str)
+    }
+
+
 def read(path: Path) -> GGUFInfo:
     """The header facts of `path`. IntegrityError if it is not a whole, readable GGUF."""
     path = Path(path)

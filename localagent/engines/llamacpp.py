@@ -23,10 +23,11 @@ from typing import Any, Callable, Sequence
 
 import psutil
 
-from localagent import hardware
-from localagent.engines import native_calls, reasoning, toolcalls
+from localagent import ggufinfo, hardware
+from localagent.engines import native_calls, reasoning, templates, toolcalls
 from localagent.engines.base import EngineConfig
 from localagent.engines.checkpoints import Checkpoint, CheckpointStore
+from localagent.engines.templates import ChatTemplate
 from localagent.errors import ContextOverflowError, EngineError, ModelLoadError, ModelNotFoundError
 from localagent.records import Message, Reply, ToolCall, ToolSpec, Timings, Usage
 
@@ -101,7 +102,6 @@ class LlamaCppModel:
         self.load_s = time.perf_counter() - started
 
         import llama_cpp
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
         self._is_end = functools.partial(llama_cpp.llama_vocab_is_eog, vocab)  # end of turn or text
@@ -109,8 +109,8 @@ class LlamaCppModel:
         # the prompt ends with the assistant's turn opening; the history alone (no opening)
         # tells where that opening starts, a checkpoint position (see _stops)
         self._formatter, self._history_formatter = (
-            Jinja2ChatFormatter(
-                template=self.chat_template or CHATML_TEMPLATE,
+            ChatTemplate(
+                self.chat_template or CHATML_TEMPLATE,
                 eos_token=self._token_text(self._llama.token_eos()),
                 bos_token=self._token_text(self._llama.token_bos()),
                 add_generation_prompt=opening,
@@ -343,14 +343,14 @@ class LlamaCppModel:
             chat = fold_system(chat)
         formatter = self._formatter if opening else self._history_formatter
         try:
-            return formatter(messages=chat, tools=tools, **extra).prompt
+            return formatter.render(messages=chat, tools=tools, **extra)
         except Exception as exc:  # jinja2 raises many kinds, and templates call raise_exception
             # Gemma 2's template raises on a system turn; the system prompt then opens the
             # first user turn, as llama.cpp does for templates without a system role. Decided
             # once, so every later prompt renders the same way and extends the last one.
             if not self._fold_system and chat and chat[0]["role"] == "system":
                 try:
-                    prompt = formatter(messages=fold_system(chat), tools=tools, **extra).prompt
+                    prompt = formatter.render(messages=fold_system(chat), tools=tools, **extra)
                 except Exception:
                     pass
                 else:
@@ -642,12 +642,30 @@ def _architecture_hint(arch: str) -> str:
     return f"{upgrade}, or use a model of a family it knows (`localagent models list`)"
 
 
+def _check_templates(path: Path) -> None:
+    """Refuse a GGUF whose chat templates would blow up while llama-cpp-python compiles them
+    (it folds constant expressions: `{{ 'x' * 3000000000 }}` took 3.3 GB at load)."""
+    import jinja2
+
+    for key, source in ggufinfo.chat_templates(path).items():
+        try:
+            templates.check_constants(source)
+        except templates.TemplateLimitError as exc:
+            raise ModelLoadError(
+                f"the chat template in {path.name} ({key}) builds too large a value: {exc}",
+                hint="use a GGUF with a fixed template (gguf-new-metadata --chat-template-file FIXED.jinja IN.gguf OUT.gguf)",
+            ) from None
+        except jinja2.TemplateError:
+            pass  # the load below reports a template that does not parse, with its own words
+
+
 def _load(path: Path, n_ctx: int, n_threads: int, config: EngineConfig) -> tuple[Any, int]:
     if not path.is_file():
         raise ModelNotFoundError(f"model file not found: {path}", hint="`localagent models list` shows installed models")
     import jinja2
     import llama_cpp
 
+    _check_templates(path)
     _silence_llama_log()
     n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() and not config.cpu_only else 0
     _log_errors.clear()

@@ -86,3 +86,44 @@ def test_unsafe_attributes_stay_refused() -> None:
         ChatTemplate(
             "{{ ''.__class__.__mro__[1].__subclasses__() }}", bos_token="", eos_token="", add_generation_prompt=True
         ).render()
+
+
+# --- through the engine: a GGUF carrying such a template -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("hostile-templates")
+
+
+def _gguf_with(folder, name: str, template: str):
+    import archmodels
+    from test_engine_bad_input import _with_template
+
+    return _with_template(archmodels.build("gemma3"), folder, name, template)
+
+
+def test_a_gguf_whose_template_folds_to_gigabytes_is_refused_before_llama_cpp_compiles_it(folder, tmp_path) -> None:
+    from test_cli_run import localagent
+
+    gguf = _gguf_with(folder, "bigstr", "{{ 'x' * 3000000000 }}")
+    started = time.perf_counter()
+    done = localagent("run", "hello", "--model", str(gguf), "-w", str(tmp_path), "--offline", timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "error: the chat template in bigstr.gguf (tokenizer.chat_template) builds too large a value" in done.stderr
+    assert "hint: use a GGUF with a fixed template" in done.stderr
+    assert time.perf_counter() - started < 60  # was: 3.3 GB, then a MemoryError traceback
+
+
+def test_a_gguf_whose_template_never_ends_stops_the_run_with_an_engine_error(folder, tmp_path) -> None:
+    from test_cli_run import localagent
+
+    loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
+    gguf = _gguf_with(folder, "loop", loop)
+    started = time.perf_counter()
+    done = localagent(
+        "run", "hello", "--model", str(gguf), "-w", str(tmp_path), "--offline", "--time-limit", "5", timeout=120
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "rendering took over 10 s" in done.stderr and "engine_error" in done.stderr
+    assert time.perf_counter() - started < 60  # was: killed at 90 s, the run's time limit never checked
