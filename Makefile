@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export CMAKE_ARGS
 
-.PHONY: install test bench bench-full clean
+.PHONY: install lint test bench bench-full clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: $(VENV)/.installed
+# the gate: lint, one format and types over the whole tree, before any test runs
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q
 
 # The quick subset (7 tier 1-2 tasks) takes minutes on 2 cores; the whole suite on the bundled

@@ -40,7 +40,11 @@ TOOLS = [
         "Read a text file in the workspace.",
         {
             "type": "object",
-            "properties": {"path": {"type": "string"}, "start_line": {"type": "integer"}, "end_line": {"type": "integer"}},
+            "properties": {
+                "path": {"type": "string"},
+                "start_line": {"type": "integer"},
+                "end_line": {"type": "integer"},
+            },
             "required": ["path"],
         },
     ),
@@ -52,7 +56,11 @@ TOOLS = [
     ToolSpec(
         "search_files",
         "Search the files for a regular expression.",
-        {"type": "object", "properties": {"pattern": {"type": "string"}, "path": {"type": "string"}}, "required": ["pattern"]},
+        {
+            "type": "object",
+            "properties": {"pattern": {"type": "string"}, "path": {"type": "string"}},
+            "required": ["pattern"],
+        },
     ),
 ]
 SYSTEM = "You are an agent that works on the files in a workspace. Use the tools to look at files before you answer."
@@ -107,7 +115,9 @@ def _messages(i: int) -> list[Message]:
 def _engine_run(model: LlamaCppModel, i: int, max_tokens: int) -> Run:
     reply = model.chat(_messages(i), [], max_tokens=max_tokens)
     t = reply.timings
-    return Run(reply.usage.input_tokens, t.prompt_tokens_evaluated, reply.usage.output_tokens, t.ttft_s or 0.0, t.total_s)
+    return Run(
+        reply.usage.input_tokens, t.prompt_tokens_evaluated, reply.usage.output_tokens, t.ttft_s or 0.0, t.total_s
+    )
 
 
 def _raw_completion_run(raw: Any, tokens: list[int], previous: list[int], max_tokens: int) -> Run:
@@ -209,7 +219,11 @@ def conversation_reuse(model: LlamaCppModel, steps: int = 6, max_tokens: int = 4
     out: list[ConversationStep] = []
     for step in range(1, steps + 1):
         reply = model.chat(history, TOOLS, max_tokens=max_tokens)
-        out.append(ConversationStep(step, reply.usage.input_tokens, reply.timings.prompt_tokens_evaluated, reply.timings.ttft_s or 0.0))
+        out.append(
+            ConversationStep(
+                step, reply.usage.input_tokens, reply.timings.prompt_tokens_evaluated, reply.timings.ttft_s or 0.0
+            )
+        )
         history.append(Message("assistant", reply.text, reply.tool_calls))
         if reply.tool_calls:
             for call in reply.tool_calls:
@@ -276,20 +290,36 @@ def main(argv: list[str] | None = None) -> int:
         if raw != "engine"
     }
     outside_s = run.wall_s - run.model_s
-    overhead = {"steps": run.step, "tool_calls": run.tool_calls, "wall_s": run.wall_s, "model_s": run.model_s,
-                "tool_s": run.tool_s, "outside_model_s": outside_s, "outside_share": outside_s / run.wall_s}
+    overhead = {
+        "steps": run.step,
+        "tool_calls": run.tool_calls,
+        "wall_s": run.wall_s,
+        "model_s": run.model_s,
+        "tool_s": run.tool_s,
+        "outside_model_s": outside_s,
+        "outside_share": outside_s / run.wall_s,
+    }
     if args.json:
         json.dump(
-            {"engine": settings, "throughput": speeds, "ratios": ratios, "conversation": [asdict(s) | {"evaluated_share": s.evaluated_share} for s in steps],
-             "harness": overhead},
+            {
+                "engine": settings,
+                "throughput": speeds,
+                "ratios": ratios,
+                "conversation": [asdict(s) | {"evaluated_share": s.evaluated_share} for s in steps],
+                "harness": overhead,
+            },
             sys.stdout,
             indent=2,
         )
         print()
         return 0
 
-    print(f"model {settings['model']}  threads {settings['n_threads']}  n_ctx {settings['n_ctx']}  gpu layers {settings['n_gpu_layers']}  llama-cpp-python {settings['llama_cpp']}")
-    print(f"medians of {args.repeats} repeats in rotating order, prompt {engine['prompt_tokens']:.0f} tokens, up to {args.decode_tokens} generated\n")
+    print(
+        f"model {settings['model']}  threads {settings['n_threads']}  n_ctx {settings['n_ctx']}  gpu layers {settings['n_gpu_layers']}  llama-cpp-python {settings['llama_cpp']}"
+    )
+    print(
+        f"medians of {args.repeats} repeats in rotating order, prompt {engine['prompt_tokens']:.0f} tokens, up to {args.decode_tokens} generated\n"
+    )
     print(f"{'':24}{'prefill tok/s':>14}{'decode tok/s':>14}")
     for name, s in speeds.items():
         decode = f"{s['decode_tps']:.1f}" if s["decode_tps"] else "n/a"

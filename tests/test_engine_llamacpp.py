@@ -77,7 +77,15 @@ def tool_aware_gguf(bundled_gguf, tmp_path_factory) -> Path:
     template.write_text(QWEN_STYLE_TEMPLATE.strip(), encoding="utf-8")
     out = folder / "smollm2-tools.gguf"
     subprocess.run(
-        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--chat-template-file", str(template), str(bundled_gguf), str(out)],
+        [
+            sys.executable,
+            "-m",
+            "gguf.scripts.gguf_new_metadata",
+            "--chat-template-file",
+            str(template),
+            str(bundled_gguf),
+            str(out),
+        ],
         check=True,
         capture_output=True,
     )
@@ -110,7 +118,9 @@ def test_describe_records_the_settings(model, bundled_gguf):
 
 
 def test_explicit_settings_win(bundled_gguf, capfd):
-    m = LlamaCppModel(bundled_gguf, EngineConfig(n_ctx=512, n_threads=1, cpu_only=True, tool_mode="native"), context=32768)
+    m = LlamaCppModel(
+        bundled_gguf, EngineConfig(n_ctx=512, n_threads=1, cpu_only=True, tool_mode="native"), context=32768
+    )
     try:
         d = m.describe()
         assert (d["n_ctx"], d["n_threads"], d["n_gpu_layers"], d["tool_mode"]) == (512, 1, 0, "native")
@@ -212,7 +222,9 @@ def test_context_overflow(model):
 
 def test_plain_chat_streams_text_pieces(model):
     pieces: list[str] = []
-    reply = model.chat([Message("user", "Write a short poem about the sea.")], [], max_tokens=24, on_token=pieces.append)
+    reply = model.chat(
+        [Message("user", "Write a short poem about the sea.")], [], max_tokens=24, on_token=pieces.append
+    )
     assert reply.tool_calls == ()
     assert len(pieces) > 5
     assert "".join(pieces) == reply.raw
@@ -323,4 +335,6 @@ def test_open_model_refuses_a_model_too_big_for_ram_before_any_download(localage
     with pytest.raises(ModelLoadError, match="needs about .* of RAM") as caught:
         open_model("fake-huge")
     assert "models list" in caught.value.hint
-    assert not (localagent_home / "models" / ".partial").exists() or not any((localagent_home / "models" / ".partial").iterdir())
+    assert not (localagent_home / "models" / ".partial").exists() or not any(
+        (localagent_home / "models" / ".partial").iterdir()
+    )

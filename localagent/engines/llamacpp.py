@@ -17,9 +17,10 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import psutil
 
@@ -28,8 +29,8 @@ from localagent.engines import native_calls, reasoning, templates, toolcalls
 from localagent.engines.base import EngineConfig
 from localagent.engines.checkpoints import Checkpoint, CheckpointStore
 from localagent.engines.templates import ChatTemplate
-from localagent.errors import ContextOverflowError, EngineError, ModelLoadError, ModelNotFoundError
-from localagent.records import Message, Reply, ToolCall, ToolSpec, Timings, Usage
+from localagent.errors import ContextOverflowError, EngineError, IntegrityError, ModelLoadError, ModelNotFoundError
+from localagent.records import FinishReason, Message, Reply, Timings, ToolCall, ToolSpec, Usage
 
 # The ChatML template, for a GGUF that carries no chat template of its own.
 CHATML_TEMPLATE = (
@@ -120,7 +121,9 @@ class LlamaCppModel:
         self.tool_mode = resolve_tool_mode(config.tool_mode, self.chat_template, preferred_tool_mode)
         # json mode's grammar makes the first token a `{`: there is no room to think, and a
         # template that opens a think block by default (Qwen3.5-4B) is told not to
-        self.think = False if self.tool_mode == "json" else (config.think if config.think is not None else default_think)
+        self.think = (
+            False if self.tool_mode == "json" else (config.think if config.think is not None else default_think)
+        )
         self.recurrent = bool(llama_cpp.llama_model_is_recurrent(self._llama.model))
         self.hybrid = bool(llama_cpp.llama_model_is_hybrid(self._llama.model))
         self.n_swa = max(0, int(llama_cpp.llama_model_n_swa(self._llama.model)))
@@ -186,7 +189,8 @@ class LlamaCppModel:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
         generated: list[int] = []
-        first_at, finish = None, "length"
+        first_at: float | None = None
+        finish: FinishReason = "length"
         # special tokens stay visible in native mode (e.g. Llama's <|python_tag|>, the think
         # and tool-call markers of Qwen3.5, LFM2 and Gemma 4)
         special = self.tool_mode == "native"
@@ -236,7 +240,9 @@ class LlamaCppModel:
             ttft_s=ttft,
             prompt_tokens_evaluated=evaluated,
             prefill_tokens_per_s=evaluated / ttft if ttft > 0 else None,
-            decode_tokens_per_s=(n_out - 1) / (ended - first_at) if first_at and n_out > 1 and ended > first_at else None,
+            decode_tokens_per_s=(n_out - 1) / (ended - first_at)
+            if first_at and n_out > 1 and ended > first_at
+            else None,
         )
         usage = Usage(
             input_tokens=len(tokens),
@@ -265,8 +271,8 @@ class LlamaCppModel:
         """Evaluate prompt tokens through the cache (checkpointing at `stops`, where a prefix
         that later prompts share ends); the same tokens give the same logits whatever the
         memory held before."""
-        import numpy as np
         import llama_cpp
+        import numpy as np
 
         tokens = list(tokens)
         if not 0 < len(tokens) < self.n_ctx:
@@ -357,8 +363,7 @@ class LlamaCppModel:
                     self._fold_system = True
                     return prompt
             raise EngineError(
-                f"the chat template of {self.name} failed to render the conversation: "
-                f"{type(exc).__name__}: {exc}",
+                f"the chat template of {self.name} failed to render the conversation: {type(exc).__name__}: {exc}",
                 hint=(
                     "use a GGUF with a fixed template (gguf-new-metadata --chat-template-file FIXED.jinja IN.gguf OUT.gguf)"
                     if self.tool_mode == "json"
@@ -377,7 +382,9 @@ class LlamaCppModel:
             return None, None
         return self._system_boundary(messages, tools, tokens), self._history_end(messages, tools, prompt, tokens)
 
-    def _history_end(self, messages: Sequence[Message], tools: Sequence[ToolSpec], prompt: str, tokens: list[int]) -> int | None:
+    def _history_end(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], prompt: str, tokens: list[int]
+    ) -> int | None:
         """The token where the assistant's turn opening starts, found by walking back from the
         end over the opening's bytes (the reply tokens may not be the tokenizer's own)."""
         history = self._render_chat(*self._chat(messages, tools), opening=False)
@@ -441,7 +448,9 @@ class LlamaCppModel:
         try:
             keep = self._cut_back(tokens, min(cached, len(tokens) - 1))
             system, history = (*stops, None, None)[:2]
-            wanted = (system, history if history is not None else len(tokens) - 1) if self._checkpoints is not None else ()
+            wanted = (
+                (system, history if history is not None else len(tokens) - 1) if self._checkpoints is not None else ()
+            )
             for stop in sorted({b for b in wanted if b is not None and keep < b < len(tokens)}):
                 llama.eval(tokens[llama.n_tokens : stop])
                 self._checkpoint(tokens[:stop], pinned=stop == system)
@@ -617,7 +626,7 @@ def _eval_hint(exc: Exception, n_prompt: int, n_ctx: int) -> str:
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -647,7 +656,11 @@ def _check_templates(path: Path) -> None:
     (it folds constant expressions: `{{ 'x' * 3000000000 }}` took 3.3 GB at load)."""
     import jinja2
 
-    for key, source in ggufinfo.chat_templates(path).items():
+    try:
+        found = ggufinfo.chat_templates(path)
+    except IntegrityError:
+        return  # not a whole GGUF: the load below says so in llama.cpp's words
+    for key, source in found.items():
         try:
             templates.check_constants(source)
         except templates.TemplateLimitError as exc:
@@ -661,7 +674,9 @@ def _check_templates(path: Path) -> None:
 
 def _load(path: Path, n_ctx: int, n_threads: int, config: EngineConfig) -> tuple[Any, int]:
     if not path.is_file():
-        raise ModelNotFoundError(f"model file not found: {path}", hint="`localagent models list` shows installed models")
+        raise ModelNotFoundError(
+            f"model file not found: {path}", hint="`localagent models list` shows installed models"
+        )
     import jinja2
     import llama_cpp
 
