@@ -13,6 +13,13 @@ One process, one model file, the same prompt tokens and threads for every side:
    Target: under 25% from step 2 on.
 3. Harness overhead: a real agent run (the loop, the real tools, a temp workspace) and the
    share of its wall time spent outside model calls. Target: under 2%.
+4. Constrained decoding: json mode's replies decoded free (no grammar, the reference), under
+   llama.cpp's GBNF grammar, and through llguidance (guided.py: checking the model's own
+   choice first, and computing the whole mask every token), same prompt and memory, medians
+   over repeats in rotating order. A 200-token write_file call with a poem as content gives
+   decode tokens/s (target: guided >= 0.9x free); a read_file call gives a whole tool call's
+   wall time against free generation of as many tokens as the call's text (target: below 1x),
+   and the sampled and forced tokens of each.
 
 Timings are noisy on shared machines: compare the ratios of one run, not figures across runs.
 """
@@ -25,14 +32,16 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from localagent.agent import Agent, AgentConfig
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel, common_prefix
-from localagent.records import FinalStep, Message, ToolSpec
+from localagent.records import FinalStep, Message, Reply, ToolSpec
 
 TOOLS = [
     ToolSpec(
@@ -68,6 +77,17 @@ SYSTEM = "You are an agent that works on the files in a workspace. Use the tools
 CONTEXT = "\n".join(
     f"{i:03d} | def handler_{i}(request):  # returns the record for request {i} from the store" for i in range(1, 31)
 )
+WRITE = ToolSpec(
+    "write_file",
+    "Write a text file in the workspace.",
+    {
+        "type": "object",
+        "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+        "required": ["path", "content"],
+    },
+)
+POEM_ASK = "Write a long poem about the sea, at least twenty lines, into poem.txt."
+CALL_ASK = "What does README.md say?"
 TOOL_RESULT = "\n".join(f"line {i}: the configuration sets option_{i} = {i * 7} for the service" for i in range(1, 9))
 
 
@@ -250,6 +270,134 @@ def harness_overhead(model: LlamaCppModel, max_steps: int = 6) -> FinalStep:
     return final
 
 
+# --- constrained decoding ---------------------------------------------------------------------
+
+CONSTRAINED_SIDES = ("free", "gbnf", "guided", "guided, mask every token")
+
+
+@dataclass(frozen=True)
+class Decode:
+    output_tokens: int
+    forced_tokens: int
+    ttft_s: float
+    total_s: float
+    finish: str
+    overhead_ms: float = 0.0  # main-thread CPU per output token outside llama_decode (sampling, grammar, text)
+
+    @property
+    def decode_tps(self) -> float | None:
+        decode_s = self.total_s - self.ttft_s
+        return (self.output_tokens - 1) / decode_s if self.output_tokens > 1 and decode_s > 0 else None
+
+
+def _free_decode(model: LlamaCppModel, tokens: list[int], n: int) -> Decode:
+    """n tokens decoded without a grammar from the same prompt and memory, end tokens ignored
+    (the length is what is compared), each detokenized as the engine does."""
+    llama = model._llama  # the engine's own instance: the same memory and threads as the other sides
+    started = time.perf_counter()
+    first_at, k = None, 0
+    generator = llama.generate(tokens, temp=0.0)
+    for token in generator:
+        if first_at is None:
+            first_at = time.perf_counter()
+        llama.detokenize([token])
+        k += 1
+        if k >= n:
+            break
+    generator.close()
+    ended = time.perf_counter()
+    return Decode(k, 0, (first_at or ended) - started, ended - started, "length")
+
+
+def _constrained_run(
+    model: LlamaCppModel, side: str, messages: list[Message], tools: list[ToolSpec], max_tokens: int
+) -> tuple[Decode, Reply | None]:
+    """One reply; every side starts with the prompt in memory but its last token (evaluated
+    in the timed part: its logits start the reply)."""
+    tokens = model.tokenize(model.render(messages, tools))
+    model.evaluate(tokens[:-1])
+    with _cpu_outside_eval(model) as cpu:
+        if side == "free":
+            run = _free_decode(model, tokens, max_tokens)
+            reply = None
+        else:
+            model.guided = side != "gbnf"
+            model.guided_check_first = side == "guided"
+            try:
+                reply = model.chat(messages, tools, max_tokens=max_tokens)
+            finally:
+                model.guided, model.guided_check_first = True, True
+            t = reply.timings
+            run = Decode(reply.usage.output_tokens, t.forced_tokens, t.ttft_s or 0.0, t.total_s, reply.finish_reason)
+    return replace(run, overhead_ms=cpu[0] * 1000 / max(1, run.output_tokens)), reply
+
+
+@contextmanager
+def _cpu_outside_eval(model: LlamaCppModel) -> Iterator[list[float]]:
+    """The main thread's CPU seconds spent outside `eval` (llama_decode) while the block runs:
+    what sampling, the grammar and detokenizing cost. Wall-clock figures move with whatever
+    else runs on the cores; this one hardly does."""
+    llama = model._llama
+    inside, result = [0.0], [0.0]
+
+    def timed_eval(tokens: Any) -> None:
+        started = time.thread_time()
+        try:
+            type(llama).eval(llama, tokens)
+        finally:
+            inside[0] += time.thread_time() - started
+
+    llama.eval = timed_eval  # generate() and the engine call self.eval: the instance attribute wins
+    started = time.thread_time()
+    try:
+        yield result
+    finally:
+        del llama.eval
+        result[0] = time.thread_time() - started - inside[0]
+
+
+def constrained(model: LlamaCppModel, repeats: int, poem_tokens: int = 200) -> dict[str, Any]:
+    """Free vs GBNF vs llguidance on two json-mode replies, medians in rotating order."""
+    poem = [Message("system", SYSTEM), Message("user", POEM_ASK)]
+    call = [Message("system", SYSTEM), Message("user", CALL_ASK)]
+    # the free side of the tool call generates as many tokens as the guided call's text
+    model.chat(call, TOOLS, max_tokens=64)
+    warm = model.chat(call, TOOLS, max_tokens=64)
+    call_text_tokens = len(model.tokenize(warm.raw))
+    runs: dict[str, dict[str, list[Decode]]] = {
+        "poem": {s: [] for s in CONSTRAINED_SIDES},
+        "call": {s: [] for s in CONSTRAINED_SIDES},
+    }
+    replies: dict[tuple[str, str], Reply | None] = {}
+    for i in range(repeats + 1):  # the first round warms up
+        order = CONSTRAINED_SIDES[i % 4 :] + CONSTRAINED_SIDES[: i % 4]
+        for side in order:
+            for name, messages, tools, n in (("poem", poem, [WRITE], poem_tokens), ("call", call, TOOLS, 64)):
+                n = call_text_tokens if side == "free" and name == "call" else n
+                run, reply = _constrained_run(model, side, messages, tools, n)
+                replies[(name, side)] = reply
+                if i > 0:
+                    runs[name][side].append(run)
+    out: dict[str, Any] = {"call_text_tokens": call_text_tokens}
+    for name, sides in runs.items():
+        out[name] = {
+            side: {
+                "output_tokens": statistics.median(r.output_tokens for r in rs),
+                "forced_tokens": statistics.median(r.forced_tokens for r in rs),
+                "decode_tps": _median([r.decode_tps for r in rs]),
+                "wall_s": statistics.median(r.total_s for r in rs),
+                # the least disturbed repeat: other work on the cores only ever slows a run down
+                "best_decode_tps": max((r.decode_tps or 0.0 for r in rs), default=None),
+                "best_wall_s": min(r.total_s for r in rs),
+                "overhead_ms": statistics.median(r.overhead_ms for r in rs),
+                "finish": rs[-1].finish,
+                "text": replies[(name, side)].raw[:80] if replies[(name, side)] else None,
+            }
+            for side, rs in sides.items()
+        }
+    return out
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -262,8 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a catalog alias or a .gguf path (default: the bundled SmolLM2-135M)")
     parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
     parser.add_argument("--n-ctx", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=6, help="a multiple of 3 rotates the order evenly")
+    parser.add_argument(
+        "--repeats", type=int, default=6, help="a multiple of 3 (4 for section 4) rotates the order evenly"
+    )
     parser.add_argument("--decode-tokens", type=int, default=128)
+    parser.add_argument("--poem-tokens", type=int, default=200, help="length of the constrained-decoding reply")
+    parser.add_argument("--only-constrained", action="store_true", help="run section 4 alone")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
 
@@ -273,13 +425,30 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = LlamaCppModel.from_alias(args.model or "smollm2-135m", config)
     try:
-        speeds = throughput(model, args.repeats, args.decode_tokens)
-        steps = conversation_reuse(model)
-        run = harness_overhead(model)
-        settings = model.describe()
+        if args.only_constrained:
+            guided_figures = constrained(model, args.repeats, args.poem_tokens)
+            settings = model.describe()
+        else:
+            speeds = throughput(model, args.repeats, args.decode_tokens)
+            steps = conversation_reuse(model)
+            run = harness_overhead(model)
+            guided_figures = constrained(model, args.repeats, args.poem_tokens)
+            settings = model.describe()
     finally:
         model.close()
 
+    header = (
+        f"model {settings['model']}  threads {settings['n_threads']}  n_ctx {settings['n_ctx']}  gpu layers "
+        f"{settings['n_gpu_layers']}  llama-cpp-python {settings['llama_cpp']}  json grammar {settings['grammar']}"
+    )
+    if args.only_constrained:
+        if args.json:
+            json.dump({"engine": settings, "constrained": guided_figures}, sys.stdout, indent=2)
+            print()
+        else:
+            print(header)
+            print_constrained(guided_figures, args.repeats)
+        return 0
     engine = speeds["engine"]
     ratios = {
         raw: {
@@ -307,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ratios": ratios,
                 "conversation": [asdict(s) | {"evaluated_share": s.evaluated_share} for s in steps],
                 "harness": overhead,
+                "constrained": guided_figures,
             },
             sys.stdout,
             indent=2,
@@ -314,9 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         return 0
 
-    print(
-        f"model {settings['model']}  threads {settings['n_threads']}  n_ctx {settings['n_ctx']}  gpu layers {settings['n_gpu_layers']}  llama-cpp-python {settings['llama_cpp']}"
-    )
+    print(header)
     print(
         f"medians of {args.repeats} repeats in rotating order, prompt {engine['prompt_tokens']:.0f} tokens, up to {args.decode_tokens} generated\n"
     )
@@ -336,7 +504,40 @@ def main(argv: list[str] | None = None) -> int:
         f"{run.wall_s:.2f} s wall, {run.model_s:.2f} s in model calls, {run.tool_s * 1000:.1f} ms in tools; "
         f"outside model calls {outside_s * 1000:.1f} ms = {overhead['outside_share']:.2%} of wall time (target < 2%)"
     )
+    print()
+    print_constrained(guided_figures, args.repeats)
     return 0
+
+
+def print_constrained(figures: dict[str, Any], repeats: int) -> None:
+    poem, call = figures["poem"], figures["call"]
+    free_tps, free_wall = poem["free"]["decode_tps"], call["free"]["wall_s"]
+    print(f"constrained decoding, json mode: medians of {repeats} repeats in rotating order, same prompt and memory")
+    best_tps, best_wall = poem["free"]["best_decode_tps"], call["free"]["best_wall_s"]
+    columns = f"{'x free':>8}{'best':>8}{'x free':>8}{'tokens':>8}{'sampled':>9}{'forced':>8}{'cpu ms/tok':>12}  finish"
+    print(f"{'':26}{'decode tok/s':>13}{columns}")
+    print("write_file with a poem:")
+    for side, f in poem.items():
+        tps = f"{f['decode_tps']:.1f}" if f["decode_tps"] else "n/a"
+        sampled = f["output_tokens"] - f["forced_tokens"]
+        print(
+            f"  {side:24}{tps:>13}{_ratio(f['decode_tps'], free_tps):>8}{f['best_decode_tps']:>8.1f}{_ratio(f['best_decode_tps'], best_tps):>8}"
+            f"{f['output_tokens']:>8.0f}{sampled:>9.0f}{f['forced_tokens']:>8.0f}{f['overhead_ms']:>12.3f}  {f['finish']}"
+        )
+    print(f"{'':26}{'wall ms':>13}{columns}")
+    print(f"read_file call (free: {figures['call_text_tokens']} tokens, the call's text):")
+    for side, f in call.items():
+        sampled = f["output_tokens"] - f["forced_tokens"]
+        print(
+            f"  {side:24}{f['wall_s'] * 1000:>13.1f}{_ratio(f['wall_s'], free_wall):>8}{f['best_wall_s'] * 1000:>8.1f}{_ratio(f['best_wall_s'], best_wall):>8}"
+            f"{f['output_tokens']:>8.0f}{sampled:>9.0f}{f['forced_tokens']:>8.0f}{f['overhead_ms']:>12.3f}  {f['finish']}"
+        )
+    print("  best: the least disturbed repeat (fastest), since other work on the cores only slows a run down")
+    print("  cpu ms/tok: the main thread's CPU time outside llama_decode per output token (sampling, grammar, text),")
+    print("  a figure that other load on the cores hardly moves")
+    print(f"  the call: {call['guided']['text']}")
+    print(f"  the poem: {poem['guided']['text']}...")
+    print("targets: guided decode >= 0.9x free on the poem; the guided call's wall time below 1x free")
 
 
 if __name__ == "__main__":

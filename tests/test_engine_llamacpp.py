@@ -199,7 +199,9 @@ def test_prefix_reuse_evaluates_only_new_tokens(model):
     # the same request again evaluates a single token (whose logits start the reply)
     again = model.chat(history, TOOLS, max_tokens=40)
     assert again.timings.prompt_tokens_evaluated == 1
-    assert again.raw == second.raw  # greedy: same prompt, same reply
+    # greedy: same prompt and memory, same reply. Not necessarily `second`'s: its last prompt
+    # token ran in a batch, and batch-split noise (DESIGN.md) can flip a near tie later on
+    assert model.chat(history, TOOLS, max_tokens=40).raw == again.raw
 
 
 def test_a_different_conversation_re_evaluates_from_where_it_differs(model):

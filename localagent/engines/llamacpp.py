@@ -3,8 +3,9 @@
 It renders the conversation with the model's own chat template, append-only, so llama.cpp
 keeps the longest common token prefix in its KV cache and evaluates only the new tokens of
 each step; it counts those tokens itself (the part of the prompt it sends through `eval`).
-Tool calls are either grammar-constrained JSON (`json`, any GGUF) or the model's own format
-rendered by its template and parsed from the output (`native`).
+Tool calls are either grammar-constrained JSON (`json`, any GGUF; decoded through llguidance in
+guided.py, llama.cpp's GBNF sampler where llguidance cannot take the schema) or the model's own
+format rendered by its template and parsed from the output (`native`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import psutil
 
 from localagent import ggufinfo, hardware
-from localagent.engines import native_calls, reasoning, templates, toolcalls
+from localagent.engines import guided, native_calls, reasoning, templates, toolcalls
 from localagent.engines.base import EngineConfig
 from localagent.engines.checkpoints import Checkpoint, CheckpointStore
 from localagent.engines.templates import ChatTemplate
@@ -136,6 +137,15 @@ class LlamaCppModel:
         self._boundaries: dict[str, list[int]] = {}  # system prompt + tools -> its tokens
         self._grammar_cache: tuple[str, Any] | None = None
         self._native_grammar: Any = None
+        # json mode decodes through llguidance (guided.py) where it compiles the tools' schema;
+        # False keeps llama.cpp's GBNF sampler. guided_check_first: check the model's own choice
+        # before computing a whole token mask (False: a mask every token). The benchmark
+        # (benchmarks/speed.py) compares the three.
+        self.guided = True
+        self.guided_check_first = True
+        self._guide_cache: tuple[str, Any] | None = None  # schema -> its llguidance matcher, or None
+        self._lltokenizer: Any = None  # llguidance's view of the vocabulary, built on first use
+        self._gbnf_reason: str | None = None  # why json mode last fell back to GBNF
         self._fold_system = False  # the template has no system role: see _render_chat
         self._calls = 0
         # the last call's prompt and reply, as text and as the tokens in the KV cache
@@ -182,42 +192,36 @@ class LlamaCppModel:
                 hint="raise the context (EngineConfig.n_ctx), lower max_tokens, or shorten the conversation",
             )
         json_mode = self.tool_mode == "json" and bool(tools)
-        grammar = self._grammar(tools) if json_mode else self._reply_grammar()
+        matcher = self._guide(tools) if json_mode else None
+        grammar = None if matcher is not None else self._grammar(tools) if json_mode else self._reply_grammar()
         evaluated = self._prefill(tokens, self._stops(messages, tools, prompt, tokens))
-        self._llama.set_seed(self.config.seed if seed is None else seed)
+        seed = self.config.seed if seed is None else seed
 
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pieces: list[str] = []
-        generated: list[int] = []
-        first_at: float | None = None
-        finish: FinishReason = "length"
         # special tokens stay visible in native mode (e.g. Llama's <|python_tag|>, the think
         # and tool-call markers of Qwen3.5, LFM2 and Gemma 4)
-        special = self.tool_mode == "native"
-        generator = self._llama.generate(tokens, temp=temperature, grammar=grammar)
+        stream = TextStream(self._llama, special=self.tool_mode == "native", on_token=on_token)
         _log_errors.clear()
         try:
-            for token in generator:
-                if first_at is None:
-                    first_at = time.perf_counter()
-                if self._is_end(token):
-                    finish = "stop"
-                    break
-                generated.append(token)
-                piece = decoder.decode(self._llama.detokenize([token], special=special))
-                if piece:
-                    pieces.append(piece)
-                    if on_token is not None:
-                        on_token(piece)
-                if len(generated) >= max_tokens:
-                    break
+            if matcher is not None:
+                decoder = guided.GuidedDecoder(
+                    self._llama,
+                    matcher,
+                    is_end=self._is_end,
+                    temperature=temperature,
+                    seed=seed,
+                    check_first=self.guided_check_first,
+                )
+                decoded = decoder.decode(max_tokens, stream.add)
+            else:
+                decoded = self._generate(
+                    tokens, temperature=temperature, seed=seed, grammar=grammar, max_tokens=max_tokens, emit=stream.add
+                )
         except RuntimeError as exc:  # llama_decode failing on a generated token
             raise self._failed("generate the reply", exc, len(tokens)) from exc
-        finally:
-            generator.close()
         ended = time.perf_counter()
-        pieces.append(decoder.decode(b"", final=True))
-        raw = "".join(pieces)
+        raw = stream.text()
+        generated, first_at = decoded.tokens, decoded.first_at
+        finish: FinishReason = decoded.finish
         self._last = (prompt, tokens, raw, generated)
         n_out = len(generated)
 
@@ -243,6 +247,7 @@ class LlamaCppModel:
             decode_tokens_per_s=(n_out - 1) / (ended - first_at)
             if first_at and n_out > 1 and ended > first_at
             else None,
+            forced_tokens=decoded.forced,
         )
         usage = Usage(
             input_tokens=len(tokens),
@@ -259,6 +264,38 @@ class LlamaCppModel:
             raw=raw,
             reasoning=thought.reasoning,
         )
+
+    def _generate(
+        self,
+        tokens: list[int],
+        *,
+        temperature: float,
+        seed: int,
+        grammar: Any,
+        max_tokens: int,
+        emit: Callable[[list[int]], None],
+    ) -> guided.Decoded:
+        """A reply sampled by llama-cpp-python's own loop: free, or under a GBNF grammar (native
+        mode's EngineConfig.grammar; json mode where llguidance is not used)."""
+        self._llama.set_seed(seed)
+        generated: list[int] = []
+        first_at: float | None = None
+        finish: guided.Finish = "length"
+        generator = self._llama.generate(tokens, temp=temperature, grammar=grammar)
+        try:
+            for token in generator:
+                if first_at is None:
+                    first_at = time.perf_counter()
+                if self._is_end(token):
+                    finish = "stop"
+                    break
+                generated.append(token)
+                emit([token])
+                if len(generated) >= max_tokens:
+                    break
+        finally:
+            generator.close()
+        return guided.Decoded(generated, finish, first_at, sampled=len(generated), forced=0, masks=0)
 
     def prefill(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> Prefill:
         """Evaluate a conversation's prompt without generating, through the same cache as
@@ -301,9 +338,19 @@ class LlamaCppModel:
             "load_s": round(self.load_s, 3),
             "llama_cpp": llama_cpp.__version__,
             "think": self.think,
+            "grammar": self.grammar_kind,
             "memory": self.memory_kind,
             "checkpoints": self.checkpoint_stats(),
         }
+
+    @property
+    def grammar_kind(self) -> str | None:
+        """What constrains the replies: json mode's grammar (llguidance, or llama.cpp's GBNF
+        with the reason), native mode's EngineConfig.grammar, or nothing."""
+        if self.tool_mode != "json":
+            return "llama.cpp GBNF" if self.config.grammar is not None else None
+        reason = "switched off" if not self.guided else self._gbnf_reason or guided.unavailable_reason()
+        return f"llama.cpp GBNF ({reason})" if reason else "llguidance"
 
     @property
     def memory_kind(self) -> str:
@@ -553,6 +600,37 @@ class LlamaCppModel:
             self._grammar_cache = (schema, grammar)
         return self._grammar_cache[1]
 
+    def _guide(self, tools: Sequence[ToolSpec]) -> Any:
+        """json mode's llguidance matcher for these tools, reset for a new reply; None where
+        llama.cpp's GBNF grammar decodes instead (switched off, llguidance missing, or a schema
+        it cannot compile: `grammar_kind` says which). Compiled once per set of tools."""
+        if not self.guided:
+            return None
+        schema = json.dumps(toolcalls.json_mode_schema(tools))
+        if self._guide_cache is None or self._guide_cache[0] != schema:
+            self._guide_cache = (schema, self._compile_guide(schema))
+        matcher = self._guide_cache[1]
+        if matcher is not None and (not matcher.reset() or matcher.is_error()):
+            matcher = self._compile_guide(schema)  # a matcher left in error: start a new one
+            self._guide_cache = (schema, matcher)
+        return matcher
+
+    def _compile_guide(self, schema: str) -> Any:
+        self._gbnf_reason = guided.unavailable_reason()
+        if self._gbnf_reason is not None:
+            return None
+        from llguidance import LLMatcher
+
+        if self._lltokenizer is None:
+            ends = [t for t in range(self._llama.n_vocab()) if self._is_end(t)]
+            self._lltokenizer = guided.build_tokenizer(self._llama, ends)
+        try:
+            grammar = guided.compile_schema(self._lltokenizer, json.loads(schema))
+        except ValueError as exc:
+            self._gbnf_reason = f"llguidance cannot compile the tools' schema: {exc}"
+            return None
+        return LLMatcher(self._lltokenizer, grammar, log_level=0)
+
     def _reply_grammar(self) -> Any:
         """The user's GBNF grammar for native-mode replies (EngineConfig.grammar), compiled once."""
         if self.config.grammar is None:
@@ -577,6 +655,29 @@ class LlamaCppModel:
         if token < 0:
             return ""
         return self._llama.detokenize([token], special=True).decode("utf-8", "replace")
+
+
+class TextStream:
+    """Generated tokens -> text pieces as they come, each passed to `on_token` (which may
+    raise: the agent's deadline stops a reply that way). A UTF-8 character may span tokens."""
+
+    def __init__(self, llama: Any, *, special: bool, on_token: Callable[[str], None] | None):
+        self._llama, self._special, self._on_token = llama, special, on_token
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pieces: list[str] = []
+
+    def add(self, tokens: list[int]) -> None:
+        data = b"".join(self._llama.detokenize([token], special=self._special) for token in tokens)
+        piece = self._decoder.decode(data)
+        if piece:
+            self._pieces.append(piece)
+            if self._on_token is not None:
+                self._on_token(piece)
+
+    def text(self) -> str:
+        """Everything so far, the stream ended (an incomplete character becomes U+FFFD)."""
+        self._pieces.append(self._decoder.decode(b"", final=True))
+        return "".join(self._pieces)
 
 
 def resolve_tool_mode(requested: str, template: str | None, preferred: str | None) -> str:
