@@ -13,11 +13,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 
 from localagent import settings
 from localagent.errors import ConfigError, ModelNotFoundError
 from localagent.records import Usage
+from localagent.strict import Strict
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,11 +56,7 @@ RepoPath = Annotated[str, AfterValidator(_repo_path)]
 RepoId = Annotated[str, AfterValidator(_repo_id)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Bundled(_Strict):
+class Bundled(Strict):
     """A model file shipped inside a Python distribution (a package extra)."""
 
     distribution: str
@@ -68,7 +65,7 @@ class Bundled(_Strict):
     chunks: tuple[str, ...] = ()  # files (inside site-packages) to concatenate, in order
 
 
-class LocalModel(_Strict):
+class LocalModel(Strict):
     alias: str
     description: str = ""
     repo: RepoId
@@ -108,7 +105,7 @@ class LocalModel(_Strict):
         raise ModelNotFoundError(f"{self.alias} has no quant '{quant}'", hint=f"known quants: {known}")
 
 
-class Price(_Strict):
+class Price(Strict):
     """USD per 1M tokens."""
 
     input: float = Field(ge=0)
@@ -118,7 +115,7 @@ class Price(_Strict):
     as_of: str
 
 
-class HostedModel(_Strict):
+class HostedModel(Strict):
     alias: str
     provider: str
     model: str

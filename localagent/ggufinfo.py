@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 import mmap
-import re
 import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from localagent.engines.toolcalls import template_handles_tools
 from localagent.errors import IntegrityError
 from localagent.hardware import kv_cache_bytes
 
@@ -345,6 +345,6 @@ def read(path: Path) -> GGUFInfo:
         value_length=arch_int("attention.value_length"),
         tensor_count=len(header.tensors),
         has_chat_template=bool(template),
-        template_knows_tools=bool(re.search(r"\btools\b", template)),
+        template_knows_tools=template_handles_tools(template),
         attention_layers=_attention_layers(header, arch, arch_int("block_count")),
     )

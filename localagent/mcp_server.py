@@ -36,17 +36,18 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from localagent import __version__, settings, store
 from localagent.agent import Agent, AgentConfig
 from localagent.catalog import PSEUDO_MODELS, Price, cost_usd, load_catalog, suggest
+from localagent.engines.base import ToolMode
 from localagent.errors import ConfigError, LocalAgentError, MissingExtraError, ModelNotFoundError, OfflineError
 from localagent.memory import PeakMemory
 from localagent.records import FinalStep, ModelStep, Step, safe_text
-from localagent.tools import Workspace
+from localagent.sandbox import Workspace
 
 try:
     import anyio
@@ -62,7 +63,6 @@ except ImportError as exc:  # mcp 1.x lacks mcp.server.mcpserver too
 
 log = logging.getLogger("localagent.mcp")
 
-ToolMode = Literal["auto", "json", "native"]
 Report = Callable[[float, float | None, str], None]  # progress, total, message
 
 INSTRUCTIONS = (

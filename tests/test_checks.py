@@ -15,10 +15,12 @@ from localagent.bench.checks import (
     CHECKERS,
     COLLATERAL_KINDS,
     Check,
+    classify_failure,
     json_mismatch,
     run_check,
     run_checks,
 )
+from localagent.bench.schema import CheckResult
 from localagent.bench.tasks import load_task_file, make_workspace
 
 CHECK = TypeAdapter(Check)
@@ -497,3 +499,34 @@ def test_answer_regex_rejects_what_re2_lacks_at_load():
     assert (
         AnswerRegex(kind="answer_regex", pattern="total", ignore_case=True).compiled("total", True).search("TOTAL: 3")
     )
+
+
+# --- what a trial's stop and checks make of it ---
+
+
+def C(kind: str, passed: bool) -> CheckResult:
+    return CheckResult(kind=kind, passed=passed)
+
+
+@pytest.mark.parametrize(
+    "stop_reason, checks, mode",
+    [
+        ("answer", [C("answer_contains", True), C("file_equals", True)], None),
+        ("answer", [C("answer_contains", False), C("unchanged", True)], "wrong_answer"),
+        ("answer", [C("answer_regex", False), C("file_equals", False)], "wrong_state"),
+        ("answer", [C("command", False), C("no_extra_files", False)], "wrong_state"),
+        ("answer", [C("file_json", True), C("unchanged", False), C("answer_contains", False)], "collateral_change"),
+        ("answer", [C("no_extra_files", False)], "collateral_change"),
+        ("max_steps", [C("file_equals", True)], "max_steps"),
+        ("timeout", [], "timeout"),
+        ("context_overflow", [C("answer_contains", False)], "context_overflow"),
+        ("repeated_invalid_call", [C("file_exists", False)], "malformed_tool_call"),
+        ("engine_error", [], "runtime_error"),
+        ("api_error", [C("answer_contains", False)], "api_error"),
+        # gave up on a failing call: no answer, judged by what it left behind
+        ("repeated_failing_call", [C("file_exists", False)], "wrong_state"),
+        ("repeated_failing_call", [C("file_exists", True)], "wrong_answer"),
+    ],
+)
+def test_classify_failure(stop_reason, checks, mode):
+    assert classify_failure(stop_reason, checks) == mode

@@ -130,7 +130,10 @@ def test_real_model_end_to_end_json_mode(workspace: Path, tmp_path: Path) -> Non
     tools = [r for r in steps if r["kind"] == "tool"]
     reading = {"read_file", "list_directory", "search_files", "get_file_info"}
     assert any(r["call"]["name"] in reading and not r["invalid"] for r in tools), f"no valid call in {tools}"
-    assert all(r["result_chars"] > 0 and r["duration_s"] >= 0 for r in tools)
+    assert all(r["result_chars"] > 0 and r["duration_s"] > 0 for r in tools)
+    # each call is timed, and the calls' times are the run's tool time, a part of its wall time
+    assert sum(r["duration_s"] for r in tools) == pytest.approx(result["timings"]["tool_s"], abs=1e-6)
+    assert 0 < result["timings"]["tool_s"] < result["timings"]["wall_s"]
 
 
 def test_progress_shows_tokens_and_tool_calls_on_a_terminal(

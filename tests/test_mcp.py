@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,37 +76,63 @@ def text_of(result: Any) -> str:
     return "\n".join(c.text for c in result.content if c.type == "text")
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
+def make_root(folder: Path) -> Path:
+    """A server root holding proj/notes.txt, beside a folder outside it and a link to it."""
+    root = folder / "root"
     (root / "proj").mkdir(parents=True)
     (root / "proj" / "notes.txt").write_text("The code word is PELICAN.\n")
-    outside = tmp_path / "outside"
+    outside = folder / "outside"
     outside.mkdir()
     (root / "escape").symlink_to(outside, target_is_directory=True)
     return root
 
 
-def test_run_agent_over_stdio(root: Path, localagent_home: Path, tmp_path: Path) -> None:
-    stderr = tmp_path / "stderr.txt"
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return make_root(tmp_path)
+
+
+# the workspaces that lead outside the root, by the name the test shows
+OUTSIDE = {
+    "parent": "..",
+    "sibling": "../outside",
+    "absolute": "{outside}",
+    "link": "escape",
+    "up-and-out": "proj/../..",
+}
+
+
+@dataclass
+class Session:
+    """What one client saw over one server's life, the calls made in this order: a call it
+    gave up on, an unknown model, a run, refused workspaces and prompt, list_models. The
+    tests below judge each part apart, so one failure does not hide the others."""
+
+    tools: list[Any]
+    loading: list[str | None]  # progress messages of the call given up on
+    bad_model: Any
+    run: Any
+    progress: list[tuple[float, float | None, str | None]]
+    refused: dict[str, Any]  # by OUTSIDE's names
+    missing: Any
+    empty: Any
+    listed: Any
+    stream_errors: list[Exception]
+    log: str  # the server's stderr after it ended
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    """One server with the bundled model, started once: each model load costs seconds."""
+    folder = tmp_path_factory.mktemp("mcp")
+    root = make_root(folder)
+    home = tmp_path_factory.mktemp("home")
+    stderr = folder / "stderr.txt"
+    seen: dict[str, Any] = {}
 
     async def scenario() -> None:
-        async with connect(server_params(root, localagent_home, "--model", "smollm2-135m"), stderr) as client:
-            tools = (await client.session.list_tools()).tools
-            assert {t.name for t in tools} == TOOLS
-            run_tool = next(t for t in tools if t.name == "run_agent")
-            # no client-fillable context parameter: only the task's own arguments
-            assert set(run_tool.input_schema["properties"]) == {
-                "prompt",
-                "model",
-                "workspace",
-                "max_steps",
-                "tool_mode",
-                "think",
-            }
-            assert run_tool.output_schema is not None and "peak_rss_bytes" in run_tool.output_schema["properties"]
-
-            # a call the client gives up on stops, lets go of the model, and keeps it loaded
+        async with connect(server_params(root, home, "--model", "smollm2-135m"), stderr) as client:
+            seen["tools"] = (await client.session.list_tools()).tools
             loading: list[str | None] = []
             async with anyio.create_task_group() as tg:
 
@@ -119,56 +146,116 @@ def test_run_agent_over_stdio(root: Path, localagent_home: Path, tmp_path: Path)
                     )
 
                 tg.start_soon(abandoned)
-            assert loading == ["loading smollm2-135m"]
-
-            # a bad model is a tool error with suggestions, and leaves the kept model loaded
-            bad, _ = await client.call("run_agent", prompt="hi", model="smollm2-13m", **CALL)
-            assert bad.is_error
-            assert "unknown model 'smollm2-13m'" in text_of(bad) and "smollm2-135m" in text_of(bad)
-
-            result, progress = await client.call(
+            seen["loading"] = loading
+            seen["bad_model"], _ = await client.call("run_agent", prompt="hi", model="smollm2-13m", **CALL)
+            seen["run"], seen["progress"] = await client.call(
                 "run_agent", prompt="Read notes.txt and tell me the code word.", workspace="proj", **CALL
             )
-            assert not result.is_error, text_of(result)
-            run = result.structured_content
-            assert run["model"] == "smollm2-135m" and run["tool_mode"] == "json"
-            assert run["think"] is False and run["reasoning_tokens"] == 0  # json mode leaves no room to think
-            assert run["workspace"] == "proj"
-            assert run["model_loaded_fresh"] is False and run["load_s"] == 0
-            assert 1 <= run["steps"] <= CALL["max_steps"]
-            assert run["tokens_in"] > 0 and run["tokens_out"] > 0
-            assert run["wall_s"] > 0 and run["peak_rss_bytes"] > 0
-            assert run["cost_usd"] == 0
-            assert run["success"] == (run["stop_reason"] == "answer")
-            assert run["success"] or run["error"]
-            assert "hint" in run
-            assert progress and all(m.startswith(f"step {v:g}: ") for v, _, m in progress), progress
-            assert [v for v, _, _ in progress] == list(range(1, len(progress) + 1))
-            assert {t for _, t, _ in progress} == {CALL["max_steps"]}
-
-            for workspace in ("..", "../outside", str(root.parent / "outside"), "escape", "proj/../.."):
-                refused, _ = await client.call("run_agent", prompt="list the files", workspace=workspace, **CALL)
-                assert refused.is_error, workspace
-                assert "outside the server's root" in text_of(refused)
-            missing, _ = await client.call("run_agent", prompt="list the files", workspace="nope", **CALL)
-            assert missing.is_error and "not an existing folder" in text_of(missing)
-            empty, _ = await client.call("run_agent", prompt="  ", **CALL)
-            assert empty.is_error and "prompt is empty" in text_of(empty)
-
-            listed, _ = await client.call("list_models")
-            assert not listed.is_error
-            models = listed.structured_content
-            assert models["default_model"] == "smollm2-135m" and models["loaded_model"] == "smollm2-135m"
-            smol = next(m for m in models["local"] if m["alias"] == "smollm2-135m")
-            assert smol["status"] in ("installed", "bundled") and smol["fits"] is True
-            assert {h["alias"] for h in models["hosted"]} and models["available_ram_bytes"] > 0
-
-            assert client.stream_errors == []
+            seen["refused"] = {}
+            for name, workspace in OUTSIDE.items():
+                workspace = workspace.format(outside=folder / "outside")
+                seen["refused"][name], _ = await client.call(
+                    "run_agent", prompt="list the files", workspace=workspace, **CALL
+                )
+            seen["missing"], _ = await client.call("run_agent", prompt="list the files", workspace="nope", **CALL)
+            seen["empty"], _ = await client.call("run_agent", prompt="  ", **CALL)
+            seen["listed"], _ = await client.call("list_models")
+            seen["stream_errors"] = client.stream_errors
 
     anyio.run(scenario)
-    log = stderr.read_text()
-    assert "stopped: the request was cancelled" in log
-    assert log.count("loaded smollm2-135m") == 1
+    return Session(**seen, log=stderr.read_text())
+
+
+def test_the_server_offers_three_tools_and_run_agent_takes_only_the_tasks_arguments(session: Session) -> None:
+    assert {t.name for t in session.tools} == TOOLS
+    run_tool = next(t for t in session.tools if t.name == "run_agent")
+    # no client-fillable context parameter: only the task's own arguments
+    assert set(run_tool.input_schema["properties"]) == {
+        "prompt",
+        "model",
+        "workspace",
+        "max_steps",
+        "tool_mode",
+        "think",
+    }
+    assert run_tool.output_schema is not None and "peak_rss_bytes" in run_tool.output_schema["properties"]
+
+
+def test_a_call_the_client_gives_up_on_stops_and_keeps_the_model_loaded(session: Session) -> None:
+    assert session.loading == ["loading smollm2-135m"]
+    assert "stopped: the request was cancelled" in session.log
+    assert session.log.count("loaded smollm2-135m") == 1
+    # the next run found the model the abandoned call loaded
+    run = session.run.structured_content
+    assert run["model_loaded_fresh"] is False and run["load_s"] == 0
+
+
+def test_an_unknown_model_is_a_tool_error_with_suggestions(session: Session) -> None:
+    assert session.bad_model.is_error
+    assert "unknown model 'smollm2-13m'" in text_of(session.bad_model)
+    assert "smollm2-135m" in text_of(session.bad_model)
+
+
+def test_run_agent_returns_the_run_as_structured_content(session: Session) -> None:
+    assert not session.run.is_error, text_of(session.run)
+    run = session.run.structured_content
+    assert run["model"] == "smollm2-135m" and run["tool_mode"] == "json"
+    assert run["think"] is False and run["reasoning_tokens"] == 0  # json mode leaves no room to think
+    assert run["workspace"] == "proj"
+    assert 1 <= run["steps"] <= CALL["max_steps"]
+    assert run["tokens_in"] > 0 and run["tokens_out"] > 0
+    assert run["wall_s"] > 0 and run["peak_rss_bytes"] > 0
+    assert run["cost_usd"] == 0
+    assert "hint" in run
+
+
+def test_run_agent_ends_with_an_answer_or_at_max_steps_and_says_which(session: Session) -> None:
+    """The grammar makes every reply a valid call or an answer, so the run ends one of two
+    ways whatever the tiny model writes; each has its exact fields."""
+    run = session.run.structured_content
+    assert run["stop_reason"] in ("answer", "max_steps")
+    assert run["success"] == (run["stop_reason"] == "answer")
+    if run["success"]:
+        assert run["error"] is None
+    else:
+        assert run["error"] == f"no answer after {CALL['max_steps']} steps"
+        assert run["steps"] == CALL["max_steps"]
+
+
+def test_run_agent_reports_each_step_as_progress(session: Session) -> None:
+    progress = session.progress
+    assert progress and all(m.startswith(f"step {v:g}: ") for v, _, m in progress), progress
+    assert [v for v, _, _ in progress] == list(range(1, len(progress) + 1))
+    assert {t for _, t, _ in progress} == {CALL["max_steps"]}
+
+
+@pytest.mark.parametrize("name", OUTSIDE)
+def test_a_workspace_outside_the_root_is_refused(session: Session, name: str) -> None:
+    refused = session.refused[name]
+    assert refused.is_error, OUTSIDE[name]
+    assert "outside the server's root" in text_of(refused)
+
+
+def test_a_missing_workspace_is_refused(session: Session) -> None:
+    assert session.missing.is_error and "not an existing folder" in text_of(session.missing)
+
+
+def test_an_empty_prompt_is_refused(session: Session) -> None:
+    assert session.empty.is_error and "prompt is empty" in text_of(session.empty)
+
+
+def test_list_models_shows_the_default_and_loaded_model(session: Session) -> None:
+    listed = session.listed
+    assert not listed.is_error
+    models = listed.structured_content
+    assert models["default_model"] == "smollm2-135m" and models["loaded_model"] == "smollm2-135m"
+    smol = next(m for m in models["local"] if m["alias"] == "smollm2-135m")
+    assert smol["status"] in ("installed", "bundled") and smol["fits"] is True
+    assert {h["alias"] for h in models["hosted"]} and models["available_ram_bytes"] > 0
+
+
+def test_stdout_carried_nothing_but_jsonrpc_over_the_session(session: Session) -> None:
+    assert session.stream_errors == []
 
 
 def _read_reply(proc: subprocess.Popen, want_id: int, seen: list[str]) -> dict:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from localagent.bench import metrics
-from localagent.bench.checks import classify_failure
 from localagent.catalog import Price, cost_usd
 from localagent.records import Usage
 
@@ -127,36 +124,6 @@ def test_paired_keys_by_task_version():
 )
 def test_sign_test(wins, losses, p):
     assert metrics.sign_test(wins, losses) == pytest.approx(p)
-
-
-@dataclass
-class C:
-    kind: str
-    passed: bool
-
-
-@pytest.mark.parametrize(
-    "stop_reason, checks, mode",
-    [
-        ("answer", [C("answer_contains", True), C("file_equals", True)], None),
-        ("answer", [C("answer_contains", False), C("unchanged", True)], "wrong_answer"),
-        ("answer", [C("answer_regex", False), C("file_equals", False)], "wrong_state"),
-        ("answer", [C("command", False), C("no_extra_files", False)], "wrong_state"),
-        ("answer", [C("file_json", True), C("unchanged", False), C("answer_contains", False)], "collateral_change"),
-        ("answer", [C("no_extra_files", False)], "collateral_change"),
-        ("max_steps", [C("file_equals", True)], "max_steps"),
-        ("timeout", [], "timeout"),
-        ("context_overflow", [C("answer_contains", False)], "context_overflow"),
-        ("repeated_invalid_call", [C("file_exists", False)], "malformed_tool_call"),
-        ("engine_error", [], "runtime_error"),
-        ("api_error", [C("answer_contains", False)], "api_error"),
-        # gave up on a failing call: no answer, judged by what it left behind
-        ("repeated_failing_call", [C("file_exists", False)], "wrong_state"),
-        ("repeated_failing_call", [C("file_exists", True)], "wrong_answer"),
-    ],
-)
-def test_classify_failure(stop_reason, checks, mode):
-    assert classify_failure(stop_reason, checks) == mode
 
 
 PRICE = Price(input=1.25, cached_input=0.125, output=10.0, source="test", as_of="2025-10")

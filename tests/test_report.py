@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from factories import make_run_info, make_trial
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -21,7 +22,7 @@ from localagent.bench.formatting import fmt_interval, fmt_seconds, fmt_speed, fm
 from localagent.bench.html_page import render_html
 from localagent.bench.render import render_terminal, to_json, to_markdown
 from localagent.bench.rundir import RunDir
-from localagent.bench.schema import HostInfo, RunInfo, TrialResult
+from localagent.bench.schema import HostInfo
 from localagent.bench.summary import summarize
 from localagent.cli.app import app
 from localagent.errors import ResultsError
@@ -41,28 +42,26 @@ WALL = {"small": 10.0, "medium": 20.0, "gpt-5-mini": 4.0}
 
 
 def run_info(run_id="run-1", models=("small", "medium"), baselines=("gpt-5-mini",), trials=3, tasks=TIERS):
-    return RunInfo(
+    return make_run_info(
         run_id=run_id,
         started_at="2026-11-02T10:00:00Z",
         finished_at="2026-11-02T11:00:00Z",
-        localagent_version="0.1.0",
         host=HOST,
         models=list(models),
         baselines=list(baselines),
         tasks_dir="benchmarks/tasks",
         task_ids=list(tasks),
         trials=trials,
-        tool_mode="auto",
-        temperature=0.0,
         price_table="models.toml (prices as of 2026-10-01)",
         load_s={m: 1.5 for m in models},
     )
 
 
 def trial(model, task, i, success, run_id="run-1", **fields):
+    """A trial whose figures the report tests work out by hand: a local model's memory and
+    speed, a hosted one's cost and time to first token."""
     hosted = model.startswith("gpt")
     values = dict(
-        schema_version=1,
         run_id=run_id,
         model=model,
         model_kind="hosted" if hosted else "local",
@@ -70,15 +69,10 @@ def trial(model, task, i, success, run_id="run-1", **fields):
         task_sha256=f"sha-{task}",
         tier=TIERS[task],
         trial=i,
-        seed=i,
-        temperature=0.0,
         finished_at="2026-11-02T10:30:00Z",
         success=success,
-        failure_mode=None if success else "wrong_answer",
-        stop_reason="answer",
         steps=3,
         tool_calls=2,
-        invalid_tool_calls=0,
         input_tokens=1000,
         cached_input_tokens=200,
         output_tokens=100,
@@ -97,7 +91,7 @@ def trial(model, task, i, success, run_id="run-1", **fields):
         trace_path=f"traces/{model}/{task}/{i}.jsonl",
     )
     values.update(fields)
-    return TrialResult(**values)
+    return make_trial(**values)
 
 
 def trials_for(models, k=3, run_id="run-1", passes=PASSES, **fields):

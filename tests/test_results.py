@@ -8,7 +8,9 @@ import sqlite3
 import tarfile
 from pathlib import Path
 
+import factories
 import pytest
+from factories import make_run_info
 
 from localagent import settings
 from localagent.bench.database import ResultsDB
@@ -26,18 +28,14 @@ SHA_B = "b" * 64
 
 
 def make_info(run_id: str, started_at: str = "2026-11-20T10:00:00+00:00", models=("oracle",), baselines=()) -> RunInfo:
-    return RunInfo(
+    return make_run_info(
         run_id=run_id,
         started_at=started_at,
-        localagent_version="0.1.0",
         host=HOST,
         models=list(models),
         baselines=list(baselines),
-        tasks_dir="/tasks",
         task_ids=["read-version", "sum-csv"],
         trials=2,
-        tool_mode="auto",
-        temperature=0.0,
         price_table="models.toml (prices as of 2025-10)",
     )
 
@@ -52,33 +50,17 @@ def make_trial(
     success: bool = True,
     finished_at: str = "2026-11-20T10:01:00+00:00",
 ) -> TrialResult:
-    return TrialResult(
+    return factories.make_trial(
         run_id=run_id,
         model=model,
         model_kind="hosted" if model.startswith("gpt") else "pseudo",
         task_id=task_id,
         task_sha256=sha,
-        tier=1,
         trial=trial,
-        seed=trial,
-        temperature=0.0,
         finished_at=finished_at,
         success=success,
-        failure_mode=None if success else "wrong_answer",
-        stop_reason="answer",
         answer="1.4.2",
-        steps=2,
-        tool_calls=1,
-        invalid_tool_calls=0,
-        input_tokens=812,
-        cached_input_tokens=640,
-        output_tokens=41,
-        prompt_tokens_evaluated=172,
-        wall_s=1.5,
-        model_s=1.4,
-        tool_s=0.01,
         cost_usd=0.0012,
-        trace_path=f"traces/{model}/{task_id}-{trial}.jsonl",
     )
 
 

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from factories import make_run_info, make_trial
 from llama_server import llama_server  # noqa: F401 - the session fixture
 
 from localagent import settings
@@ -167,50 +168,30 @@ PRICE = 'price = { input = 2.0, cached_input = 0.5, output = 8.0, source = "test
 
 def _stored_baseline(model: str, task_id: str, run_id: str = "20261120-100000-beef") -> TrialResult:
     from localagent.bench.runner import host_info
-    from localagent.bench.schema import RunInfo
     from localagent.units import utc_now
 
     (task,) = load_tasks(ids=(task_id,))
-    info = RunInfo(
+    info = make_run_info(
         run_id=run_id,
-        started_at="2026-11-20T10:00:00+00:00",
         finished_at="2026-11-20T10:05:00+00:00",
-        localagent_version="0.1.0",
         host=host_info(),
         models=[],
         baselines=[model],
         tasks_dir="elsewhere",
         task_ids=[task_id],
-        trials=1,
-        tool_mode="auto",
-        temperature=0.0,
         price_table="test",
     )
-    trial = TrialResult(
+    trial = make_trial(
         run_id=run_id,
         model=model,
         model_kind="hosted",
         task_id=task_id,
         task_sha256=task.sha256,
         tier=task.tier,
-        trial=0,
-        seed=0,
-        temperature=0.0,
         finished_at="2026-11-20T10:04:00+00:00",
-        success=True,
-        stop_reason="answer",
-        steps=2,
-        tool_calls=1,
-        invalid_tool_calls=0,
-        input_tokens=900,
-        cached_input_tokens=0,
-        output_tokens=40,
-        prompt_tokens_evaluated=900,
-        wall_s=3.0,
-        model_s=2.9,
-        tool_s=0.01,
         cost_usd=0.0021,
         price_as_of="2026-11",
+        trace_path=None,
     )
     assert utc_now() > info.started_at
     with ResultsDB() as db:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from localagent.bench.checks import CHECK_KINDS, glob_match
+from localagent.bench.checks import CHECK_KINDS
+from localagent.bench.paths import glob_match
 from localagent.bench.tasks import (
     TOOL_NAMES,
     default_tasks_dir,

@@ -6,166 +6,38 @@ with, the kinds its errors name, `run_checks` and `classify_failure` are all rea
 registry, so a new kind is one model and one decorated function in this file.
 
 Command checks run after every other check, so what a command writes (a test's cache, an
-output file) never counts against the model in `no_extra_files` or `unchanged`.
+output file) never counts against the model in `no_extra_files` or `unchanged`. The paths and
+globs the checks take are bench/paths.py's; how commands are confined and run, bench/confine.py's.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from localagent.bench.confine import require_confinement, run_confined
+from localagent.bench.paths import glob_match, glob_regex, relative_path
 from localagent.bench.schema import CheckResult, FailureMode, TrialStopReason
-from localagent.errors import ConfigError, ToolError
+from localagent.errors import ToolError
+from localagent.strict import Strict
 from localagent.tools import compile_regex
 
 if TYPE_CHECKING:
     from localagent.bench.tasks import Task
 
 
-# --- workspace paths and globs: what task files name and checks match ---
-
-
-# Linux refuses a file or folder name over 255 bytes (NAME_MAX) and a path over 4096 (PATH_MAX):
-# a fixture beyond either loaded, then failed every trial, the oracle's too, as a runtime error.
-# The workspace's own folder takes part of PATH_MAX, so a task's paths get 3072 bytes of it.
-MAX_NAME_BYTES = 255
-MAX_PATH_BYTES = 3072
-# A glob is compiled to RE2 (linear time), but matching still costs its length times the path's:
-# at 1024 characters the worst glob takes about 1 ms against a 4000-character path.
-MAX_GLOB_CHARS = 1024
-
-
-def relative_path(value: str) -> str:
-    """A workspace-relative POSIX path naming one file or folder below the workspace: no
-    absolute paths, no '..', no backslashes, no control characters, and no '.' or empty part
-    ('.', 'a/', 'a//b'): a fixture named '.' is the workspace itself, and writing it failed
-    every trial of the task instead of its file at load. Names and the whole path stay within
-    what the file system takes."""
-    if not value or value.strip() != value:
-        raise ValueError("must be a non-empty path without surrounding spaces")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"{value!r} holds a control character (NUL, newline, ...)")
-    if "\\" in value:
-        raise ValueError(f"'{value}': use '/' as the separator")
-    if value.startswith("/") or re.match(r"^[A-Za-z]:", value):
-        raise ValueError(f"'{value}' must be relative to the workspace")
-    parts = value.split("/")
-    if ".." in parts:
-        raise ValueError(f"'{value}' must stay inside the workspace (no '..')")
-    if "." in parts or "" in parts:
-        raise ValueError(f"'{value}' has an empty or '.' part: name a file below the workspace, like 'data/a.csv'")
-    size = len(value.encode("utf-8", "surrogatepass"))
-    if size > MAX_PATH_BYTES:
-        raise ValueError(f"'{value[:40]}…' is {size} bytes long; a path holds at most {MAX_PATH_BYTES} bytes")
-    for part in parts:
-        size = len(part.encode("utf-8", "surrogatepass"))
-        if size > MAX_NAME_BYTES:
-            raise ValueError(
-                f"the name '{part[:40]}…' is {size} bytes long; a file or folder name holds at most {MAX_NAME_BYTES} bytes"
-            )
-    return value
-
-
-_REGEX_SPECIAL = frozenset(".^$*+?()[]{}|\\")
-_CLASS_SPECIAL = frozenset("\\]^-[")
-
-
-def _escaped(char: str, special: frozenset[str]) -> str:
-    return "\\" + char if char in special else char
-
-
-def _class_end(pattern: str, start: int) -> int | None:
-    """The index of the ']' closing the class opened at `start`, as fnmatch reads it (a ']'
-    right after '[' or '[!' is a member); None when it is not closed, and '[' is literal."""
-    j = start + 1
-    if j < len(pattern) and pattern[j] == "!":
-        j += 1
-    if j < len(pattern) and pattern[j] == "]":
-        j += 1
-    end = pattern.find("]", j)
-    return end if end != -1 else None
-
-
-def _glob_class(body: str, pattern: str) -> str:
-    """The body of a glob's [...] (after any '!') as an RE2 class body, every character
-    literal but the '-' of a range; a reversed range ('z-a') is refused, naming it."""
-    out, i = "", 0
-    while i < len(body):
-        if i + 2 < len(body) and body[i + 1] == "-":
-            low, high = body[i], body[i + 2]
-            if low > high:
-                raise ValueError(f"the glob '{pattern}' has the reversed range '{low}-{high}' (write '{high}-{low}')")
-            out += _escaped(low, _CLASS_SPECIAL) + "-" + _escaped(high, _CLASS_SPECIAL)
-            i += 3
-        else:
-            out += _escaped(body[i], _CLASS_SPECIAL)
-            i += 1
-    return out
-
-
-@functools.lru_cache(maxsize=256)
-def _glob_regex(pattern: str) -> Any:
-    """The glob as a compiled RE2 pattern, matched against the whole path. RE2, not Python's
-    re: a glob such as '**a**a**a**a**b' backtracked for seconds on a 60-character path the
-    model wrote (and a bench hung in no_extra_files); RE2's time is linear in the path.
-    Raises ValueError for a glob that cannot be compiled (too long, a reversed range)."""
-    if len(pattern) > MAX_GLOB_CHARS:
-        raise ValueError(
-            f"the glob '{pattern[:40]}…' is {len(pattern)} characters long; a glob holds at most {MAX_GLOB_CHARS}"
-        )
-    out, i = "(?s)", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        elif pattern[i] == "[" and (end := _class_end(pattern, i)) is not None:
-            negated = pattern[i + 1] == "!"
-            body = _glob_class(pattern[i + 1 + negated : end], pattern)
-            # a negated class stays inside one folder, as '*' and '?' do
-            out, i = out + ("[^/" if negated else "[") + body + "]", end + 1
-        else:
-            out, i = out + _escaped(pattern[i], _REGEX_SPECIAL), i + 1
-    try:
-        return compile_regex(out)
-    except ToolError as exc:  # not expected after the escaping above; said in the task's words
-        raise ValueError(f"the glob '{pattern}' cannot be compiled: {exc}") from None
-
-
-def glob_match(pattern: str, path: str) -> bool:
-    """Whether a workspace-relative POSIX `path` matches `pattern`: `*` and `?` stay inside
-    one folder, `**` spans folders (`data/**` is everything under data/, `**/*.py` every .py).
-    A name that is not UTF-8 (surrogate escapes from the file system) is matched with its
-    undecodable bytes as U+FFFD, which RE2 can read."""
-    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return _glob_regex(pattern).fullmatch(text) is not None
-
-
 # --- a check kind: its model, its judge and its failure, declared together ---
 
 
-class CheckModel(BaseModel):
-    """The fields of one [[checks]] table: a subclass per kind, picked by its `kind` literal."""
-
-    # a typo in a task file's field fails its load, naming the field, instead of being ignored
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class CheckModel(Strict):
+    """The fields of one [[checks]] table: a subclass per kind, picked by its `kind` literal.
+    Strict: a typo in a task file's field fails its load, naming the field."""
 
     kind: str
 
@@ -252,19 +124,23 @@ def _workspace_files(root: Path) -> list[str]:
 # --- answer checks: a failed one is a wrong answer ---
 
 
-def _fold(text: str, ignore_case: bool) -> str:
-    return text.casefold() if ignore_case else text
-
-
-class AnswerContains(CheckModel):
-    kind: Literal["answer_contains"]
+class _AnswerText(CheckModel):
     text: str = Field(min_length=1)
     ignore_case: bool = False
+
+    def in_answer(self, answer: str) -> bool:
+        if self.ignore_case:
+            return self.text.casefold() in answer.casefold()
+        return self.text in answer
+
+
+class AnswerContains(_AnswerText):
+    kind: Literal["answer_contains"]
 
 
 @check_kind(AnswerContains, failure="wrong_answer")
 def answer_contains(check: AnswerContains, root: Path, fixture: Fixture, answer: str) -> CheckResult:
-    if _fold(check.text, check.ignore_case) in _fold(answer, check.ignore_case):
+    if check.in_answer(answer):
         return _ok(check.kind)
     return _fail(check.kind, f"expected the answer to contain {short(check.text)}, found {short(answer)}")
 
@@ -299,15 +175,13 @@ def answer_regex(check: AnswerRegex, root: Path, fixture: Fixture, answer: str) 
     return _fail(check.kind, f"expected the answer to match /{check.pattern}/, found {short(answer)}")
 
 
-class AnswerExcludes(CheckModel):
+class AnswerExcludes(_AnswerText):
     kind: Literal["answer_excludes"]
-    text: str = Field(min_length=1)
-    ignore_case: bool = False
 
 
 @check_kind(AnswerExcludes, failure="wrong_answer")
 def answer_excludes(check: AnswerExcludes, root: Path, fixture: Fixture, answer: str) -> CheckResult:
-    if _fold(check.text, check.ignore_case) not in _fold(answer, check.ignore_case):
+    if not check.in_answer(answer):
         return _ok(check.kind)
     return _fail(check.kind, f"expected the answer not to contain {short(check.text)}, found {short(answer)}")
 
@@ -470,7 +344,7 @@ def file_json(check: FileJson, root: Path, fixture: Fixture, answer: str) -> Che
 def _globs(v: list[str]) -> list[str]:
     for pattern in v:
         relative_path(pattern)
-        _glob_regex(pattern)  # compiled at load: a glob that cannot be is the file's error, with its line
+        glob_regex(pattern)  # compiled at load: a glob that cannot be is the file's error, with its line
     return v
 
 
@@ -526,136 +400,6 @@ def no_extra_files(check: NoExtraFiles, root: Path, fixture: Fixture, answer: st
     return _fail(check.kind, f"unexpected new file(s): {cut(', '.join(extra), 120)}{allowed}")
 
 
-# --- confinement of command checks ---
-#
-# A task file is code: its command checks run what it says. They run with a scrubbed
-# environment, no network, and the workspace (plus a scratch folder for HOME and TMPDIR) as the
-# only writable places, in a process group killed whole when the command ends or times out.
-# The mechanism is Linux namespaces through util-linux's `unshare` (user, network, mount and
-# pid; bubblewrap is not installed by default): inside, a small Python helper bind-mounts the
-# two writable folders onto themselves, remounts every other mount read-only, and execs the
-# command. The kernel kills whatever is left in the pid namespace when the command exits.
-
-_MARK = "localagent-confine: "
-_CONFINE_HELPER = f"""
-import ctypes, os, re, sys
-libc = ctypes.CDLL(None, use_errno=True)
-RDONLY, REMOUNT, BIND, REC = 1, 32, 4096, 16384
-# flags a user namespace may not drop from a mount it inherited: a remount must repeat them
-LOCKED = {{"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21}}
-def die(code, text):
-    sys.stderr.write({_MARK!r} + text + "\\n")
-    sys.exit(code)
-def mount(target, flags, source=None):
-    if libc.mount(source, target.encode(), None, flags, None) != 0:
-        die(125, "could not confine: cannot mount " + target + ": " + os.strerror(ctypes.get_errno()))
-workspace, scratch, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-for folder in (workspace, scratch):
-    mount(folder, BIND | REC, folder.encode())
-with open("/proc/self/mountinfo") as f:
-    mounts = [line.split() for line in f]
-for fields in mounts:
-    point = re.sub(r"\\\\([0-7]{{3}})", lambda m: chr(int(m[1], 8)), fields[4])
-    if point in (workspace, scratch) or point.startswith((workspace + "/", scratch + "/")):
-        continue
-    flags = REMOUNT | BIND | RDONLY
-    for option in fields[5].split(","):
-        flags |= LOCKED.get(option, 0)
-    mount(point, flags)
-if not os.statvfs("/").f_flag & os.ST_RDONLY:
-    die(125, "could not confine: / is still writable")
-os.chdir(workspace)
-try:
-    os.execvp(argv[0], argv)
-except OSError as exc:
-    die(127, "could not start: " + exc.strerror)
-"""
-
-_UNSHARE = ["--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
-
-
-@dataclass(frozen=True)
-class Confinement:
-    """How command checks are confined on this machine: `mechanism` is None when nothing can
-    confine them, and `detail` says what is isolated, or why nothing is."""
-
-    mechanism: str | None  # "unshare", or None
-    detail: str
-    program: str = ""  # the mechanism's executable
-
-    def wrap(self, argv: list[str], workspace: str, scratch: str) -> list[str]:
-        if self.mechanism is None:
-            return argv
-        return [self.program, *_UNSHARE, sys.executable, "-I", "-S", "-c", _CONFINE_HELPER, workspace, scratch, *argv]
-
-
-@functools.cache
-def confinement() -> Confinement:
-    """Detected once per process: `unshare` runs `true` confined, or the reason it cannot."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return Confinement(None, "`unshare` (util-linux) is not on PATH")
-    found = Confinement(
-        "unshare", "unshare: user, network, mount and pid namespaces; read-only outside the workspace", unshare
-    )
-    with tempfile.TemporaryDirectory(prefix="localagent-probe-") as tmp:
-        ws, scratch = os.path.join(tmp, "ws"), os.path.join(tmp, "scratch")
-        os.mkdir(ws)
-        os.mkdir(scratch)
-        try:
-            proc = subprocess.run(
-                found.wrap(["true"], ws, scratch), env=_check_env(scratch), capture_output=True, timeout=30
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return Confinement(None, f"`unshare` could not run: {exc}")
-    if proc.returncode != 0:
-        said = proc.stderr.decode("utf-8", errors="replace").strip().splitlines()
-        return Confinement(None, f"`unshare` failed: {said[-1] if said else f'exit {proc.returncode}'}")
-    return found
-
-
-def require_confinement(allow_unconfined: bool) -> Confinement:
-    """The confinement in force, or a refusal when there is none and the user did not allow
-    running task commands unconfined."""
-    found = confinement()
-    if found.mechanism is None and not allow_unconfined:
-        raise ConfigError(
-            f"command checks cannot be confined on this machine ({found.detail}), and a task file's commands run as code",
-            hint="install util-linux with user namespaces enabled, or, for task files you have reviewed, pass --allow-unconfined-checks",
-        )
-    return found
-
-
-_KEPT_ENV = ("PATH", "LANG", "LANGUAGE", "TZ")
-
-
-def _check_env(scratch: str) -> dict[str, str]:
-    """Only the locale and PATH from our environment (no keys or tokens); HOME and TMPDIR in
-    the scratch folder."""
-    env = {k: v for k, v in os.environ.items() if k in _KEPT_ENV or k.startswith("LC_")}
-    env.setdefault("PATH", os.defpath)
-    home, tmp = os.path.join(scratch, "home"), os.path.join(scratch, "tmp")
-    os.makedirs(home, exist_ok=True)
-    os.makedirs(tmp, exist_ok=True)
-    return {**env, "HOME": home, "TMPDIR": tmp, "PYTHONDONTWRITEBYTECODE": "1"}
-
-
-def _tail(stream: Any) -> str:
-    """The last line of what a command wrote (read from the end: it may have written a lot)."""
-    stream.seek(0, os.SEEK_END)
-    stream.seek(max(0, stream.tell() - 4096))
-    text = stream.read().decode("utf-8", errors="replace").strip()
-    return text.splitlines()[-1] if text else ""
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
 # --- commands: a failed one is a wrong state of the workspace ---
 
 
@@ -685,40 +429,18 @@ def command(
     found = require_confinement(allow_unconfined)
     how = f" [confined: {found.mechanism}]" if found.mechanism else " [unconfined]"
     shown = _shown(check.argv)
-    with (
-        tempfile.TemporaryDirectory(prefix="localagent-check-") as scratch,
-        tempfile.TemporaryFile() as out,
-        tempfile.TemporaryFile() as err,
-    ):
-        workspace = os.path.realpath(root)
-        scratch = os.path.realpath(scratch)
-        try:
-            proc = subprocess.Popen(
-                found.wrap(command_argv(check.argv), workspace, scratch),
-                cwd=workspace,
-                env=_check_env(scratch),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            return _fail(check.kind, f"`{shown}` could not start: {exc.strerror}{how}")
-        try:
-            code: int | None = proc.wait(timeout=check.timeout_s)
-        except subprocess.TimeoutExpired:
-            code = None
-        finally:
-            # background processes too, whether it timed out or not
-            _kill_group(proc)
-        if code is None:
-            return _fail(check.kind, f"`{shown}` timed out after {check.timeout_s:g}s{how}")
-        if code == 0:
-            return _ok(check.kind)
-        last = _tail(err) or _tail(out)
-    if last.startswith(_MARK):  # the helper: "could not start: …" or why it could not confine
-        return _fail(check.kind, f"`{shown}` {last[len(_MARK) :]}{how}")
-    return _fail(check.kind, f"`{shown}` expected exit 0, found exit {code}: {short(last or '(no output)', 120)}{how}")
+    ran = run_confined(command_argv(check.argv), root, check.timeout_s, found)
+    if ran.not_started is not None:
+        return _fail(check.kind, f"`{shown}` could not start: {ran.not_started}{how}")
+    if ran.code is None:
+        return _fail(check.kind, f"`{shown}` timed out after {check.timeout_s:g}s{how}")
+    if ran.code == 0:
+        return _ok(check.kind)
+    if ran.helper:
+        return _fail(check.kind, f"`{shown}` {ran.helper}{how}")
+    return _fail(
+        check.kind, f"`{shown}` expected exit 0, found exit {ran.code}: {short(ran.last or '(no output)', 120)}{how}"
+    )
 
 
 # --- the registry, read ---

@@ -17,8 +17,6 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -27,13 +25,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from localagent.bench.checks import CHECK_KINDS, KINDS, Check, Unchanged, glob_match, relative_path
+from localagent.bench.checks import CHECK_KINDS, KINDS, Check, Unchanged
+from localagent.bench.paths import glob_match, relative_path
+from localagent.bench.tasklines import field_name, line_of, syntax_line
 from localagent.errors import TaskFileError
+from localagent.strict import Strict
 from localagent.tools import TOOLS, InvalidToolCall
-
-# Defined in checks.py since the check kinds moved there; tests/hostile still reach these
-# through this module (tasks.Command, tasks.NoExtraFiles, tasks.MAX_GLOB_CHARS).
-from localagent.bench.checks import MAX_GLOB_CHARS, Command, NoExtraFiles  # noqa: F401  isort: skip
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,11 +40,7 @@ else:  # pragma: no cover
 TOOL_NAMES = tuple(tool.name for tool in TOOLS)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SolutionStep(_Strict):
+class SolutionStep(Strict):
     """One step of a reference solution: a tool call (`tool` + `arguments`) or, last, the
     final `answer`. Validated here only: the oracle (engines/scripted.py) replays it as it is."""
 
@@ -82,7 +75,7 @@ class SolutionStep(_Strict):
         return self
 
 
-class Task(_Strict):
+class Task(Strict):
     id: str = Field(description="kebab-case, unique in the suite")
     title: str = Field(min_length=1)
     tier: int = Field(ge=1, le=4)
@@ -156,81 +149,6 @@ def _did_you_mean(name: str, known: Sequence[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-# --- locating a field's line in the task file's text ---
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"'-]+?)\s*\]\]?\s*(#.*)?$")
-
-
-def _segments(lines: list[str]) -> list[tuple[str, int, int, int]]:
-    """(table name, index among same-named array tables, first line, last line), 0-based."""
-    segments: list[tuple[str, int, int, int]] = []
-    counts: dict[str, int] = {}
-    name, index, start = "", 0, 0
-    for n, line in enumerate(lines):
-        m = _HEADER.match(line)
-        if not m:
-            continue
-        segments.append((name, index, start, n - 1))
-        name = m.group(2).strip("\"'")
-        index = counts.get(name, 0) if m.group(1) == "[[" else 0
-        counts[name] = index + 1
-        start = n
-    segments.append((name, index, start, len(lines) - 1))
-    return segments
-
-
-def _key_line(lines: list[str], first: int, last: int, key: str) -> int | None:
-    pattern = re.compile(rf"^\s*(\"{re.escape(key)}\"|'{re.escape(key)}'|{re.escape(key)})\s*=")
-    for n in range(first, last + 1):
-        if pattern.match(lines[n]):
-            return n
-    return None
-
-
-def line_of(text: str, loc: Sequence[str | int]) -> int | None:
-    """The 1-based line of the value at pydantic location `loc` in a task file, if found."""
-    lines = text.splitlines()
-    segments = _segments(lines)
-    parts = [p for p in loc if not (isinstance(p, str) and p in CHECK_KINDS)]
-    if not parts:
-        return None
-    head = parts[0]
-    if head in ("checks", "solution") and len(parts) > 1 and isinstance(parts[1], int):
-        for name, index, first, last in segments:
-            if name == head and index == parts[1]:
-                if len(parts) > 2 and isinstance(parts[2], str):
-                    found = _key_line(lines, first, last, parts[2])
-                    if found is not None:
-                        return found + 1
-                return first + 1
-    if head == "files" and len(parts) > 1 and isinstance(parts[1], str):
-        for name, _, first, last in segments:
-            if name == "files":
-                found = _key_line(lines, first, last, parts[1])
-                return (found if found is not None else first) + 1
-    for name, _, first, _last in segments:
-        if name == head:
-            return first + 1
-    _, _, first, last = segments[0]
-    found = _key_line(lines, first, last, str(head))
-    return found + 1 if found is not None else None
-
-
-def _field_name(loc: Sequence[str | int]) -> str:
-    out = ""
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in CHECK_KINDS or part == "[key]":
-            continue
-        elif i == 1 and loc[0] == "files":
-            # a fixture's name may be too long to be the task's error; its line still points at it
-            out += f'."{part if len(part) <= 60 else part[:59] + "…"}"'
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(task)"
-
-
 def _located(err: ErrorDetails) -> Located:
     """A pydantic error as (location, message) in the words of the task format."""
     loc = tuple(err["loc"])
@@ -255,11 +173,6 @@ def _known_fields(loc: Sequence[str | int]) -> list[str]:
     if loc[0] == "checks" and len(loc) > 2 and loc[2] in KINDS:
         return list(KINDS[loc[2]].model.model_fields)
     return []
-
-
-def _syntax_line(exc: tomllib.TOMLDecodeError) -> str:
-    m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-    return f":{m.group(1)}:{m.group(2)}" if m else ""
 
 
 def format_hint() -> str:
@@ -293,7 +206,7 @@ def load_task_file(path: Path) -> Task:
     except tomllib.TOMLDecodeError as exc:
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise TaskFileError(
-            f"{path}{_syntax_line(exc)}: not valid TOML: {message}",
+            f"{path}{syntax_line(exc)}: not valid TOML: {message}",
             hint=format_hint(),
         ) from exc
     given_id = data.get("id")
@@ -325,7 +238,7 @@ def _task_error(path: Path, text: str, task_id: str, errors: Sequence[Located]) 
     where = f"{path}:{line}" if line else str(path)
     more = len(errors) - 1
     return TaskFileError(
-        f"{where}: task '{task_id}', field '{_field_name(loc)}': {message}",
+        f"{where}: task '{task_id}', field '{field_name(loc)}': {message}",
         hint=(f"{more} more error(s) in this file; " if more else "") + format_hint(),
     )
 

@@ -545,7 +545,7 @@ def test_a_glob_with_a_reversed_range_is_an_error_naming_file_and_line(localagen
 
 
 def test_a_glob_longer_than_the_limit_is_refused_at_load(tmp_path):
-    from localagent.bench.tasks import MAX_GLOB_CHARS
+    from localagent.bench.paths import MAX_GLOB_CHARS
 
     glob = "/".join(["*a" * 100] * (MAX_GLOB_CHARS // 200 + 1))
     task = writer(tmp_path, f'kind = "no_extra_files"\nallowed = ["{glob}"]')
@@ -697,11 +697,10 @@ def test_a_name_not_in_utf8_is_matched_by_globs_without_an_error(tmp_path):
     """Globs match in RE2, which takes only UTF-8 text: a name the file system gives back with
     surrogate escapes is matched with U+FFFD for its undecodable bytes, not raised on."""
     from localagent.bench import checks
-    from localagent.bench import tasks as t
 
     (tmp_path / "out").mkdir()
     (tmp_path / os.fsdecode(b"out/\xff.txt")).write_bytes(b"x")
-    allowed = lambda *globs: t.NoExtraFiles(kind="no_extra_files", allowed=list(globs))  # noqa: E731
+    allowed = lambda *globs: checks.NoExtraFiles(kind="no_extra_files", allowed=list(globs))  # noqa: E731
     assert checks.no_extra_files(allowed("out/*.txt"), tmp_path, {}, "").passed
     assert checks.no_extra_files(allowed("out/?.txt"), tmp_path, {}, "").passed
     outcome = checks.no_extra_files(allowed("out/a*"), tmp_path, {}, "")

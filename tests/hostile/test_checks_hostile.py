@@ -14,20 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from localagent.bench import checks
-from localagent.bench import tasks as t
+from localagent.bench import checks, confine
 from localagent.errors import ConfigError
 
-CONFINED = checks.confinement().mechanism is not None
-needs_confinement = pytest.mark.skipif(not CONFINED, reason=f"no confinement here: {checks.confinement().detail}")
+CONFINED = confine.confinement().mechanism is not None
+needs_confinement = pytest.mark.skipif(not CONFINED, reason=f"no confinement here: {confine.confinement().detail}")
 
 
 @pytest.fixture(autouse=True)
 def fresh_detection():
     """Detection is cached per process; a test that changes PATH must not leave its answer."""
-    checks.confinement.cache_clear()
+    confine.confinement.cache_clear()
     yield
-    checks.confinement.cache_clear()
+    confine.confinement.cache_clear()
 
 
 @pytest.fixture
@@ -39,12 +38,12 @@ def no_unshare(tmp_path, monkeypatch) -> Path:
         found = subprocess.run(["which", program], capture_output=True, text=True, check=True).stdout.strip()
         (bin_dir / program).symlink_to(found)
     monkeypatch.setenv("PATH", str(bin_dir))
-    assert checks.confinement().mechanism is None
+    assert confine.confinement().mechanism is None
     return bin_dir
 
 
 def run(argv: list[str], root: Path, timeout_s: float = 60.0, **kwargs) -> checks.CheckResult:
-    return checks.command(t.Command(kind="command", argv=argv, timeout_s=timeout_s), root, {}, "", **kwargs)
+    return checks.command(checks.Command(kind="command", argv=argv, timeout_s=timeout_s), root, {}, "", **kwargs)
 
 
 def workspace(tmp_path: Path) -> Path:
