@@ -53,6 +53,15 @@ class RemoteFile:
         return f"{self.repo}/{self.file}"
 
 
+@dataclass(frozen=True)
+class RepoFile:
+    """A file of a hub repository as its tree listing gives it."""
+
+    path: str
+    size: int
+    sha256: str | None  # the LFS sha256; None for a file kept in git itself
+
+
 def _commit_hex(value: str) -> str:
     # a git commit id, sha1 or sha256: it is put in the download URL and the manifest
     if not (len(value) in (40, 64) and all(c in "0123456789abcdef" for c in value)):
@@ -209,30 +218,77 @@ def locate(repo: str, file: str, revision: str = "main") -> RemoteFile:
 def _paths_info(repo: str, file: str, revision: str) -> list[_PathInfo]:
     """The hub's paths-info entries for `file`: the request HfApi.get_paths_info makes, read
     here so that the answer is bounded in size and depth and validated as a whole."""
+    url = f"{settings.hf_endpoint()}/api/models/{repo}/paths-info/{quote(revision, safe='')}"
+    body, _ = _bounded(
+        "POST", url, (repo, file, revision), f"the paths-info of {repo}/{file}", data={"paths": [file], "expand": False}
+    )
+    try:
+        return _PATHS_INFO.validate_json(body)
+    except ValidationError as exc:
+        raise _malformed(f"paths-info answer for {repo}/{file}", exc) from exc
+
+
+def _bounded(
+    method: str, url: str, where: tuple[str, str, str], what: str, limit: int = METADATA_LIMIT, **kwargs: object
+) -> tuple[bytes, str | None]:
+    """The body of one metadata request, refused past `limit` bytes, and the URL of its next
+    page (the Link header the hub's listings paginate with), if any. `where`: (repo, file,
+    revision) for the error messages."""
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-    url = f"{settings.hf_endpoint()}/api/models/{repo}/paths-info/{quote(revision, safe='')}"
     headers = build_hf_headers(token=settings.hf_token())
     body = bytearray()
     with (
-        _hub_errors(repo, file, revision, url),
-        get_session().stream("POST", url, data={"paths": [file], "expand": False}, headers=headers, timeout=30) as resp,
+        _hub_errors(*where, url),
+        get_session().stream(method, url, headers=headers, timeout=30, **kwargs) as resp,  # type: ignore[arg-type]
     ):
         if resp.status_code >= 400:
             resp.read()  # the error parser reads the body
             hf_raise_for_status(resp)
         for chunk in resp.iter_bytes(CHUNK):
             body += chunk
-            if len(body) > METADATA_LIMIT:
+            if len(body) > limit:
                 raise DownloadError(
-                    f"the hub at {settings.hf_endpoint()} sent more than {METADATA_LIMIT} bytes for the "
-                    f"paths-info of {repo}/{file}",
+                    f"the hub at {settings.hf_endpoint()} sent more than {limit} bytes for {what}",
                     hint="check HF_ENDPOINT: it must name a Hugging Face hub (or a faithful mirror)",
                 )
-    try:
-        return _PATHS_INFO.validate_json(bytes(body))
-    except ValidationError as exc:
-        raise _malformed(f"paths-info answer for {repo}/{file}", exc) from exc
+        next_page = resp.links.get("next", {}).get("url")
+    return bytes(body), next_page
+
+
+# a repository's file listing: pages of up to 1,000 entries (about 300 bytes each) on the hub;
+# 50 pages is more files than any GGUF repository holds
+TREE_LIMIT = 8 * 1024 * 1024
+TREE_PAGES = 50
+
+
+def list_files(repo: str, revision: str = "main") -> list[RepoFile]:
+    """Every file of `repo` at `revision` with its size and LFS sha256: the hub's tree listing
+    (what HfApi.list_repo_tree asks for), read here page by page, each page bounded in size
+    and validated, and at most TREE_PAGES pages, all from the same hub."""
+    endpoint = settings.hf_endpoint()
+    url: str | None = f"{endpoint}/api/models/{repo}/tree/{quote(revision, safe='')}?recursive=true&expand=false"
+    files: list[RepoFile] = []
+    for _ in range(TREE_PAGES):
+        if url is None:
+            return files
+        if not url.startswith(endpoint + "/"):
+            raise DownloadError(
+                f"the hub at {endpoint} sent the next page of {repo}'s file list on another server ({url})",
+                hint="check HF_ENDPOINT: it must name a Hugging Face hub (or a faithful mirror)",
+            )
+        body, url = _bounded("GET", url, (repo, "", revision), f"the file list of {repo}", TREE_LIMIT)
+        try:
+            entries = _PATHS_INFO.validate_json(body)
+        except ValidationError as exc:
+            raise _malformed(f"file list of {repo}", exc) from exc
+        files += [RepoFile(e.path, e.size, e.lfs.oid if e.lfs else None) for e in entries if e.type == "file"]
+    if url is None:
+        return files
+    raise DownloadError(
+        f"the hub at {endpoint} sent more than {TREE_PAGES} pages of files for {repo}",
+        hint="name the file outright: hf://USER/REPO/FILE.gguf",
+    )
 
 
 # called with (bytes done, bytes total) as a download advances: the MCP server's progress

@@ -1,5 +1,5 @@
-"""`localagent models list|pull|info|import|rm|verify` and `localagent doctor`: parse, call the
-store, render (a rich table, or --json)."""
+"""`localagent models list|pull|info|import|rm|verify|scan` and `localagent doctor`: parse, call
+the store, render (a rich table, or --json)."""
 
 from __future__ import annotations
 
@@ -47,15 +47,24 @@ def _fits(value: bool | None) -> str:
 
 @models_app.command("list")
 def list_models(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """Catalog and installed models: size, installed or not, and whether each fits in free RAM."""
+    """Catalog and installed models: size, installed or not, and whether each fits in free RAM;
+    hosted models: provider, API model id, prices and whether the API key is set."""
     from localagent import hardware, store
     from localagent.catalog import load_catalog
 
     available = hardware.available_ram()
     rows = store.overview(available)
+    hosted = store.hosted_overview()
     pointers = load_catalog().pointers
     if json_out:
-        _print_json({"available_ram": available, "models": [_plain(r) for r in rows], "aliases": pointers})
+        _print_json(
+            {
+                "available_ram": available,
+                "models": [_plain(r) for r in rows],
+                "hosted": [_plain(h) for h in hosted],
+                "aliases": pointers,
+            }
+        )
         return
     _table(
         None,
@@ -83,17 +92,47 @@ def list_models(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) 
             typer.echo(f"broken: {r.alias} ({r.quant}): {r.problem}; remove it with `localagent models rm {r.alias}`")
     if pointers:
         typer.echo("Aliases: " + ", ".join(f"{name} = {target}" for name, target in pointers.items()))
+    if hosted:
+        typer.echo("")
+        _hosted_table(hosted)
+
+
+def _usd(value: float | None) -> str:
+    return "?" if value is None else f"${value:g}"
+
+
+def _hosted_table(hosted: list[Any]) -> None:
+    rows = []
+    for h in hosted:
+        key = {None: "not needed", True: f"{h.api_key_env} set", False: f"{h.api_key_env} NOT set"}[h.key_set]
+        price = (
+            f"{_usd(h.input_usd_per_mtok)} / {_usd(h.cached_input_usd_per_mtok)} / {_usd(h.output_usd_per_mtok)}"
+            if h.price_as_of
+            else "-"
+        )
+        rows.append([h.alias, h.provider, h.model, price, h.price_as_of or "-", key])
+    _table(
+        "Hosted models (prices in USD per 1M tokens: input / cached input / output)",
+        ["MODEL", "PROVIDER", "API MODEL", "PRICE", "PRICE AS OF", "API KEY"],
+        rows,
+    )
 
 
 @models_app.command("pull")
 def pull(
-    alias: str = typer.Argument(..., help="A model alias from `localagent models list` (ALIAS or ALIAS:QUANT)."),
+    alias: str = typer.Argument(
+        ...,
+        help="A model alias from `localagent models list` (ALIAS or ALIAS:QUANT), or any GGUF on the hub: "
+        "hf.co/USER/REPO[:QUANT] or hf://USER/REPO/FILE.gguf.",
+    ),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Another quant of the model, e.g. Q8_0."),
 ) -> None:
     """Download a model into the store and verify its sha256 (an interrupted pull continues)."""
     from localagent import store
 
     resolved = store.pull(alias, quant=quant, progress=True)
+    if resolved.note:
+        typer.echo(f"note: {resolved.note}")
     typer.echo(f"{resolved.alias} ({resolved.quant}) ready: {resolved.path}")
     typer.echo(f"sha256 {resolved.sha256}  {format_bytes(resolved.size_bytes)}")
 
@@ -101,12 +140,17 @@ def pull(
 def _info_data(alias: str) -> dict[str, Any]:
     from localagent import store
     from localagent.catalog import load_catalog
-    from localagent.errors import OfflineError
+    from localagent.errors import ModelNotFoundError, OfflineError
 
     try:
         resolved = store.resolve(alias, offline=True)
     except OfflineError:
-        entry = load_catalog().local_model(store.split_quant(alias)[0])
+        name = store.split_quant(alias)[0]
+        if name not in load_catalog().aliases:  # a hub name: nothing to show before a pull
+            raise ModelNotFoundError(
+                f"'{alias}' is not installed", hint=f"`localagent models pull {alias}` downloads it"
+            ) from None
+        entry = load_catalog().local_model(name)
         return {"alias": entry.alias, "installed": False, "catalog": entry.model_dump()}
     info = resolved.gguf
     need = store.footprint(resolved)  # the figures `models list` shows for it
@@ -121,6 +165,7 @@ def _info_data(alias: str) -> dict[str, Any]:
         "path": str(resolved.path),
         "sha256": resolved.sha256,
         "size_bytes": resolved.size_bytes,
+        "parts": [str(resolved.path), *map(str, resolved.parts)] if resolved.parts else None,
         "context": resolved.context,
         "default_n_ctx": need.n_ctx,
         "kv_bytes_at_default_n_ctx": need.kv_bytes if exact else None,
@@ -157,7 +202,7 @@ def info(
         return
     g = data["gguf"] or {}
     rows = [
-        ["path", data["path"]],
+        ["path", data["path"] + (f" (+{len(data['parts']) - 1} parts beside it)" if data.get("parts") else "")],
         ["source", data["source"]],
         ["sha256", data["sha256"]],
         ["size", f"{format_bytes(data['size_bytes'])} ({data['size_bytes']} bytes)"],
@@ -231,6 +276,33 @@ def verify(
         raise typer.Exit(1)
 
 
+@models_app.command("scan")
+def scan(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Find GGUFs that Ollama, LM Studio, the Hugging Face cache and llama.cpp already hold and
+    register them where they are (nothing is copied; each file is hashed once). `models rm`
+    unregisters one and never deletes another tool's files."""
+    from localagent import store
+    from localagent.store.scan import places
+
+    rows = store.scan_all()
+    if json_out:
+        _print_json({"places": [str(p) for _, p in places()], "models": [_plain(r) for r in rows]})
+        return
+    if not rows:
+        where = ", ".join(str(p) for _, p in places())
+        typer.echo(f"no GGUF models found in {where}")
+        return
+    table = [[r.alias, r.quant or "?", r.source, r.status, str(r.path)] for r in rows]
+    _table(None, ["MODEL", "QUANT", "FOUND IN", "STATUS", "FILE"], table)
+    for r in rows:
+        if r.problem and r.status != "known":
+            typer.echo(f"{r.status}: {r.alias}: {r.problem}" + (f" (hint: {r.hint})" if r.hint else ""))
+    registered = sum(r.status in ("registered", "known") for r in rows)
+    typer.echo(
+        f"\n{registered} usable by name (e.g. `localagent run --model NAME`); `localagent models list` shows them"
+    )
+
+
 @app.command()
 def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """This machine: CPU, RAM, llama.cpp build, GPU offload, model store, which models fit."""
@@ -239,7 +311,8 @@ def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> No
     host = hardware.host(settings.models_dir())
     rows = store.overview(host.ram_available)
     if json_out:
-        _print_json({"host": _plain(host), "models": [_plain(r) for r in rows]})
+        others = [_plain(f) for f in store.discover()]
+        _print_json({"host": _plain(host), "models": [_plain(r) for r in rows], "other_tools": others})
         return
     offload = {True: "yes", False: "no", None: "unknown"}[host.gpu_offload]
     _table(
@@ -263,3 +336,22 @@ def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> No
     typer.echo(f"\nfit in available RAM at the default context: {', '.join(fit) or 'none'}")
     if too_big:
         typer.echo(f"too big for available RAM now: {', '.join(too_big)}")
+    typer.echo(_other_tools_line())
+
+
+def _other_tools_line() -> str:
+    """doctor's line on the models other tools keep: how many, where, how many not yet
+    registered (found without hashing anything)."""
+    from collections import Counter
+
+    from localagent import store
+    from localagent.store.scan import SOURCE_NAMES
+
+    found = [f for f in store.discover() if not f.problem]
+    if not found:
+        return "models of other tools (Ollama, LM Studio, HF cache, llama.cpp): none found"
+    known = {str(m.path) for m in store.installed()}
+    new = sum(str(f.path) not in known for f in found)
+    where = ", ".join(f"{n} in {SOURCE_NAMES[s]}" for s, n in Counter(f.source for f in found).items())
+    todo = f"; {new} not registered: `localagent models scan`" if new else "; all registered"
+    return f"models of other tools: {where}{todo}"

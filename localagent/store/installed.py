@@ -36,6 +36,7 @@ class InstalledModel:
     commit: str | None
     present: bool  # False when the file is gone from disk (deleted by hand, package uninstalled)
     gguf: GGUFInfo | None
+    parts: tuple[Path, ...] = ()  # the other parts of a split GGUF
 
 
 def _installed(m: Manifest) -> InstalledModel:
@@ -46,13 +47,14 @@ def _installed(m: Manifest) -> InstalledModel:
         source=m.source,
         path=path,
         sha256=m.sha256,
-        size_bytes=m.size,
+        size_bytes=m.total_size,
         pulled_at=m.pulled_at,
         repo=m.repo,
         file=m.file,
         commit=m.commit,
         present=path.is_file(),
         gguf=m.gguf,
+        parts=tuple(Path(p.path) for p in m.parts),
     )
 
 
@@ -83,10 +85,16 @@ def selected(alias: str, quant: str | None) -> tuple[list[Manifest], list[Broken
 
 def remove(alias: str, *, quant: str | None = None) -> list[InstalledModel | BrokenManifest]:
     """Unregister `alias` (all its quants, or one), broken manifests included, and delete its
-    files from the store. Files outside the store (a bundled model in site-packages) are
-    never deleted."""
+    files from the store (every part of a split one). Files outside the store (a bundled
+    model in site-packages, another tool's model registered by `models scan`) are never
+    deleted."""
     good, broken = selected(alias, quant)
-    drop([(manifest_path(m.alias, m.quant), Path(m.path)) for m in good] + [(b.manifest, b.path) for b in broken])
+    # another tool's file is never passed on to be deleted, wherever it is
+    entries: list[tuple[Path | None, Path | None]] = [
+        (manifest_path(m.alias, m.quant), None if m.external else Path(m.path)) for m in good
+    ]
+    entries += [(None, Path(p.path)) for m in good if not m.external for p in m.parts]
+    drop(entries + [(b.manifest, b.path) for b in broken])
     return [*(_installed(m) for m in good), *broken]
 
 
@@ -100,7 +108,7 @@ def drop(entries: list[tuple[Path | None, Path | None]]) -> None:
             if manifest:
                 manifest.unlink(missing_ok=True)
                 prune_empty(manifest.parent, models)
-        still_used = {Path(m.path) for m in readable()}
+        still_used = {Path(p) for m in readable() for p in (m.path, *(part.path for part in m.parts))}
         for _, file in entries:
             # only the store's own model folders: a broken manifest may name any path
             if file and file not in still_used and any(o in file.resolve().parents for o in owned):

@@ -21,7 +21,21 @@ from localagent.store.disk import sha256_file, writing
 from localagent.units import utc_now
 
 NAME_MAX = 255  # the longest file name (in bytes) Linux, macOS and Windows filesystems allow
-Source = Literal["hub", "bundled", "import", "path"]
+# hub, bundled, import, path: files the store verified itself; the others are registered in
+# place where another tool keeps them (`models scan`), and never deleted by the store
+Source = Literal["hub", "bundled", "import", "path", "ollama", "lmstudio", "hf-cache", "llama-cache"]
+EXTERNAL: tuple[Source, ...] = ("ollama", "lmstudio", "hf-cache", "llama-cache")
+
+
+class Part(BaseModel):
+    """A further part of a split GGUF (`-00002-of-00003.gguf`...), beside the first."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
 
 
 class Manifest(BaseModel):
@@ -43,6 +57,24 @@ class Manifest(BaseModel):
     file: str | None = None
     distribution: str | None = None
     gguf: GGUFInfo | None = None
+    parts: tuple[Part, ...] = ()  # the other parts of a split GGUF; `path` is the first
+    origin: str | None = None  # where another tool records it (an Ollama manifest), for scan
+    note: str | None = None  # said once when it was pulled (the quant chosen in its place)
+
+    @property
+    def total_size(self) -> int:
+        return self.size + sum(p.size for p in self.parts)
+
+    @property
+    def external(self) -> bool:
+        """True for a file another tool keeps: registered in place, never deleted here."""
+        return self.source in EXTERNAL
+
+    def way_out(self) -> str:
+        """What to do when its file is gone or changed."""
+        if self.external:
+            return f"`localagent models rm {self.alias}`, then `localagent models scan` to register what is there now"
+        return f"`localagent models rm {self.alias}` and pull or import it again"
 
 
 @dataclass(frozen=True)
@@ -203,25 +235,35 @@ def installed_manifest(alias: str, quant: str | None, entry: LocalModel | None) 
 
 
 def checked(manifest: Manifest, record: Path | None = None) -> Manifest | None:
-    """The manifest if its file is still the verified one; None if the file is gone. A file
-    whose size or mtime changed is hashed again: same sha256 -> manifest refreshed, else
-    IntegrityError. `record`: where the manifest is kept, when not under manifests/."""
-    path = Path(manifest.path)
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    if st.st_size == manifest.size and st.st_mtime_ns == manifest.mtime_ns:
+    """The manifest if its file (every part of a split one) is still the verified one; None if
+    a file is gone. A file whose size or mtime changed is hashed again: same sha256 ->
+    manifest refreshed, else IntegrityError. `record`: where the manifest is kept, when not
+    under manifests/."""
+    files = [(manifest.path, manifest.sha256, manifest.size, manifest.mtime_ns)]
+    files += [(p.path, p.sha256, p.size, p.mtime_ns) for p in manifest.parts]
+    mtimes = []
+    for name, sha256, size, mtime_ns in files:
+        path = Path(name)
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        if st.st_size == size and st.st_mtime_ns == mtime_ns:
+            mtimes.append(mtime_ns)
+            continue
+        if manifest.source == "bundled":
+            return None  # pip replaced it: register it afresh against its package's RECORD
+        sha = sha256_file(path)
+        if sha != sha256 or st.st_size != size:
+            raise IntegrityError(
+                f"{path} ({manifest.alias}) changed on disk since it was verified: sha256 {sha}, expected {sha256}",
+                hint=manifest.way_out(),
+            )
+        mtimes.append(st.st_mtime_ns)
+    if mtimes[0] == manifest.mtime_ns and all(m == p.mtime_ns for m, p in zip(mtimes[1:], manifest.parts, strict=True)):
         return manifest
-    if manifest.source == "bundled":
-        return None  # pip replaced it: register it afresh against its package's RECORD
-    sha = sha256_file(path)
-    if sha != manifest.sha256 or st.st_size != manifest.size:
-        raise IntegrityError(
-            f"{path} ({manifest.alias}) changed on disk since it was verified: sha256 {sha}, expected {manifest.sha256}",
-            hint=f"`localagent models rm {manifest.alias}` and pull or import it again",
-        )
-    refreshed = manifest.model_copy(update={"mtime_ns": st.st_mtime_ns})
+    parts = tuple(p.model_copy(update={"mtime_ns": m}) for m, p in zip(mtimes[1:], manifest.parts, strict=True))
+    refreshed = manifest.model_copy(update={"mtime_ns": mtimes[0], "parts": parts})
     remember(refreshed, record)
     return refreshed
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from localagent import hardware
+from localagent import hardware, settings
 from localagent.catalog import LocalModel, load_catalog
 from localagent.errors import ModelLoadError
 from localagent.store.bundled import bundled_source
@@ -95,7 +95,7 @@ def _status_row(entry: LocalModel | None, m: Manifest | None, available: int) ->
     info = m.gguf if m else None
     context = entry.context if entry else (info.context_length if info else None)
     if m:
-        size = m.size
+        size = m.total_size
     elif entry and entry.size_mb:
         size = int(entry.size_mb * 1_000_000)
     else:
@@ -124,8 +124,66 @@ def _status_row(entry: LocalModel | None, m: Manifest | None, available: int) ->
         required_bytes=need.required_bytes,
         fits=need.required_bytes <= available if need.required_bytes is not None else None,
         path=m.path if m else None,
-        description=entry.description if entry else f"imported from {m.file}" if m and m.file else "",
+        description=entry.description if entry else _origin(m),
     )
+
+
+def _origin(m: Manifest | None) -> str:
+    """Where a model outside the catalog came from, in a few words."""
+    if m is None:
+        return ""
+    parts = f" ({len(m.parts) + 1} parts)" if m.parts else ""
+    if m.source == "import":
+        return f"imported from {m.file}" if m.file else "imported"
+    if m.source == "hub":
+        return f"{m.repo}/{m.file}{parts}" if m.repo else ""
+    if m.external:
+        kept = {"ollama": "Ollama", "lmstudio": "LM Studio", "hf-cache": "HF cache", "llama-cache": "llama.cpp cache"}
+        return f"kept by {kept.get(m.source, m.source)}{parts}: {m.path}"
+    return ""
+
+
+@dataclass(frozen=True)
+class HostedStatus:
+    """One hosted model of the catalog, for `models list`: what it costs and whether its API
+    key is set (never the key itself)."""
+
+    alias: str
+    provider: str
+    model: str  # the id the API knows it by
+    base_url: str
+    api_key_env: str | None  # None: the endpoint needs no key
+    key_set: bool | None  # None when it needs no key
+    context: int | None
+    input_usd_per_mtok: float | None
+    cached_input_usd_per_mtok: float | None
+    output_usd_per_mtok: float | None
+    price_as_of: str | None
+    price_source: str | None
+
+
+def hosted_overview() -> list[HostedStatus]:
+    """Every hosted model of the catalog, with its prices and whether its key is set."""
+    rows = []
+    for alias, h in load_catalog().hosted.items():
+        p = h.price
+        rows.append(
+            HostedStatus(
+                alias=alias,
+                provider=h.provider,
+                model=h.model,
+                base_url=h.base_url,
+                api_key_env=h.api_key_env,
+                key_set=settings.env(h.api_key_env) is not None if h.api_key_env else None,
+                context=h.context,
+                input_usd_per_mtok=p.input if p else None,
+                cached_input_usd_per_mtok=p.cached_input if p else None,
+                output_usd_per_mtok=p.output if p else None,
+                price_as_of=p.as_of if p else None,
+                price_source=p.source if p else None,
+            )
+        )
+    return rows
 
 
 def _broken_row(b: BrokenManifest, entry: LocalModel | None) -> ModelStatus:

@@ -1,5 +1,7 @@
-"""From a name to a verified GGUF on disk: `resolve` (an alias, ALIAS:QUANT or a path; pulled
-if missing unless offline) and `pull` (the catalog's quant unless told another)."""
+"""From a name to a verified GGUF on disk: `resolve` (an alias, ALIAS:QUANT, a path, a hub
+name `hf.co/USER/REPO[:QUANT]` or `hf://USER/REPO[/FILE]`, or another tool's model
+`ollama:...`/`lmstudio:...`; pulled if missing unless offline) and `pull` (the catalog's
+quant, or a hub repository's Q4_K_M or nearest, unless told another)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from localagent.catalog import Catalog, LocalModel, load_catalog, suggest
 from localagent.errors import IntegrityError, ModelNotFoundError, OfflineError
 from localagent.ggufinfo import GGUFInfo
 from localagent.hub import Progress
+from localagent.store import hubnames
 from localagent.store.bundled import register_bundled
 from localagent.store.disk import sha256_file
-from localagent.store.download import pull_from_hub
+from localagent.store.download import pull_from_hub, pull_hub_name
 from localagent.store.manifests import (
     Manifest,
     Source,
@@ -40,6 +43,8 @@ class ResolvedModel:
     quant: str | None = None
     source: Source = "hub"
     gguf: GGUFInfo | None = None
+    note: str | None = None  # for the user: the quant chosen when the asked one was missing
+    parts: tuple[Path, ...] = ()  # the other parts of a split GGUF, beside `path` (llama.cpp finds them)
 
 
 def resolved(manifest: Manifest, entry: LocalModel | None) -> ResolvedModel:
@@ -49,20 +54,20 @@ def resolved(manifest: Manifest, entry: LocalModel | None) -> ResolvedModel:
         path=Path(manifest.path),
         entry=entry,
         sha256=manifest.sha256,
-        size_bytes=manifest.size,
+        size_bytes=manifest.total_size,
         context=context,
         quant=manifest.quant,
         source=manifest.source,
         gguf=manifest.gguf,
+        note=manifest.note,
+        parts=tuple(Path(p.path) for p in manifest.parts),
     )
 
 
 def split_quant(alias: str) -> tuple[str, str | None]:
-    """`qwen-small:Q8_0` -> ('qwen-small', 'Q8_0'), as `ollama run model:tag`."""
-    name, sep, quant = alias.rpartition(":")
-    if sep and name and quant and "/" not in quant and "\\" not in quant:
-        return name, quant
-    return alias, None
+    """`qwen-small:Q8_0` -> ('qwen-small', 'Q8_0'), as `ollama run model:tag`; hub and other
+    tools' names as hubnames.split_name reads them (`ollama:qwen3:4b` is one name)."""
+    return hubnames.split_name(alias)
 
 
 def resolve(
@@ -74,6 +79,9 @@ def resolve(
     installed, else the latest installed one). A bundled model -> registered where pip put
     it. Missing -> pulled first, unless offline (None: settings.offline()), then OfflineError
     naming the ways out. `progress`: a (done, total) callback, or True for a terminal bar."""
+    if _is_named_elsewhere(alias):
+        offline = settings.offline() if offline is None else offline
+        return _obtain_named(alias, quant, offline=offline, progress=progress, any_installed_quant=True)
     if _looks_like_path(alias):
         return _resolve_path(Path(alias).expanduser())
     offline = settings.offline() if offline is None else offline
@@ -84,7 +92,57 @@ def pull(alias: str, *, quant: str | None = None, progress: bool | Progress = Tr
     """Download and verify `alias` at `quant` (default: the catalog's) unless it is installed
     and verified already, in which case no network is touched. A bundled model is
     registered, not downloaded."""
+    if _is_named_elsewhere(alias):
+        return _obtain_named(alias, quant, offline=settings.offline(), progress=progress, any_installed_quant=False)
     return _obtain(alias, quant, offline=settings.offline(), progress=progress, any_installed_quant=False)
+
+
+def _is_named_elsewhere(alias: str) -> bool:
+    return hubnames.is_hub_name(alias) or alias.startswith(hubnames.EXTERNAL_PREFIXES)
+
+
+def _obtain_named(
+    name: str, quant: str | None, *, offline: bool, progress: bool | Progress, any_installed_quant: bool
+) -> ResolvedModel:
+    """A hub name or another tool's model: installed -> its file, with no network; another
+    tool's not yet registered -> registered now; a hub name -> the repository's file list,
+    the quant chosen (hubnames.choose) and pulled, unless offline."""
+    hub = hubnames.parse_hub_name(name)
+    alias, tagged = split_quant(name)
+    quant = quant.upper() if quant else tagged
+    # a pull without a quant wants the repository's default, chosen from its file list
+    choose_again = hub is not None and hub.file is None and quant is None and not any_installed_quant and not offline
+    manifest = None if choose_again else _installed_named(alias, hub, quant)
+    if manifest is not None and (verified := checked(manifest)):
+        return resolved(verified, None)
+    if manifest is None:
+        for broken in scan(alias)[1]:
+            if quant is None or broken.quant.upper() == quant.upper():
+                raise broken.error()
+    if hub is None:  # ollama:, lmstudio:, llamacpp:
+        if manifest is not None:
+            raise _gone(manifest)
+        from localagent.store.scan import register_named
+
+        return resolved(register_named(alias, quant), None)
+    if manifest is not None and manifest.external:
+        raise _gone(manifest)
+    if offline:
+        raise OfflineError(
+            f"'{name}' is not on this machine and offline mode is on (--offline / HF_HUB_OFFLINE)",
+            hint=f"pull it while online: `localagent models pull {name}`; or `localagent models scan` to register "
+            "the models Ollama, LM Studio and the Hugging Face cache already hold",
+        )
+    from localagent import hub as hub_api
+
+    try:
+        files = hub_api.list_files(hub.repo)
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(
+            exc.message, hint=f"check the name {name} on the hub; a private repository needs HF_TOKEN"
+        ) from exc
+    choice = hubnames.choose(hub.repo, files, quant, hub.file)
+    return resolved(pull_hub_name(hub, choice, progress=progress), None)
 
 
 def _obtain(
@@ -112,6 +170,17 @@ def _obtain(
     if offline:
         raise _offline_error(asked if quant == entry.quant else f"{asked}:{quant}", catalog)
     return resolved(pull_from_hub(entry, quant, progress=progress), entry)
+
+
+def _installed_named(alias: str, hub: hubnames.HubName | None, quant: str | None) -> Manifest | None:
+    """The registered manifest for a hub or another tool's name: of the file named, else of
+    the quant asked, else the most recently installed."""
+    mine = [m for m in readable(alias) if m.alias == alias]
+    if hub is not None and hub.file is not None:
+        mine = [m for m in mine if m.file == hub.file]
+    elif quant is not None:
+        mine = [m for m in mine if m.quant.upper() == quant.upper()]
+    return max(mine, key=lambda m: m.pulled_at, default=None)
 
 
 def _quant_key(entry: LocalModel, quant: str | None) -> str:
@@ -175,6 +244,11 @@ def _unknown(alias: str, catalog: Catalog) -> ModelNotFoundError:
 
 
 def _gone(manifest: Manifest) -> ModelNotFoundError:
+    if manifest.external:
+        return ModelNotFoundError(
+            f"the file of '{manifest.alias}' is gone (moved or deleted by the tool that kept it): {manifest.path}",
+            hint=manifest.way_out(),
+        )
     return ModelNotFoundError(
         f"the file of '{manifest.alias}' is gone: {manifest.path}",
         hint=f"`localagent models rm {manifest.alias}`, then import it again",

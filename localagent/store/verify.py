@@ -35,12 +35,17 @@ def verify(alias: str | None = None) -> list[Verification]:
 
 
 def _verified(m: Manifest) -> Verification:
+    """The manifest's file, and every other part of a split one, hashed again."""
     path = Path(m.path)
-    try:
-        actual = sha256_file(path)
-    except OSError as exc:  # deleted, moved, or no longer readable
-        return Verification(m.alias, m.quant, "missing", path, m.sha256, None, f"{path}: {exc.strerror or exc}")
-    if actual == m.sha256:
-        return Verification(m.alias, m.quant, "ok", path, m.sha256, actual, None)
-    problem = f"{path} has sha256 {actual}, not the {m.sha256} it had when installed"
-    return Verification(m.alias, m.quant, "changed", path, m.sha256, actual, problem)
+    files = [(path, m.sha256), *((Path(p.path), p.sha256) for p in m.parts)]
+    actual_first = None
+    for file, expected in files:
+        try:
+            actual = sha256_file(file)
+        except OSError as exc:  # deleted, moved, or no longer readable
+            return Verification(m.alias, m.quant, "missing", path, m.sha256, None, f"{file}: {exc.strerror or exc}")
+        actual_first = actual_first or actual
+        if actual != expected:
+            problem = f"{file} has sha256 {actual}, not the {expected} it had when installed"
+            return Verification(m.alias, m.quant, "changed", path, m.sha256, actual_first, problem)
+    return Verification(m.alias, m.quant, "ok", path, m.sha256, actual_first, None)
