@@ -66,6 +66,12 @@ def offline() -> bool:
     return ours in TRUTHY or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUTHY
 
 
+def cluster_address() -> str | None:
+    """LOCALAGENT_CLUSTER: the Ray cluster `bench` runs its trials on when --cluster is not
+    given (e.g. 127.0.0.1:6379, or ray://host:10001 through Ray Client)."""
+    return os.environ.get("LOCALAGENT_CLUSTER", "").strip() or None
+
+
 def hf_endpoint() -> str:
     """Read at call time (huggingface_hub reads HF_ENDPOINT once, at import)."""
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")

@@ -69,6 +69,10 @@ class BenchConfig:
     n_ctx: int | None = None  # None: the engine's default
     download_progress: bool = False  # show a bar when a local model must be pulled first
     allow_unconfined_checks: bool = False  # run task commands even where nothing can confine them
+    # a Ray cluster's address: the trials run on its nodes (bench/cluster.py); None: here
+    cluster: str | None = None
+    hosts: tuple[str, ...] = ()  # the cluster nodes that may run local models (empty: any)
+    pins: tuple[tuple[str, tuple[str, ...]], ...] = ()  # model -> the nodes that may run it
     argv: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -89,6 +93,8 @@ class BenchConfig:
             raise ConfigError(f"the time limit must be positive, got {self.time_limit_s}")
         if not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"--temperature must be between 0 and 2, got {self.temperature}")
+        if (self.hosts or self.pins) and not self.cluster:
+            raise ConfigError("--hosts and --pin choose cluster nodes", hint="give the cluster with --cluster ADDRESS")
 
     @property
     def limits(self) -> dict[str, Any]:
@@ -231,9 +237,11 @@ def _select_tasks(config: BenchConfig) -> list[Task]:
 def _check_local_models(kinds: dict[str, ModelKind], config: BenchConfig) -> None:
     """Fail before the first trial, not after an hour, when a local model is unknown or
     cannot be had (a catalog model not yet on disk is pulled here), or cannot open the
-    context --ctx asks for."""
+    context --ctx asks for. On a cluster each node checks (and pulls) for itself instead."""
     from localagent import hardware, store
 
+    if config.cluster:
+        return
     for alias, kind in kinds.items():
         if kind == "local":
             resolved = store.resolve(alias, progress=config.download_progress)
@@ -644,6 +652,10 @@ def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None
         notices.append(text)
         emit(Notice(text))
 
+    if config.cluster and not config.resume:
+        from localagent.bench import cluster
+
+        cluster.preflight(config)
     with ResultsDB() as db, ExitStack() as held:
         db.check_writable()  # a read-only or damaged database fails here, before a run folder exists
         plan = (
@@ -681,19 +693,28 @@ def _run_plan(
         notify(f"resuming run {plan.info.run_id}: {len(plan.done)} of {plan.total} trials already done")
     record = _Recorder(plan, db, emit)
     baseline_trials: list[TrialResult] = []
+    reachable: list[str] = []
     shas = [t.sha256 for t in plan.tasks]
     for alias in plan.info.baselines:
         if not plan.has_pending(alias):
             continue
         reason = reach_baseline(alias, plan.config)
         if reason is None:
-            _run_hosted(plan, alias, catalog, record)
+            reachable.append(alias)
             continue
         stored = [t for t in db.latest_results(alias, shas) if t.run_id != plan.info.run_id]
         baseline_trials.extend(stored)
         notify(_fallback_notice(alias, reason, stored, len(plan.tasks)))
-    for alias in plan.info.models:
-        _run_local(plan, alias, record, emit)
+    if plan.config.cluster:
+        from localagent.bench import cluster
+
+        cluster.run_plan(plan, catalog, record, emit, notify, reachable)
+        plan.run.write_info(plan.info)  # the load times the nodes reported
+    else:
+        for alias in reachable:
+            _run_hosted(plan, alias, catalog, record)
+        for alias in plan.info.models:
+            _run_local(plan, alias, record, emit)
     # baselines that could not run stay pending: a later --resume can still fill them in
     plan.info.finished_at = utc_now()
     plan.run.write_info(plan.info)

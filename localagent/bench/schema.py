@@ -167,3 +167,12 @@ class TrialResult(_Record):
 
     engine: dict[str, Any] = Field(default_factory=dict, description="the engine's describe()")
     trace_path: str | None = Field(default=None, description="relative to the run directory")
+
+    # where the trial ran, when that is not the run's own host (RunInfo.host): a cluster node
+    host: HostInfo | None = Field(
+        default=None, description="the machine the trial ran on; None: the run's host (RunInfo.host)"
+    )
+    node: str | None = Field(
+        default=None,
+        description="the cluster node that ran the trial (its localagent-host label, else its address); None: not on a cluster",
+    )
