@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 # each command module registers its commands on `app` when imported
-from localagent.cli import bench, mcp, models, report, run  # noqa: F401
+from localagent.cli import bench, map, mcp, models, report, run  # noqa: F401
 from localagent.cli.app import app, state
 from localagent.errors import LocalAgentError
 

@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from localagent.cli.app import app, results_app
-from localagent.cli.run import ToolModeChoice
 from localagent.errors import ConfigError
 
 # flags that choose what a run does: a resumed run keeps its own
@@ -45,6 +44,7 @@ class BenchProgress:
         self.run_id: str | None = None
         self.run_dir: Path | None = None
         self.done = 0
+        self.per_node: dict[str, int] = {}  # trials finished on each cluster node
 
     def __call__(self, event: Any) -> None:
         from localagent.bench import runner
@@ -73,8 +73,13 @@ class BenchProgress:
             return
         r = event.result
         verdict = "[green]pass[/green]" if r.success else f"[red]fail[/red] ({escape(r.failure_mode or '')})"
+        where = ""
+        if r.node:  # a cluster run: where it ran, and each node's count so far
+            self.per_node[r.node] = self.per_node.get(r.node, 0) + 1
+            counts = ", ".join(f"{name} {n}" for name, n in sorted(self.per_node.items()))
+            where = f" [dim]on {escape(r.node)} ({escape(counts)})[/dim]"
         self.console.print(
-            f"[dim][{event.done}/{event.total}][/dim] {escape(r.model)} {escape(r.task_id)} #{r.trial} {verdict} [dim]{r.wall_s:.1f} s[/dim]"
+            f"[dim][{event.done}/{event.total}][/dim] {escape(r.model)} {escape(r.task_id)} #{r.trial} {verdict} [dim]{r.wall_s:.1f} s[/dim]{where}"
         )
 
 
@@ -105,7 +110,11 @@ def bench(
     task: Optional[list[str]] = typer.Option(None, "--task", help="Only this task id; repeatable."),
     tier: Optional[int] = typer.Option(None, "--tier", min=1, max=4, help="Only tasks of this tier."),
     trials: int = typer.Option(1, "--trials", "-k", min=1, help="Trials per task (pass^k needs K > 1)."),
-    tool_mode: ToolModeChoice = typer.Option(ToolModeChoice.auto, "--tool-mode", help="How local models call tools."),
+    tool_mode: str = typer.Option(
+        "auto",
+        "--tool-mode",
+        help="How local models call tools: auto, json or native; several (json,native) run each with every local model.",
+    ),
     think: Optional[bool] = typer.Option(
         None,
         "--think/--no-think",
@@ -131,12 +140,28 @@ def bench(
         "--allow-unconfined-checks",
         help="Run task files' command checks even where they cannot be confined (no user namespaces): only for suites you have reviewed.",
     ),
+    cluster: Optional[str] = typer.Option(
+        None,
+        "--cluster",
+        help="Run the trials on the Ray cluster at this address (needs the 'cluster' extra). Default: $LOCALAGENT_CLUSTER, else this machine.",
+    ),
+    hosts: Optional[str] = typer.Option(
+        None, "--hosts", help="Cluster nodes (by their localagent-host label) that run local models, comma-separated."
+    ),
+    pin: Optional[list[str]] = typer.Option(
+        None, "--pin", help="MODEL=HOST[,HOST]: run this local model only on these cluster nodes; repeatable."
+    ),
 ) -> None:
     """Run tasks on local models (and hosted baselines), grade them, and compare."""
+    from localagent import settings
+    from localagent.bench.cluster import parse_pins
+    from localagent.bench.matrix import parse_tool_modes, variant_matrix
     from localagent.bench.runner import BenchConfig, run_bench
+    from localagent.catalog import load_catalog
 
     if resume:
         _reject_settings_on_resume(ctx)
+    modes = parse_tool_modes(tool_mode)
     config = BenchConfig(
         models=tuple(model or ()),
         baselines=tuple(baseline or ()),
@@ -145,7 +170,7 @@ def bench(
         tier=tier,
         quick=quick,
         trials=trials,
-        tool_mode=tool_mode.value,
+        tool_mode=modes[0],
         think=think,
         temperature=temperature,
         jobs=jobs,
@@ -156,11 +181,17 @@ def bench(
         n_ctx=ctx_tokens,
         download_progress=sys.stderr.isatty(),
         allow_unconfined_checks=allow_unconfined_checks,
+        cluster=cluster or settings.cluster_address(),
+        hosts=tuple(h.strip() for h in (hosts or "").split(",") if h.strip()),
+        pins=parse_pins(pin or ()),
         argv=tuple(sys.argv[1:]),
     )
+    configs = variant_matrix(config, modes, load_catalog())  # a matrix at odds with itself fails here
     progress = BenchProgress(enabled=sys.stderr.isatty())
+    outcomes = []
     try:
-        outcome = run_bench(config, on_event=progress)
+        for one in configs:
+            outcomes.append(run_bench(one, on_event=progress))
     except KeyboardInterrupt:
         if progress.run_id:
             progress.console.print(
@@ -169,25 +200,36 @@ def bench(
             )
         # sys.exit, not typer.Exit(130): main() would print a second, vaguer "interrupted"
         sys.exit(130)
-    _show(outcome, json_output)
+    if json_output and len(outcomes) > 1:  # a --tool-mode matrix: one document per run
+        print(json.dumps({"runs": [_json_doc(o) for o in outcomes]}, indent=2))
+        return
+    for outcome in outcomes:
+        _show(outcome, json_output)
 
 
-def _show(outcome: Any, json_output: bool) -> None:
-    from localagent.bench.render import render_terminal, to_json
+def _json_doc(outcome: Any) -> dict[str, Any]:
+    from localagent.bench.render import to_json
     from localagent.bench.summary import summarize
 
     summary = summarize(outcome.info, outcome.trials, outcome.baseline_trials)
+    return {
+        "run": outcome.info.model_dump(mode="json"),
+        "run_dir": str(outcome.run_dir),
+        "notices": outcome.notices,
+        "summary": json.loads(to_json(summary)),
+        "trials": [t.model_dump(mode="json") for t in outcome.trials],
+        "baseline_trials": [t.model_dump(mode="json") for t in outcome.baseline_trials],
+    }
+
+
+def _show(outcome: Any, json_output: bool) -> None:
+    from localagent.bench.render import render_terminal
+    from localagent.bench.summary import summarize
+
     if json_output:
-        doc = {
-            "run": outcome.info.model_dump(mode="json"),
-            "run_dir": str(outcome.run_dir),
-            "notices": outcome.notices,
-            "summary": json.loads(to_json(summary)),
-            "trials": [t.model_dump(mode="json") for t in outcome.trials],
-            "baseline_trials": [t.model_dump(mode="json") for t in outcome.baseline_trials],
-        }
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(_json_doc(outcome), indent=2))
         return
+    summary = summarize(outcome.info, outcome.trials, outcome.baseline_trials)
     console = Console(highlight=False)
     render_terminal(summary, console)
     console.print(
