@@ -218,6 +218,17 @@ class Agent:
                     hint="raise --max-tokens, or turn thinking off (--no-think)",
                 )
                 return
+            if reply.finish_reason == "repetition" and not reply.tool_calls:
+                # the engine cut a reply that kept repeating itself: at temperature 0 the same
+                # prompt loops again, so the run ends here, its text kept as the answer
+                yield final(
+                    step,
+                    "repetition",
+                    answer=safe_text(reply.text.strip()),
+                    error=f"the model's reply kept repeating itself; stopped after {reply.usage.output_tokens} tokens",
+                    hint="try a larger model, or a temperature above 0",
+                )
+                return
             if not reply.tool_calls:
                 # the answer is printed, stored and traced as text: a stray "\ud800" is shown escaped
                 yield final(step, "answer", answer=safe_text(reply.text.strip()))

@@ -91,8 +91,9 @@ class Timings:
     forced_tokens: int = 0
 
 
-# unfinished_thinking: the reply opened a think block and never closed it (no answer, no call)
-FinishReason = Literal["stop", "length", "tool_calls", "error", "unfinished_thinking"]
+# unfinished_thinking: the reply opened a think block and never closed it (no answer, no call);
+# repetition: the engine stopped a reply that kept writing the same run of tokens (engines/loops.py)
+FinishReason = Literal["stop", "length", "tool_calls", "error", "unfinished_thinking", "repetition"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ StopReason = Literal[
     "engine_error",
     "api_error",
     "unfinished_thinking",
+    "repetition",  # the model's reply (no tool call in it) looped and the engine stopped it
 ]
 
 

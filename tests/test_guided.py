@@ -190,7 +190,7 @@ def test_long_sampled_strings_parse(model):
             temperature=temperature,
             seed=seed,
         )
-        if reply.finish_reason == "length":
+        if reply.finish_reason in ("length", "repetition"):  # cut off, or stopped in a loop
             assert _closes(reply.raw), reply.raw
         else:
             obj = _valid(reply.raw, [WRITE])
@@ -314,8 +314,13 @@ def test_every_reply_is_valid_json_whatever_the_logits(family):
             reply = m.chat(_ask(task), RANDOM_TOOLS, max_tokens=48, temperature=temperature, seed=i)
             assert reply.usage.output_tokens <= 48
             assert 0 < reply.timings.forced_tokens <= reply.usage.output_tokens
-            if reply.finish_reason == "length":
-                assert reply.usage.output_tokens == 48 and _closes(reply.raw), reply.raw
+            if reply.finish_reason in ("length", "repetition"):
+                cut = (
+                    reply.usage.output_tokens == 48
+                    if reply.finish_reason == "length"
+                    else reply.usage.output_tokens < 48
+                )
+                assert cut and _closes(reply.raw), reply.raw
                 continue
             ended += 1
             obj = _valid(reply.raw, RANDOM_TOOLS)

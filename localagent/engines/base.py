@@ -33,6 +33,12 @@ class EngineConfig:
     checkpoint_mib: float = 256.0
     # llama.cpp, native mode: a GBNF grammar every reply must follow (json mode has its own)
     grammar: str | None = None
+    # llama.cpp: stop a reply that keeps writing the same run of tokens (engines/loops.py)
+    # instead of letting it run to max_tokens; its finish reason is then `repetition`
+    stop_loops: bool = True
+    # llama.cpp, native mode: once the model opens a tool call, the rest of the call is held to
+    # the tools' schemas by a lazy grammar (engines/lazy.py), so a started call is well-formed
+    constrain_calls: bool = True
 
 
 @runtime_checkable

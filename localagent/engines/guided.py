@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from localagent.engines.loops import Loop, LoopDetector
 from localagent.errors import EngineError
 
 # json.dumps' spacing, the same the GBNF grammar fixes (see llamacpp.json_mode_gbnf); lenient:
@@ -113,7 +114,7 @@ def compile_schema(tokenizer: Any, schema: dict[str, Any]) -> str:
     return grammar
 
 
-Finish = Literal["stop", "length"]
+Finish = Literal["stop", "length", "repetition"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class Decoded:
     sampled: int
     forced: int
     masks: int  # full token masks computed (each a refused first choice, or every token when check_first is off)
+    loop: Loop | None = None  # the loop that stopped the reply (finish "repetition")
 
 
 class GuidedDecoder:
@@ -135,6 +137,7 @@ class GuidedDecoder:
     `llama`: a llama_cpp.Llama whose memory holds the prompt and whose last logits start the
     reply. `emit(tokens)` gets each token, or batch of forced tokens, as it is appended (the
     engine turns them into text pieces for on_token, which may raise to stop the reply).
+    `loops`: stops the reply once it ends in a loop (finish "repetition"); None never does.
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class GuidedDecoder:
         temperature: float,
         seed: int,
         check_first: bool = True,
+        loops: LoopDetector | None = None,
     ):
         from llguidance.numpy import allocate_token_bitmask
 
@@ -155,6 +159,7 @@ class GuidedDecoder:
         self.temperature = temperature
         self.rng = np.random.default_rng(seed % 2**64)
         self.check_first = check_first
+        self.loops = loops
         self.n_vocab = llama.n_vocab()
         self._mask = allocate_token_bitmask(1, self.n_vocab)
         self.sampled = self.forced = self.masks = 0
@@ -165,6 +170,7 @@ class GuidedDecoder:
         pending: list[int] = []  # consumed by the matcher, not yet evaluated
         first_at: float | None = None
         finish: Finish = "length"
+        loop: Loop | None = None
         while True:
             forced = matcher.compute_ff_tokens()[: max_tokens - len(out)]
             if forced:
@@ -175,6 +181,10 @@ class GuidedDecoder:
                 pending += forced
                 self.forced += len(forced)
                 emit(forced)
+                loop = self.loops.extend(forced) if self.loops is not None else None
+                if loop is not None:
+                    finish = "repetition"
+                    break
             if matcher.is_stopped():  # nothing can follow: no end token to sample
                 finish = "stop"
                 break
@@ -193,9 +203,13 @@ class GuidedDecoder:
             pending = [token]
             self.sampled += 1
             emit([token])
+            loop = self.loops.add(token) if self.loops is not None else None
+            if loop is not None:
+                finish = "repetition"
+                break
         if len(pending) > 1:  # as `generate` leaves it: every token but the last in memory
             llama.eval(pending[:-1])
-        return Decoded(out, finish, first_at, self.sampled, self.forced, self.masks)
+        return Decoded(out, finish, first_at, self.sampled, self.forced, self.masks, loop)
 
     # --- choosing a token ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import collections
 import ctypes
+import dataclasses
 import functools
 import json
 import os
@@ -26,7 +27,7 @@ from typing import Any
 import psutil
 
 from localagent import ggufinfo, hardware
-from localagent.engines import guided, native_calls, reasoning, templates, toolcalls
+from localagent.engines import guided, lazy, loops, native_calls, reasoning, templates, toolcalls
 from localagent.engines.base import EngineConfig
 from localagent.engines.checkpoints import Checkpoint, CheckpointStore
 from localagent.engines.templates import ChatTemplate
@@ -146,6 +147,10 @@ class LlamaCppModel:
         self._guide_cache: tuple[str, Any] | None = None  # schema -> its llguidance matcher, or None
         self._lltokenizer: Any = None  # llguidance's view of the vocabulary, built on first use
         self._gbnf_reason: str | None = None  # why json mode last fell back to GBNF
+        # native mode: the call format the template teaches (lazy.py), its compiled lazy grammar
+        self.call_format = lazy.call_format(self.chat_template) if self.tool_mode == "native" else None
+        self._lazy_cache: tuple[str, list[tuple[lazy.Trigger, Any]]] | None = None
+        self._lazy_reason: str | None = None  # why native mode's calls were last left free
         self._fold_system = False  # the template has no system role: see _render_chat
         self._calls = 0
         # the last call's prompt and reply, as text and as the tokens in the KV cache
@@ -194,6 +199,7 @@ class LlamaCppModel:
         json_mode = self.tool_mode == "json" and bool(tools)
         matcher = self._guide(tools) if json_mode else None
         grammar = None if matcher is not None else self._grammar(tools) if json_mode else self._reply_grammar()
+        lazy_calls = self._lazy(tools) if not json_mode and grammar is None else None
         evaluated = self._prefill(tokens, self._stops(messages, tools, prompt, tokens))
         seed = self.config.seed if seed is None else seed
 
@@ -210,8 +216,13 @@ class LlamaCppModel:
                     temperature=temperature,
                     seed=seed,
                     check_first=self.guided_check_first,
+                    loops=self._loop_detector(),
                 )
                 decoded = decoder.decode(max_tokens, stream.add)
+            elif lazy_calls is not None:
+                decoded = self.lazy_decoder(
+                    lazy_calls, temperature=temperature, seed=seed, thinking=reasoning.prompt_opens_thinking(prompt)
+                ).decode(max_tokens, stream.add)
             else:
                 decoded = self._generate(
                     tokens, temperature=temperature, seed=seed, grammar=grammar, max_tokens=max_tokens, emit=stream.add
@@ -234,8 +245,10 @@ class LlamaCppModel:
         )
         if thought.closed:
             text, calls = self._parse(thought.text, tools, truncated=finish == "length")
-        else:
-            text, calls, finish = "", (), "unfinished_thinking"
+            if decoded.loop is not None:
+                calls = _loop_noted(calls, decoded.loop)
+        else:  # a thought that never closed: cut in a loop, or at max_tokens
+            text, calls, finish = "", (), "repetition" if decoded.loop is not None else "unfinished_thinking"
         if calls and finish == "stop":
             finish = "tool_calls"
         ttft = (first_at or ended) - started
@@ -281,6 +294,7 @@ class LlamaCppModel:
         generated: list[int] = []
         first_at: float | None = None
         finish: guided.Finish = "length"
+        detector, loop = self._loop_detector(), None
         generator = self._llama.generate(tokens, temp=temperature, grammar=grammar)
         try:
             for token in generator:
@@ -291,11 +305,18 @@ class LlamaCppModel:
                     break
                 generated.append(token)
                 emit([token])
+                loop = detector.add(token) if detector is not None else None
+                if loop is not None:
+                    finish = "repetition"
+                    break
                 if len(generated) >= max_tokens:
                     break
         finally:
             generator.close()
-        return guided.Decoded(generated, finish, first_at, sampled=len(generated), forced=0, masks=0)
+        return guided.Decoded(generated, finish, first_at, sampled=len(generated), forced=0, masks=0, loop=loop)
+
+    def _loop_detector(self) -> loops.LoopDetector | None:
+        return loops.LoopDetector() if self.config.stop_loops else None
 
     def prefill(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> Prefill:
         """Evaluate a conversation's prompt without generating, through the same cache as
@@ -339,6 +360,7 @@ class LlamaCppModel:
             "llama_cpp": llama_cpp.__version__,
             "think": self.think,
             "grammar": self.grammar_kind,
+            "stop_loops": self.config.stop_loops,
             "memory": self.memory_kind,
             "checkpoints": self.checkpoint_stats(),
         }
@@ -348,7 +370,12 @@ class LlamaCppModel:
         """What constrains the replies: json mode's grammar (llguidance, or llama.cpp's GBNF
         with the reason), native mode's EngineConfig.grammar, or nothing."""
         if self.tool_mode != "json":
-            return "llama.cpp GBNF" if self.config.grammar is not None else None
+            if self.config.grammar is not None:
+                return "llama.cpp GBNF"
+            if not self.config.constrain_calls or self.call_format is None:
+                return None
+            reason = self._lazy_reason or guided.unavailable_reason()
+            return f"free calls ({reason})" if reason else f"llguidance lazy ({self.call_format})"
         reason = "switched off" if not self.guided else self._gbnf_reason or guided.unavailable_reason()
         return f"llama.cpp GBNF ({reason})" if reason else "llguidance"
 
@@ -631,6 +658,61 @@ class LlamaCppModel:
             return None
         return LLMatcher(self._lltokenizer, grammar, log_level=0)
 
+    def _lazy(self, tools: Sequence[ToolSpec]) -> list[tuple[lazy.Trigger, Any]] | None:
+        """Native mode's lazy grammar for these tools: (trigger, llguidance matcher) pairs, or
+        None where calls stay free (switched off, no tools, llguidance missing, a format
+        lazy.py does not know, or grammars llguidance refuses: `grammar_kind` says which)."""
+        if not tools or not self.config.constrain_calls or self.call_format is None:
+            return None
+        key = json.dumps([[t.name, t.parameters] for t in tools], sort_keys=True, default=str)
+        if self._lazy_cache is None or self._lazy_cache[0] != key:
+            self._lazy_cache = (key, self._compile_lazy(tools))
+        return self._lazy_cache[1] or None
+
+    def _compile_lazy(self, tools: Sequence[ToolSpec]) -> list[tuple[lazy.Trigger, Any]]:
+        self._lazy_reason = guided.unavailable_reason()
+        if self._lazy_reason is not None or self.call_format is None:
+            return []
+        from llguidance import LLMatcher
+
+        if self._lltokenizer is None:
+            ends = [t for t in range(self._llama.n_vocab()) if self._is_end(t)]
+            self._lltokenizer = guided.build_tokenizer(self._llama, ends)
+        compiled = []
+        for trigger in lazy.triggers(self.call_format, tools, self._special_token):
+            grammar = LLMatcher.grammar_from_lark(trigger.grammar)
+            is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, self._lltokenizer)
+            if is_error:
+                self._lazy_reason = (
+                    f"llguidance cannot compile the {self.call_format} call grammar: {'; '.join(messages)}"
+                )
+                continue
+            compiled.append((trigger, LLMatcher(self._lltokenizer, grammar, log_level=0)))
+        return compiled
+
+    def lazy_decoder(
+        self, calls: list[tuple[lazy.Trigger, Any]], *, temperature: float, seed: int, thinking: bool = False
+    ) -> lazy.LazyDecoder:
+        """A native-mode decoder for the model's memory as it stands (the prompt evaluated)."""
+        return lazy.LazyDecoder(
+            self._llama,
+            [t for t, _ in calls],
+            [m for _, m in calls],
+            tokenize=lambda data: self._llama.tokenize(data, add_bos=False, special=True),
+            token_bytes=lambda tokens: b"".join(self._llama.detokenize([t], special=True) for t in tokens),
+            is_end=self._is_end,
+            temperature=temperature,
+            seed=seed,
+            thinking=thinking,
+            loops=self._loop_detector(),
+        )
+
+    def _special_token(self, text: str) -> int | None:
+        """The id of the one token that spells `text` (a marker the vocabulary holds whole,
+        often a special token the grammar must name by id), else None."""
+        tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return int(tokens[0]) if len(tokens) == 1 else None
+
     def _reply_grammar(self) -> Any:
         """The user's GBNF grammar for native-mode replies (EngineConfig.grammar), compiled once."""
         if self.config.grammar is None:
@@ -678,6 +760,12 @@ class TextStream:
         """Everything so far, the stream ended (an incomplete character becomes U+FFFD)."""
         self._pieces.append(self._decoder.decode(b"", final=True))
         return "".join(self._pieces)
+
+
+def _loop_noted(calls: tuple[ToolCall, ...], loop: loops.Loop) -> tuple[ToolCall, ...]:
+    """A reply stopped in a loop: its unreadable calls say so (the model reads the error)."""
+    note = f"the reply was stopped because it kept repeating itself ({loop.describe()})"
+    return tuple(dataclasses.replace(c, error=f"{note}; {c.error}") if c.error else c for c in calls)
 
 
 def resolve_tool_mode(requested: str, template: str | None, preferred: str | None) -> str:
