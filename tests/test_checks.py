@@ -523,6 +523,9 @@ def C(kind: str, passed: bool) -> CheckResult:
         ("repeated_invalid_call", [C("file_exists", False)], "malformed_tool_call"),
         ("engine_error", [], "runtime_error"),
         ("api_error", [C("answer_contains", False)], "api_error"),
+        # a looping reply is no answer even where its text holds what the checks look for
+        ("repetition", [C("answer_contains", True)], "repetition"),
+        ("unfinished_thinking", [C("answer_contains", True)], "unfinished_thinking"),
         # gave up on a failing call: no answer, judged by what it left behind
         ("repeated_failing_call", [C("file_exists", False)], "wrong_state"),
         ("repeated_failing_call", [C("file_exists", True)], "wrong_answer"),

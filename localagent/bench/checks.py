@@ -488,6 +488,7 @@ _STOP_FAILURES: dict[str, FailureMode] = {
     "engine_error": "runtime_error",
     "api_error": "api_error",
     "unfinished_thinking": "unfinished_thinking",
+    "repetition": "repetition",  # a looping reply's text is no answer, whatever the checks find in it
     "runtime_error": "runtime_error",  # the harness failed: its checks may not have run
 }
 

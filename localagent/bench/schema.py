@@ -24,6 +24,7 @@ FailureMode = Literal[
     "runtime_error",  # the engine or harness failed
     "api_error",  # a hosted API failed after retries
     "unfinished_thinking",  # the model thought until max_tokens (or its end) and never answered
+    "repetition",  # the model's reply looped and the engine stopped it (engines/loops.py)
 ]
 
 # How a trial ended: the agent's own stop reason, or runtime_error when the harness failed
