@@ -14,7 +14,8 @@ the local agent the way it would to a sub-agent. Three tools: `run_agent`, `list
   (Ollama's keep_alive), or when a call asks for another model.
 - Workspaces are folders inside the root fixed at start-up; no argument can widen it.
 - A client names models, not files: catalog aliases, [aliases] names, oracle/noop and models
-  installed in the store. Paths to .gguf files only with `--allow-model-paths`, and even then
+  installed in the store; hub names (`hf.co/...`) and other tools' models (`ollama:...`) only
+  once installed: a client cannot make the server download them, the operator's --model can. Paths to .gguf files only with `--allow-model-paths`, and even then
   a path outside the root gets one error whatever is (or is not) there.
 - A bad request is a tool error (isError) carrying the message and hint a CLI user would
   see; the server keeps serving. A failure nothing translated is a tool error too ("internal
@@ -40,14 +41,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from localagent import __version__, settings, store
+from localagent import __version__, modelref, settings, store
 from localagent.agent import Agent, AgentConfig
 from localagent.catalog import PSEUDO_MODELS, Price, cost_usd, load_catalog, suggest
 from localagent.engines.base import ToolMode
-from localagent.errors import ConfigError, LocalAgentError, MissingExtraError, ModelNotFoundError, OfflineError
+from localagent.errors import ConfigError, LocalAgentError, MissingExtraError, ModelNotFoundError
 from localagent.memory import PeakMemory
 from localagent.records import FinalStep, ModelStep, Step, safe_text
 from localagent.sandbox import Workspace
+from localagent.store import hubnames
 
 try:
     import anyio
@@ -287,6 +289,8 @@ def admit_model(name: str, root: Path, *, allow_paths: bool) -> str:
     path only when `allow_paths`, as the resolved path of a .gguf regular file. Nothing about a
     refused name depends on the filesystem, and a path outside `root` that cannot be used gets
     one error whether it is missing, a folder, another kind of file or not a GGUF."""
+    if _names_another_source(name):
+        return _installed_by_name(name)
     known = model_names()
     if store.split_quant(name)[0] in known:
         return name
@@ -301,6 +305,24 @@ def admit_model(name: str, root: Path, *, allow_paths: bool) -> str:
             "--name NAME`) or start the server with `localagent mcp --allow-model-paths`",
         )
     return str(_model_file(root, name))
+
+
+def _names_another_source(name: str) -> bool:
+    return hubnames.is_hub_name(name) or name.startswith(hubnames.EXTERNAL_PREFIXES)
+
+
+def _installed_by_name(name: str) -> str:
+    """A hub name (`hf.co/USER/REPO[:QUANT]`, `hf://USER/REPO/FILE`) or another tool's model
+    (`ollama:...`) as given when that very model is on this machine; a client cannot make
+    the server download one (the operator can: `localagent mcp --model NAME`)."""
+    ref = modelref.refer(name, offline=True)
+    if ref.installed is None:
+        raise ModelNotFoundError(
+            f"'{name}' is not installed on this server, and a client cannot make it download one",
+            hint=f"pull it on the server's machine (`localagent models pull {name}`), or start the server with "
+            f"`localagent mcp --model {name}`; list_models shows what is installed",
+        )
+    return name
 
 
 def _model_file(root: Path, name: str) -> Path:
@@ -367,25 +389,21 @@ class AgentService:
         config = EngineConfig(tool_mode=tool_mode, n_ctx=self.config.n_ctx, offline=self.offline, think=think)
         return open_model(alias, config)
 
-    def _is_local(self, alias: str) -> bool:
-        return alias not in load_catalog().hosted and alias not in PSEUDO_MODELS
-
     def _check_known(self, alias: str) -> None:
         """ModelNotFoundError, with suggestions, for an alias neither installed nor in the
         catalog; no network, no download."""
-        if self._is_local(alias):
-            try:
-                store.resolve(alias, offline=True)
-            except OfflineError:
-                pass  # in the catalog, not downloaded yet
+        modelref.refer(alias, offline=True)
 
     def _prepare(self, alias: str, report: Report) -> None:
         """With no model loaded: refuse a model too big for the RAM available now (before any
         download), then pull it if it is missing."""
-        if not self._is_local(alias):
-            return
-        store.check_fits(alias)
-        store.resolve(alias, offline=self.offline, progress=_pull_reporter(alias, report))
+        modelref.prepare(
+            alias,
+            n_ctx=self.config.n_ctx,
+            offline=self.offline,
+            progress=_pull_reporter(alias, report),
+            flag=None,
+        )
 
     def run(
         self,
@@ -472,6 +490,12 @@ class AgentService:
         )
 
     def pull(self, alias: str, report: Report) -> PullResult:
+        if _names_another_source(alias):
+            raise ConfigError(
+                f"pull_model downloads catalog models only, not '{alias}'",
+                hint=f"pull it on the server's machine (`localagent models pull {alias}`), or start the server with "
+                f"`localagent mcp --model {alias}`",
+            )
         if _has_path_syntax(alias):
             raise ConfigError(
                 f"pull_model takes a model alias, not a path: '{alias}'",
@@ -482,6 +506,7 @@ class AgentService:
                 "this server was started offline: it cannot download models",
                 hint="pull it from a shell while online: `localagent models pull " + alias + "`",
             )
+        modelref.check_fit(modelref.refer(alias))  # a model too big for this machine: nothing downloaded
         resolved = store.pull(alias, progress=_pull_reporter(alias, report))
         return PullResult(
             alias=resolved.alias,

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("mcp.server.mcpserver", reason="needs the 'mcp' extra (mcp >= 2)")
 
+from fakehub import FakeHub, HubFile, bundled_sha256  # noqa: E402, F401 (fixtures)
 from test_mcp import CALL, connect, server_params, text_of  # noqa: E402
 
 RUN = {"prompt": "Say hello.", "tool_mode": "json", "max_steps": 1}
@@ -125,3 +126,54 @@ def test_paths_with_the_flag(
             assert ran.structured_content["tokens_in"] > 0 and ran.structured_content["model_loaded_fresh"]
 
     anyio.run(scenario)
+
+
+def test_hub_names_once_installed_and_only_the_operator_pulls_one(
+    places: dict[str, Path], localagent_home: Path, tmp_path: Path, bundled_gguf: Path, bundled_sha256: str
+) -> None:
+    """A client's hub name not installed is refused with no request to the hub; the operator's
+    `--model hf.co/...` is pulled and run; then a client may name it."""
+    repo = "fakeorg/Smol-GGUF"
+    name = f"hf.co/{repo}"
+    hub = FakeHub({repo: {"Smol-Q4_K_M.gguf": HubFile(bundled_gguf, bundled_sha256, bundled_gguf.stat().st_size)}})
+    hub.start()
+    online = server_params(places["root"], localagent_home, HF_ENDPOINT=hub.url)
+    (localagent_home / "models.toml").write_text(
+        '[local.fake-huge]\nrepo = "fakeorg/huge"\nfile = "huge.gguf"\nquant = "Q4_K_M"\nsize_mb = 900000000\ncontext = 8192\n'
+    )
+
+    async def refused_online() -> None:
+        async with connect(online, tmp_path / "stderr-1.txt") as client:
+            refused, _ = await client.call("run_agent", model=name, **RUN)
+            assert refused.is_error and f"'{name}' is not installed on this server" in text_of(refused)
+            assert f"localagent models pull {name}" in text_of(refused) and f"--model {name}" in text_of(refused)
+            pulled, _ = await client.call("pull_model", alias=f"hf://{repo}/Smol-Q4_K_M.gguf")
+            assert pulled.is_error and "catalog models only" in text_of(pulled)
+            too_big, _ = await client.call("pull_model", alias="fake-huge")
+            assert too_big.is_error and "fake-huge needs about" in text_of(too_big) and "of RAM" in text_of(too_big)
+
+    async def operator_pulls() -> None:
+        params = server_params(places["root"], localagent_home, "--model", name, HF_ENDPOINT=hub.url)
+        async with connect(params, tmp_path / "stderr-2.txt") as client:
+            ran, _ = await client.call("run_agent", **RUN)
+            assert not ran.is_error, text_of(ran)
+            assert ran.structured_content["model"] == name and ran.structured_content["tokens_in"] > 0
+
+    async def admitted_offline() -> None:
+        params = server_params(places["root"], localagent_home, "--offline")
+        async with connect(params, tmp_path / "stderr-3.txt") as client:
+            other, _ = await client.call("run_agent", model=f"{name}:Q8_0", **RUN)
+            assert other.is_error and "not installed on this server" in text_of(other)
+            ran, _ = await client.call("run_agent", model=f"hf.co/{repo}:q4_k_m", **RUN)
+            assert not ran.is_error, text_of(ran)
+            assert ran.structured_content["tokens_in"] > 0
+
+    try:
+        anyio.run(refused_online)
+        assert hub.requests == []  # not even a file list
+        anyio.run(operator_pulls)
+        assert hub.gets >= 1 and hub.sent == bundled_gguf.stat().st_size
+        hub.stop()
+        anyio.run(admitted_offline)
+    finally:
+        hub.stop()

@@ -10,12 +10,10 @@ from typing import Literal
 
 from localagent import hardware, settings
 from localagent.catalog import LocalModel, load_catalog
-from localagent.errors import ModelLoadError
 from localagent.store.bundled import bundled_source
 from localagent.store.footprint import estimate, params_label
 from localagent.store.manifests import BrokenManifest, Manifest, Source, scan
 from localagent.store.resolve import split_quant
-from localagent.units import format_bytes
 
 RowStatus = Literal["installed", "bundled", "not installed", "missing", "broken"]
 
@@ -71,15 +69,11 @@ def model_status(alias: str, available: int) -> ModelStatus | None:
 
 def check_fits(alias: str) -> None:
     """Refuse a local model too big for the RAM available now (weights, KV cache at the default
-    context, headroom: the same row `models list` shows), before any download or load."""
-    available = hardware.available_ram()
-    row = model_status(alias, available)
-    if row is not None and row.fits is False:
-        raise ModelLoadError(
-            f"{alias} needs about {format_bytes(row.required_bytes)} of RAM (weights, KV cache at "
-            f"{row.n_ctx} tokens, headroom); {format_bytes(available)} is available",
-            hint="pick a model that fits (`localagent models list`: FITS), a smaller quant (ALIAS:QUANT), or free memory",
-        )
+    context, headroom: the same figures `models list` shows), before any download or load:
+    modelref.check_fit, for a caller that holds only a name (no network)."""
+    from localagent import modelref
+
+    modelref.check_fit(modelref.refer(alias, offline=True))
 
 
 def _alias_rows(
