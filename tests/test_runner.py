@@ -281,3 +281,21 @@ def test_the_bundled_model_on_tier_one_tasks(bundled_gguf):
         assert t.cost_usd == 0.0 and t.price_as_of is None
         assert t.success == (t.failure_mode is None)
         assert t.failure_mode != "runtime_error", t.error
+
+
+def test_a_catalog_model_too_big_for_ram_is_refused_before_its_download_and_run_folder(
+    tmp_path, localagent_home, monkeypatch
+):
+    from localagent.errors import ModelLoadError
+
+    (localagent_home / "models.toml").write_text(
+        '[local.fake-huge]\nrepo = "fakeorg/huge"\nfile = "huge.gguf"\nquant = "Q4_K_M"\n'
+        'size_mb = 900000000\nparams = "1T"\ncontext = 8192\n'
+    )
+    # a closed port: a download attempt would fail with a DownloadError, not this refusal
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(ModelLoadError, match="fake-huge needs about .* of RAM") as caught:
+        run_bench(BenchConfig(models=("fake-huge",), tasks_dir=_suite(tmp_path / "suite")))
+    assert "models list" in (caught.value.hint or "")
+    assert not settings.models_dir().exists() or not any(p.is_file() for p in settings.models_dir().rglob("*"))
+    assert not settings.runs_dir().exists() or not any(settings.runs_dir().iterdir())

@@ -57,7 +57,8 @@ class Variant:
 
     def bench_args(self) -> list[str]:
         """The `localagent bench` arguments that run this variant again."""
-        args = ["--baseline" if self.kind == "hosted" else "--model", self.model]
+        # a cascade ('small>big') is a --model whatever its kind
+        args = ["--baseline" if self.kind == "hosted" and ">" not in self.model else "--model", self.model]
         if self.tool_mode:
             args += ["--tool-mode", self.tool_mode]
         if self.think is not None:
@@ -215,6 +216,8 @@ class VariantStats:
     peak_rss_bytes: int | None
     runs: int
     last_date: str  # the day of its newest trial
+    # the median energy of its measured trials (local ones): an estimate, apart from the dollars
+    median_energy_j: float | None = None
 
     def wall_on(self, host: str) -> float | None:
         """The median wall time on `host`, or pooled when it has no trial there."""
@@ -296,6 +299,7 @@ def variant_stats(obs: Sequence[Observation]) -> VariantStats:
         peak_rss_bytes=max(rss) if rss else None,
         runs=len({t.run_id for t in rows}),
         last_date=max(t.finished_at for t in rows)[:10],
+        median_energy_j=metrics.median(t.energy_joules for t in rows),
     )
 
 
@@ -429,3 +433,15 @@ def task_tags(folders: Iterable[str]) -> dict[str, tuple[str, ...]]:
                 continue
             tags[task.sha256] = tuple(task.tags)
     return tags
+
+
+def load_map(flt: MapFilter) -> tuple[CapabilityMap, str | None]:
+    """The map of the stored trials the filter keeps, and the task folder to name in bench
+    commands (None: the shipped suite, or several folders)."""
+    from localagent.bench.database import ResultsDB
+    from localagent.bench.tasks import default_tasks_dir
+
+    with ResultsDB() as db:
+        cmap = map_of(read_store(db), flt)
+    dirs = [d for d in cmap.tasks_dirs if Path(d) != default_tasks_dir().resolve()]
+    return cmap, dirs[0] if len(cmap.tasks_dirs) == 1 and dirs else None

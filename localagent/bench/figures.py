@@ -43,6 +43,12 @@ class ModelSummary:
     failures: tuple[tuple[str, int], ...]  # (failure mode, trials), most frequent first
     source_run_id: str  # the run these results come from
     source_date: str | None  # set when they come from an earlier stored run
+    # energy, an estimate kept apart from the API dollars: the median joules of a measured
+    # trial; how they were measured (rapl, estimate, or mixed); one pass over the tasks at the
+    # run's $/kWh (None: unpriced or not measured)
+    median_energy_j: float | None = None
+    energy_method: str | None = None
+    suite_energy_usd: float | None = None
 
 
 @dataclass(frozen=True)

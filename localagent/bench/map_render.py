@@ -39,6 +39,19 @@ def _count(n: int, noun: str) -> str:
 
 
 def group_table(g: Group) -> Table:
+    table = _group_table(g)
+    if all(s.median_energy_j is None for s in g.variants):
+        return table
+    # energy is its own column, an estimate, never inside the $ columns
+    energy = tuple(fmt_number(s.median_energy_j, 1) for s in g.variants)
+    return dataclasses.replace(
+        table,
+        headers=(*table.headers, "Energy J/trial\n(estimate)"),
+        rows=tuple((*row, e) for row, e in zip(table.rows, energy, strict=True)),
+    )
+
+
+def _group_table(g: Group) -> Table:
     return Table(
         f"{g.title[0].upper()}{g.title[1:]} ({_count(len(g.task_ids), 'task')})",
         (

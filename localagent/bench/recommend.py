@@ -161,16 +161,20 @@ def _choice(s: VariantStats, best: VariantStats, host: str) -> Choice:
 
 def bench_command(s: VariantStats, group: Group, trials_per_task: int, tasks_dir: str | None) -> str:
     """The `localagent bench` line that adds `trials_per_task` trials of `s` on the group."""
-    args = ["localagent", "bench", *s.variant.bench_args()]
-    if tasks_dir:
-        args += ["--tasks", tasks_dir]
+    args = ["localagent", "bench", *s.variant.bench_args(), *group_args(group, tasks_dir)]
+    args += ["--trials", str(trials_per_task)]
+    return shlex.join(args)
+
+
+def group_args(group: Group, tasks_dir: str | None) -> list[str]:
+    """The `localagent bench` arguments that select the group's tasks."""
+    args = ["--tasks", tasks_dir] if tasks_dir else []
     if group.kind == "tier":
         args += ["--tier", group.name]
     elif group.kind == "tag":
         for task in group.task_ids:
             args += ["--task", task]
-    args += ["--trials", str(trials_per_task)]
-    return shlex.join(args)
+    return args
 
 
 def recommend(group: Group, prefer: Prefer, min_success: float, tasks_dir: str | None = None) -> Recommendation:

@@ -26,12 +26,12 @@ from localagent.bench.results_errors import write_error
 from localagent.bench.rundir import RunDir, key_of, locate_run, new_run_id
 from localagent.bench.schema import CheckResult, HostInfo, RunInfo, TrialResult
 from localagent.bench.tasks import Task, default_tasks_dir, load_tasks, make_workspace
-from localagent.catalog import PSEUDO_MODELS, Catalog, HostedModel, Price, cost_usd, load_catalog
+from localagent.catalog import Catalog, HostedModel, Price, cost_usd, load_catalog
 from localagent.engines.base import ChatModel, EngineConfig, ToolMode
 from localagent.errors import ConfigError, LocalAgentError, ResultsError, ResultsWriteError
 from localagent.records import FinalStep, Message, ModelStep, Usage
 from localagent.trace import TraceWriter
-from localagent.units import format_bytes, utc_now
+from localagent.units import utc_now
 
 if TYPE_CHECKING:
     from localagent.store import ResolvedModel
@@ -69,6 +69,8 @@ class BenchConfig:
     n_ctx: int | None = None  # None: the engine's default
     download_progress: bool = False  # show a bar when a local model must be pulled first
     allow_unconfined_checks: bool = False  # run task commands even where nothing can confine them
+    watts: float | None = None  # local trials' power draw where RAPL cannot be read (energy.py)
+    energy_price_per_kwh: float | None = None  # to price the energy estimate at, apart from API dollars
     # a Ray cluster's address: the trials run on its nodes (bench/cluster.py); None: here
     cluster: str | None = None
     hosts: tuple[str, ...] = ()  # the cluster nodes that may run local models (empty: any)
@@ -93,6 +95,10 @@ class BenchConfig:
             raise ConfigError(f"the time limit must be positive, got {self.time_limit_s}")
         if not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"--temperature must be between 0 and 2, got {self.temperature}")
+        for name, flag in (("watts", "--watts"), ("energy_price_per_kwh", "--energy-price")):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1e6:  # nan and inf too
+                raise ConfigError(f"{flag} must be a positive number, got {value}")
         if (self.hosts or self.pins) and not self.cluster:
             raise ConfigError("--hosts and --pin choose cluster nodes", hint="give the cluster with --cluster ADDRESS")
 
@@ -175,11 +181,11 @@ class _Plan:
 
 
 def model_kind(alias: str, catalog: Catalog) -> ModelKind:
-    """Local covers catalog aliases, alias:QUANT and paths to .gguf files (the store checks
-    them before the first trial)."""
-    if alias in PSEUDO_MODELS:
-        return "pseudo"
-    return "hosted" if alias in catalog.hosted else "local"
+    """Local covers catalog aliases, alias:QUANT, hub names and paths to .gguf files (checked
+    before the first trial): modelref.kind_of decides."""
+    from localagent import modelref
+
+    return modelref.kind_of(alias, catalog)
 
 
 def _kinds(config: BenchConfig, catalog: Catalog) -> dict[str, ModelKind]:
@@ -193,7 +199,7 @@ def _kinds(config: BenchConfig, catalog: Catalog) -> dict[str, ModelKind]:
             raise ConfigError(f"'{alias}' is given both as --model and --baseline")
         kinds[alias] = model_kind(alias, catalog)
         if kinds[alias] != "hosted":
-            if alias not in catalog.local and alias not in PSEUDO_MODELS:
+            if kinds[alias] == "local" and catalog.canonical(alias) not in catalog.local:
                 catalog.get(alias)  # unknown: the catalog's error suggests close names
             raise ConfigError(
                 f"--baseline takes a hosted model; '{alias}' is {kinds[alias]}", hint=f"run it with --model {alias}"
@@ -236,40 +242,26 @@ def _select_tasks(config: BenchConfig) -> list[Task]:
 
 def _check_local_models(kinds: dict[str, ModelKind], config: BenchConfig) -> None:
     """Fail before the first trial, not after an hour, when a local model is unknown or
-    cannot be had (a catalog model not yet on disk is pulled here), or cannot open the
-    context --ctx asks for. On a cluster each node checks (and pulls) for itself instead."""
-    from localagent import hardware, store
+    cannot be had (a model not yet on disk is pulled here), or does not fit this machine's
+    RAM at --ctx (or the default context): refused before any download (modelref.prepare).
+    On a cluster each node checks (and pulls) for itself instead."""
+    from localagent import modelref
 
     if config.cluster:
         return
     for alias, kind in kinds.items():
         if kind == "local":
-            resolved = store.resolve(alias, progress=config.download_progress)
-            if config.n_ctx is not None:
-                check_context(resolved, config.n_ctx, hardware.available_ram())
+            modelref.prepare(alias, n_ctx=config.n_ctx, progress=config.download_progress)
 
 
 def check_context(resolved: ResolvedModel, n_ctx: int, available: int) -> None:
     """Refuse a --ctx past the model's trained context, or whose KV cache with the weights
-    does not fit the `available` bytes of RAM, saying how much it would need. llama.cpp
-    failed these with std::bad_alloc, which its loader blamed on the file."""
-    from localagent import hardware
+    does not fit the `available` bytes of RAM, saying how much it would need
+    (modelref.check_fit, for a model on disk)."""
+    from localagent import modelref
 
-    if resolved.context and n_ctx > resolved.context:
-        raise ConfigError(
-            f"--ctx {n_ctx:,} is past the {resolved.context:,} tokens {resolved.alias} was trained on",
-            hint=f"pass --ctx {resolved.context} or less, or leave it out for the default ({hardware.capped_context(resolved.context)})",
-        )
-    per_token = resolved.gguf.kv_bytes_per_token if resolved.gguf else None
-    if per_token is None:
-        return  # the header does not say the cache's shape: llama.cpp will tell
-    needed = hardware.required_bytes(resolved.size_bytes, per_token * n_ctx)
-    if needed > available:
-        raise ConfigError(
-            f"{resolved.alias} at --ctx {n_ctx:,} needs about {format_bytes(needed)} of RAM (weights, KV cache, headroom); "
-            f"{format_bytes(available)} is available",
-            hint=f"lower --ctx (the default is {hardware.capped_context(resolved.context)}), or free memory",
-        )
+    ref = modelref.ModelRef(resolved.alias, "local", resolved.entry, installed=resolved)
+    modelref.check_fit(ref, n_ctx, available)
 
 
 def _confine_commands(config: BenchConfig, tasks: list[Task]) -> str | None:
@@ -283,19 +275,55 @@ def _confine_commands(config: BenchConfig, tasks: list[Task]) -> str | None:
     return f"command checks run confined by {found.detail}"
 
 
+def _with_energy_settings(config: BenchConfig) -> BenchConfig:
+    """--watts and --energy-price, else LOCALAGENT_WATTS and LOCALAGENT_ENERGY_PRICE."""
+    from localagent import energy
+
+    return dataclasses.replace(
+        config,
+        watts=config.watts if config.watts is not None else energy.setting("LOCALAGENT_WATTS", "--watts"),
+        energy_price_per_kwh=config.energy_price_per_kwh
+        if config.energy_price_per_kwh is not None
+        else energy.setting("LOCALAGENT_ENERGY_PRICE", "--energy-price"),
+    )
+
+
+def _plan_kinds(config: BenchConfig, catalog: Catalog) -> tuple[dict[str, ModelKind], dict[str, ModelKind]]:
+    """The kind of every model of the run, a cascade ('small>big', bench/cascade.py) as one of
+    its own; and the kinds of the models that will load (a cascade's steps in its place),
+    for the checks before the first trial."""
+    from localagent.bench import cascade
+
+    steps_config, cascades = cascade.expand(config, catalog)
+    steps = _kinds(steps_config, catalog)
+    if not cascades:
+        return steps, steps
+    # with only cascades of hosted steps, _kinds adds the default model: it does not run
+    named = {*steps_config.models, *steps_config.baselines}
+    steps = {a: k for a, k in steps.items() if a in named}
+    if config.cluster:
+        raise ConfigError("a cascade runs on this machine only", hint="drop --cluster, or bench its models one by one")
+    kinds: dict[str, ModelKind] = {}
+    for alias in (*config.models, *config.baselines):
+        parts = cascades.get(alias)
+        kinds[alias] = cascade.kind(parts, catalog) if parts else steps[alias]
+    return kinds, steps
+
+
 def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitStack) -> _Plan:
-    kinds = _kinds(config, catalog)
+    config = _with_energy_settings(config)
+    kinds, steps = _plan_kinds(config, catalog)
     tasks = _select_tasks(config)
     _confine_commands(config, tasks)  # refused before a run folder exists
-    _check_local_models(kinds, config)
+    _check_local_models(steps, config)
     run_id = new_run_id()
     info = RunInfo(
         run_id=run_id,
         started_at=utc_now(),
         localagent_version=__version__,
         host=host_info(),
-        models=[a for a, k in kinds.items() if k != "hosted"],
-        baselines=[a for a, k in kinds.items() if k == "hosted"],
+        models=[a for a, k in kinds.items() if k != "hosted" or a not in steps],  # a cascade is a --model
+        baselines=[a for a, k in kinds.items() if k == "hosted" and a in steps],
         tasks_dir=str((config.tasks_dir or default_tasks_dir()).resolve()),
         task_ids=[t.id for t in tasks],
         trials=config.trials,
@@ -305,6 +333,8 @@ def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitSt
         price_table=price_table(catalog, config.baselines),
         limits=config.limits,
         argv=list(config.argv),
+        watts=config.watts,
+        energy_price_per_kwh=config.energy_price_per_kwh,
     )
     run = RunDir.create(config.out or settings.runs_dir() / run_id, info)
     held.enter_context(run.lock(run_id))  # a --resume of this run while it runs is refused
@@ -339,8 +369,10 @@ def _resume_plan(
         time_limit_s=limits.get("time_limit_s", config.time_limit_s),
         max_tokens=limits.get("max_tokens", config.max_tokens),
         n_ctx=limits.get("n_ctx", config.n_ctx),
+        watts=info.watts,
+        energy_price_per_kwh=info.energy_price_per_kwh,
     )
-    kinds = _kinds(config, catalog)
+    kinds, steps = _plan_kinds(config, catalog)
     tasks = load_tasks(config.tasks_dir, ids=config.task_ids)
     _confine_commands(config, tasks)
     versions = {t.id: t.sha256 for t in tasks}
@@ -350,7 +382,7 @@ def _resume_plan(
                 f"task '{trial.task_id}' changed since run {info.run_id} started (its file's sha256 differs)",
                 hint="results compare only on equal task versions: start a new run",
             )
-    _check_local_models(kinds, config)
+    _check_local_models(steps, config)
     # a kill between the results.jsonl append and the database insert leaves the database behind
     db.save_run(info, run.path)
     for trial in done.values():
@@ -372,15 +404,16 @@ class _ModelFacts:
 
 
 def _pseudo_model(alias: str, task: Task) -> ChatModel:
-    from localagent.engines.scripted import NoopModel, OracleModel
+    from localagent.engines import open_pseudo
 
-    return OracleModel(task.solution) if alias == "oracle" else NoopModel()
+    return open_pseudo(alias, task.solution)
 
 
 def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, task: Task, trial: int) -> TrialResult:
     """One trial in a fresh workspace; a failure of the harness itself becomes a runtime_error
     result instead of ending the bench."""
     from localagent.agent import Agent, AgentConfig
+    from localagent.energy import EnergyMeter
     from localagent.memory import PeakMemory
 
     config = plan.config
@@ -405,11 +438,17 @@ def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, ta
         "engine": model.describe(),
     }
     seen = _Observed(memory=PeakMemory() if facts.kind != "hosted" else None)
+    # a hosted trial's energy is the provider's, and its trials overlap: local trials only
+    meter = EnergyMeter(config.watts) if facts.kind == "local" else None
     with tempfile.TemporaryDirectory(prefix="localagent-bench-") as tmp:
         try:
             workspace = make_workspace(task, Path(tmp) / "workspace")
             agent = Agent(model, workspace, agent_config)
-            with _RunTrace(plan.run.path / trace_rel, header) as trace, seen.memory or nullcontext():
+            with (
+                _RunTrace(plan.run.path / trace_rel, header) as trace,
+                seen.memory or nullcontext(),
+                meter or nullcontext(),
+            ):
                 for step in agent.run(task.prompt):
                     trace.write(step)
                     if isinstance(step, ModelStep):
@@ -428,7 +467,10 @@ def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, ta
         except Exception as exc:  # noqa: BLE001 - recorded as the trial's runtime error
             seen.error = f"{type(exc).__name__}: {exc}"
     # described after the run: a hosted engine may have switched modes on the first call
-    return _result(plan, alias, facts, task, trial, seed, seen, trace_rel, model.describe())
+    result = _result(plan, alias, facts, task, trial, seed, seen, trace_rel, model.describe())
+    if meter is None or meter.result is None:
+        return result
+    return result.model_copy(update={"energy_joules": meter.result.joules, "energy_method": meter.result.method})
 
 
 class _RunTrace(TraceWriter):
@@ -641,6 +683,48 @@ def _run_hosted(plan: _Plan, alias: str, catalog: Catalog, record: _Recorder) ->
         model.close()
 
 
+def _run_cascade(
+    plan: _Plan, name: str, catalog: Catalog, record: _Recorder, emit: Callable[[BenchEvent], None]
+) -> None:
+    """Each pending trial of the cascade `name`: its steps in turn, each on a fresh workspace,
+    until one answers; recorded as one trial (bench/cascade.py). Every step loads once."""
+    from localagent.bench import cascade
+    from localagent.engines import open_model
+
+    parts = cascade.members(name) or (name,)
+    if not plan.has_pending(name):
+        return
+    with ExitStack() as held:
+        opened: dict[str, tuple[ChatModel | None, _ModelFacts]] = {}
+        for step in dict.fromkeys(parts):
+            kind = model_kind(step, catalog)
+            if kind == "pseudo":
+                opened[step] = (None, _ModelFacts("pseudo"))
+                continue
+            if kind == "local":
+                emit(ModelLoading(step))
+            model = open_model(step, _engine_config(plan.config))
+            held.callback(model.close)
+            if kind == "local":
+                emit(ModelLoaded(step, model.load_s))
+                opened[step] = (model, _local_facts(model))
+            else:
+                entry = catalog.get(step)
+                opened[step] = (
+                    model,
+                    _ModelFacts("hosted", price=entry.price if isinstance(entry, HostedModel) else None),
+                )
+        for task, trial in plan.pending(name):
+            tries: list[TrialResult] = []
+            for i, step in enumerate(parts):
+                loaded, facts = opened[step]
+                model = loaded or _pseudo_model(step, task)
+                tries.append(_run_trial(plan, f"{name}#{i + 1}", model, facts, task, trial))
+                if tries[-1].stop_reason == "answer":
+                    break
+            record(cascade.combine(name, plan.kinds[name], parts, tries))
+
+
 def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None = None) -> BenchOutcome:
     """Run (or resume) a bench. Every finished trial is on disk before the next starts, so an
     interrupt loses only the trials in flight; `BenchConfig(resume=run_id)` finishes the rest."""
@@ -714,7 +798,10 @@ def _run_plan(
         for alias in reachable:
             _run_hosted(plan, alias, catalog, record)
         for alias in plan.info.models:
-            _run_local(plan, alias, record, emit)
+            if ">" in alias:
+                _run_cascade(plan, alias, catalog, record, emit)
+            else:
+                _run_local(plan, alias, record, emit)
     # baselines that could not run stay pending: a later --resume can still fill them in
     plan.info.finished_at = utc_now()
     plan.run.write_info(plan.info)

@@ -86,6 +86,25 @@ class RunInfo(_Record):
         description="the agent's limits: max_steps (for tasks that set none), time_limit_s, max_tokens per call, n_ctx",
     )
     argv: list[str] = Field(default_factory=list, description="the command line's arguments, as given")
+    watts: float | None = Field(
+        default=None, description="the power draw assumed for local trials where RAPL cannot be read; None: none given"
+    )
+    energy_price_per_kwh: float | None = Field(
+        default=None,
+        description="$ per kWh to price the energy estimate at (never added to API dollars); None: unpriced",
+    )
+
+
+class CascadeAttempt(_Record):
+    """One model's try inside a cascade's trial (`--model 'small>big'`)."""
+
+    model: str = Field(description="the model that tried, as named in the cascade")
+    stop_reason: TrialStopReason = Field(description="how its run ended; the next model tries unless it answered")
+    steps: int = Field(description="model calls made")
+    input_tokens: int = Field(description="prompt tokens over its calls")
+    output_tokens: int = Field(description="generated tokens over its calls")
+    wall_s: float = Field(description="its run, model and tools")
+    cost_usd: float = Field(description="its tokens at the catalog's price; 0 for local and pseudo models")
 
 
 class TrialResult(_Record):
@@ -176,4 +195,18 @@ class TrialResult(_Record):
     node: str | None = Field(
         default=None,
         description="the cluster node that ran the trial (its localagent-host label, else its address); None: not on a cluster",
+    )
+    energy_joules: float | None = Field(
+        default=None,
+        description="an estimate of the energy the machine drew during a local trial (whole CPU packages, not the "
+        "process alone); never part of cost_usd; None: not measured (hosted and pseudo models, no RAPL and no --watts)",
+    )
+    energy_method: Literal["rapl", "estimate"] | None = Field(
+        default=None,
+        description="rapl: the CPU packages' RAPL counters; estimate: the configured watts x the wall time",
+    )
+    attempts: list[CascadeAttempt] | None = Field(
+        default=None,
+        description="a cascade's tries in order, each model after one that stopped without an answer; tokens, "
+        "times and cost above are their sums and the checks judge the last; None: one model ran",
     )

@@ -143,7 +143,24 @@ def _model_summary(name: str, rows: list[TrialResult], run_info: RunInfo) -> Mod
         ),
         source_run_id=rows[0].run_id,
         source_date=None if from_here else max(t.finished_at for t in rows)[:10],
+        **_energy(rows, len(by_task), run_info.energy_price_per_kwh),
     )
+
+
+def _energy(rows: list[TrialResult], tasks: int, price_per_kwh: float | None) -> dict[str, Any]:
+    """The energy figures of ModelSummary, from the trials that measured it."""
+    from localagent.energy import energy_usd
+
+    measured = [t for t in rows if t.energy_joules is not None]
+    if not measured:
+        return {}
+    methods = {t.energy_method for t in measured}
+    mean_j = sum(t.energy_joules or 0.0 for t in measured) / len(measured)
+    return {
+        "median_energy_j": metrics.median(t.energy_joules for t in measured),
+        "energy_method": methods.pop() if len(methods) == 1 else "mixed",
+        "suite_energy_usd": energy_usd(mean_j * tasks, price_per_kwh) if price_per_kwh is not None else None,
+    }
 
 
 def _cell(rows: list[TrialResult], task_id: str) -> Cell | None:

@@ -59,6 +59,18 @@ def tables_of(s: Summary) -> list[Table]:
         ),
     )
     tables = [success, speed]
+    energy = [m for m in s.models if m.median_energy_j is not None]
+    if energy:  # its own table: an estimate of the machine's draw, never API dollars
+        tables.append(
+            Table(
+                "Energy (estimate, local trials; not in the $ above)",
+                ("Model", "Joules\nper trial", "Measured by", "Suite energy $\n(at --energy-price)"),
+                tuple(
+                    (m.name, fmt_number(m.median_energy_j, 1), m.energy_method or DASH, fmt_usd(m.suite_energy_usd))
+                    for m in energy
+                ),
+            )
+        )
     measured = [m for m in s.models if m.peak_rss_bytes is not None]
     if measured:
         tables.append(

@@ -31,6 +31,8 @@ RUN_SETTINGS = (
     "ctx_tokens",
     "out",
     "quick",
+    "watts",
+    "energy_price",
 )
 
 
@@ -140,6 +142,16 @@ def bench(
         "--allow-unconfined-checks",
         help="Run task files' command checks even where they cannot be confined (no user namespaces): only for suites you have reviewed.",
     ),
+    watts: Optional[float] = typer.Option(
+        None,
+        "--watts",
+        help="Power draw assumed for local trials where RAPL cannot be read. Default: $LOCALAGENT_WATTS.",
+    ),
+    energy_price: Optional[float] = typer.Option(
+        None,
+        "--energy-price",
+        help="$ per kWh for the energy estimate, shown apart from API dollars. Default: $LOCALAGENT_ENERGY_PRICE.",
+    ),
     cluster: Optional[str] = typer.Option(
         None,
         "--cluster",
@@ -181,6 +193,8 @@ def bench(
         n_ctx=ctx_tokens,
         download_progress=sys.stderr.isatty(),
         allow_unconfined_checks=allow_unconfined_checks,
+        watts=watts,
+        energy_price_per_kwh=energy_price,
         cluster=cluster or settings.cluster_address(),
         hosts=tuple(h.strip() for h in (hosts or "").split(",") if h.strip()),
         pins=parse_pins(pin or ()),

@@ -43,16 +43,9 @@ def _filter_options(
 
 
 def _load(flt: MapFilter) -> tuple[CapabilityMap, str | None]:
-    """The map of the stored trials the filter keeps, and the task folder to name in bench
-    commands (None: the shipped suite, or several folders)."""
-    from localagent.bench.capability import map_of, read_store
-    from localagent.bench.database import ResultsDB
-    from localagent.bench.tasks import default_tasks_dir
+    from localagent.bench.capability import load_map
 
-    with ResultsDB() as db:
-        cmap = map_of(read_store(db), flt)
-    dirs = [d for d in cmap.tasks_dirs if Path(d) != default_tasks_dir().resolve()]
-    return cmap, dirs[0] if len(cmap.tasks_dirs) == 1 and dirs else None
+    return load_map(flt)
 
 
 _TAG = typer.Option(None, "--tag", help="Only tasks with this tag; repeatable.")
