@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from llama_server import llama_server  # noqa: F401 (fixture)
+from test_cli_bench import _wait_for_lines
 
 from localagent.bench.database import ResultsDB
 from localagent.bench.rundir import RunDir
@@ -204,6 +206,47 @@ def test_every_trial_once_and_pinned_models_on_their_nodes(cluster, tmp_path, lo
     assert any("trials per node: " in n for n in doc["notices"])
 
 
+def test_a_hosted_baseline_runs_as_tasks_on_the_nodes_priced_with_its_key(
+    cluster, llama_server, tmp_path, localagent_home, monkeypatch
+):
+    """A loopback llama_cpp.server stands in for a hosted API. Its catalog entry lives in the
+    driver's user catalog only, and its key only in the driver's environment: the nodes get
+    the entry with the task and the one key variable it names."""
+    from localagent import settings
+
+    settings.user_catalog().parent.mkdir(parents=True, exist_ok=True)
+    settings.user_catalog().write_text(
+        f'[hosted.loopback]\nprovider = "test"\nmodel = "smollm2"\nbase_url = "{llama_server}/v1"\n'
+        'api_key_env = "LOCALAGENT_TEST_KEY"\n'
+        'price = { input = 2.0, cached_input = 0.5, output = 8.0, source = "test", as_of = "2026-11" }\n'
+    )
+    monkeypatch.setenv("LOCALAGENT_TEST_KEY", "sk-test")
+    out = tmp_path / "run"
+    proc = bench(
+        "--cluster",
+        cluster.address,
+        "--model",
+        "noop",
+        "--baseline",
+        "loopback",
+        *TASKS,
+        *SHORT,
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    trials = RunDir(out).read_trials()
+    hosted = [t for t in trials if t.model == "loopback"]
+    assert len(hosted) == 2 and len(_keys(trials)) == 4
+    for t in hosted:
+        assert t.model_kind == "hosted" and t.node in {"a", "b"}
+        assert t.error is None or "LOCALAGENT_TEST_KEY" not in t.error
+        assert t.input_tokens > 0 and t.cost_usd > 0
+
+
 def test_unknown_host_and_pin_without_cluster_are_refused(cluster, localagent_home):
     proc = bench("--cluster", cluster.address, "--model", "oracle", "--hosts", "nowhere", *TASKS)
     assert proc.returncode == 1
@@ -269,7 +312,7 @@ def test_a_node_killed_mid_run_loses_no_trial(cluster, tmp_path, localagent_home
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for_lines(out / "results.jsonl", 1, proc)
+    _wait_for_lines(out / "results.jsonl", 1, proc, timeout=300)
     cluster.kill("d")  # the whole node: raylet, its workers, the model loaded there
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr + stdout
@@ -283,16 +326,6 @@ def test_a_node_killed_mid_run_loses_no_trial(cluster, tmp_path, localagent_home
     )
 
 
-def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().count("\n") >= n:
-            return
-        assert proc.poll() is None, f"the bench ended early: {proc.communicate()}"
-        time.sleep(0.05)
-    raise AssertionError(f"{path} never reached {n} lines")
-
-
 def test_resume_after_the_driver_is_killed(cluster, tmp_path, localagent_home):
     out = tmp_path / "run"
     args = ["--cluster", cluster.address, "--model", "smollm2-135m", *TASKS, *SHORT, "--trials", "3"]
@@ -302,7 +335,7 @@ def test_resume_after_the_driver_is_killed(cluster, tmp_path, localagent_home):
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for_lines(out / "results.jsonl", 1, proc)
+    _wait_for_lines(out / "results.jsonl", 1, proc, timeout=300)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     before = RunDir(out).read_trials()
