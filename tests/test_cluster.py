@@ -195,6 +195,7 @@ def test_every_trial_once_and_pinned_models_on_their_nodes(cluster, tmp_path, lo
         assert _keys(db.trials(doc["run"]["run_id"])) == keys
     local = [t for t in trials if t.model == "smollm2-135m"]
     assert {t.node for t in local} == {"b"}  # pinned
+    assert {t.engine["n_threads"] for t in local} == {1}  # the CPUs node b gave Ray, not the machine's cores
     assert all(t.node in {"a", "b"} for t in trials)  # tasks stay off the CPU-less head
     oracle = [t for t in trials if t.model == "oracle"]
     assert all(t.success for t in oracle)

@@ -223,7 +223,7 @@ def _sent_back(plan: runner._Plan, result: TrialResult, host: Any) -> tuple[dict
 class ModelWorker:
     """A local model loaded once on one node; Ray runs its methods one at a time."""
 
-    def __init__(self, alias: str, config: runner.BenchConfig, info: RunInfo):
+    def __init__(self, alias: str, config: runner.BenchConfig, info: RunInfo, cpus: float = 0.0):
         self.alias = alias
         self.error: tuple[str, str | None] | None = None
         self.load_s = 0.0
@@ -234,7 +234,7 @@ class ModelWorker:
             runner._check_local_models({alias: "local"}, self.plan.config)
             from localagent.engines import open_model
 
-            self.model = open_model(alias, runner._engine_config(self.plan.config))
+            self.model = open_model(alias, runner._engine_config(self.plan.config, n_threads=_threads(cpus)))
         except LocalAgentError as exc:
             self.error = (exc.message, exc.hint)
             return
@@ -248,6 +248,18 @@ class ModelWorker:
     def run(self, task: Task, trial: int) -> tuple[dict[str, Any], bytes]:
         result = runner._run_trial(self.plan, self.alias, self.model, self.facts, task, trial)
         return _sent_back(self.plan, result, self.host)
+
+
+def _threads(cpus: float) -> int | None:
+    """llama.cpp's threads on a node: the CPUs the node gave Ray (`ray start --num-cpus`), at
+    most its physical cores. Several nodes can share one machine, and each taking every core
+    (the engine's default) oversubscribes it: two 1-CPU nodes on this 2-core VM decoded at a
+    seventh of one machine's speed with 2 threads each. None: the node did not say."""
+    from localagent.engines.llamacpp import physical_cores
+
+    if cpus < 1:
+        return None
+    return min(int(cpus), physical_cores())
 
 
 def pseudo_trial(
@@ -388,7 +400,7 @@ class ClusterRun:
         self.emit(runner.ModelLoading(f"{alias} on {node.name}"))
         node.actor = self._worker_class.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=False)
-        ).remote(alias, self.plan.config, self.plan.info)
+        ).remote(alias, self.plan.config, self.plan.info, node.cpus)
         node.alias, node.busy = alias, True
         self.in_flight[node.actor.ready.remote()] = _InFlight("load", node, None)
 
