@@ -27,9 +27,8 @@ lint: $(VENV)/.installed
 test: lint
 	$(PY) -m pytest -q
 
-# The quick subset (7 tier 1-2 tasks) takes minutes on 2 cores; the whole suite on the bundled
-# 135M model is long: its first 22 tasks took 27 minutes here, tier 3 trials running into the
-# 600 s time limit, so the whole suite is `make bench-full`.
+# The quick subset (7 tier 1-2 tasks) takes under a minute on 2 cores; the whole suite (29
+# tasks) on the bundled 135M model took 175 s here (README, Bench), so it is `make bench-full`.
 bench: $(VENV)/.installed
 	$(VENV)/bin/localagent bench --quick
 
