@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from localagent.agent import Agent, AgentConfig
+from localagent.engines import open_model
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel, common_prefix
 from localagent.records import FinalStep, Message, Reply, ToolSpec
@@ -423,7 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.model and Path(args.model).suffix == ".gguf":
         model = LlamaCppModel(args.model, config)
     else:
-        model = LlamaCppModel.from_alias(args.model or "smollm2-135m", config)
+        opened = open_model(args.model or "smollm2-135m", config)  # the fit check, then the store
+        assert isinstance(opened, LlamaCppModel), "a local model: the benchmark drives llama.cpp itself"
+        model = opened
     try:
         if args.only_constrained:
             guided_figures = constrained(model, args.repeats, args.poem_tokens)

@@ -224,11 +224,10 @@ def ready(
     """check_fit, then obtain: a local model too big for this machine is refused with
     nothing downloaded; one pulled is checked again, against its header now."""
     check_fit(ref, n_ctx, available, flag=flag)
-    if ref.kind != "local" or ref.installed is not None:
-        return ref
-    ref = obtain(ref, offline=offline, progress=progress)
-    check_fit(ref, n_ctx, available, flag=flag)
-    return ref
+    obtained = obtain(ref, offline=offline, progress=progress)
+    if obtained is not ref:  # pulled just now: its header says the KV cache's real size
+        check_fit(obtained, n_ctx, available, flag=flag)
+    return obtained
 
 
 def prepare(

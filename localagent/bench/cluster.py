@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localagent import settings
 from localagent.bench import runner
 from localagent.bench.results_errors import write_error
 from localagent.bench.rundir import RunDir
@@ -418,7 +419,7 @@ class ClusterRun:
             work.attempts += 1
             where = self._task_placement()
             if entry is not None:
-                env = {entry.api_key_env: key} if entry.api_key_env and (key := _env(entry.api_key_env)) else {}
+                env = {entry.api_key_env: key} if entry.api_key_env and (key := settings.env(entry.api_key_env)) else {}
                 options: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
                 ref = self._hosted.options(scheduling_strategy=where, **options).remote(
                     entry, self.plan.config, self.plan.info, work.task, work.trial
@@ -547,12 +548,6 @@ class ClusterRun:
         self.in_flight.clear()
         for node in self.nodes.values():
             self._release(node)
-
-
-def _env(name: str) -> str | None:
-    from localagent import settings
-
-    return settings.env(name)
 
 
 def _name_of(node_id: str | None) -> str:

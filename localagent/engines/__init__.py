@@ -31,19 +31,9 @@ def open_model(alias: str, config: EngineConfig = EngineConfig()) -> ChatModel:
         return OpenAICompatModel(ref.hosted, config)
     resolved = modelref.ready(ref, n_ctx=config.n_ctx, offline=offline, flag=None).installed
     assert resolved is not None
-    from localagent import store
     from localagent.engines.llamacpp import LlamaCppModel
 
-    entry = resolved.entry
-    return LlamaCppModel(
-        resolved.path,
-        config,
-        name=alias,
-        context=store.default_context(resolved),
-        sha256=resolved.sha256,
-        preferred_tool_mode=entry.tool_calling if entry is not None else None,
-        default_think=entry.think_default if entry is not None else None,
-    )
+    return LlamaCppModel.from_resolved(resolved, config, alias)
 
 
 def open_pseudo(alias: str, solution: Sequence[Any | Mapping[str, Any]] | None = None) -> ChatModel:

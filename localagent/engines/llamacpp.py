@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -33,6 +33,9 @@ from localagent.engines.checkpoints import Checkpoint, CheckpointStore
 from localagent.engines.templates import ChatTemplate
 from localagent.errors import ContextOverflowError, EngineError, IntegrityError, ModelLoadError, ModelNotFoundError
 from localagent.records import FinishReason, Message, Reply, Timings, ToolCall, ToolSpec, Usage
+
+if TYPE_CHECKING:
+    from localagent.store import ResolvedModel
 
 # The ChatML template, for a GGUF that carries no chat template of its own.
 CHATML_TEMPLATE = (
@@ -157,17 +160,16 @@ class LlamaCppModel:
         self._last: tuple[str, list[int], str, list[int]] = ("", [], "", [])
 
     @classmethod
-    def from_alias(cls, alias: str, config: EngineConfig = EngineConfig()) -> LlamaCppModel:
-        """Resolve a catalog alias (or an installed model) through the store, then load it."""
+    def from_resolved(cls, resolved: ResolvedModel, config: EngineConfig, name: str) -> LlamaCppModel:
+        """Load a model the store has on disk (modelref.ready found it, fitted and verified),
+        with its catalog entry's tool mode and thinking defaults."""
         from localagent import store
 
-        store.check_fits(alias)  # before a download of a model this machine cannot hold
-        resolved = store.resolve(alias, offline=True if config.offline else None)
         entry = resolved.entry
         return cls(
             resolved.path,
             config,
-            name=alias,
+            name=name,
             context=store.default_context(resolved),
             sha256=resolved.sha256,
             preferred_tool_mode=entry.tool_calling if entry is not None else None,
