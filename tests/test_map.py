@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
+from fixtures_cli import cli
+from fixtures_tasks import copy_suite
 
 from localagent.bench import metrics
 from localagent.bench.capability import host_profile
@@ -18,46 +19,9 @@ from localagent.bench.tasks import load_tasks
 TIER1 = load_tasks(tier=1)[:3]
 TIER2 = load_tasks(tier=2)[0]
 
-TASK = """
-id = "copy-file"
-title = "Copy a file"
-tier = 1
-tags = ["copy", "write"]
-prompt = "Copy a.txt to b.txt."
-
-[files]
-"a.txt" = "hello"
-
-[[checks]]
-kind = "file_equals"
-path = "b.txt"
-text = "hello"
-
-[[solution]]
-tool = "write_file"
-arguments = {{ path = "b.txt", content = "hello" }}
-[[solution]]
-answer = "Copied.{suffix}"
-"""
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from localagent.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["localagent", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
 
 def _suite(folder: Path, suffix: str = "") -> Path:
-    folder.mkdir(exist_ok=True)
-    (folder / "copy-file.toml").write_text(TASK.format(suffix=suffix))
-    return folder
+    return copy_suite(folder, "copy-file", "Copy a file", header='tags = ["copy", "write"]', answer=f"Copied.{suffix}")
 
 
 @pytest.fixture

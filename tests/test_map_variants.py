@@ -6,26 +6,13 @@ Qwen2 GGUF (tests/archmodels.py) that the real llama.cpp runs in seconds."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 from archmodels import build
+from fixtures_cli import cli
 
 from localagent.bench.matrix import parse_tool_modes
 from localagent.errors import ConfigError
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from localagent.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["localagent", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,12 @@
 """The report as one standalone HTML page: header, verdicts, the two charts, the tables, and
-every trial with its trace linked relative to the page and embedded, collapsed."""
+every trial with its trace linked relative to the page and embedded, collapsed. The page and
+its parts (header, chart row, table) are the map's page too (map_render.py)."""
 
 from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -31,38 +32,55 @@ def render_html(
         chart_svg(summary, "suite_cost_usd", "Suite cost (USD)", "Success against cost"),
         chart_svg(summary, "median_wall_s", "Median wall time per task (s)", "Success against time"),
     ]
-    out_path = Path(out_path)
     body = [
-        f"<h1>Bench run {_e(summary.run_id)}</h1>",
-        "<ul class='meta'>" + "".join(f"<li>{_e(line)}</li>" for line in header_lines(summary)) + "</ul>",
+        f"<h1>Bench run {escape(summary.run_id)}</h1>",
+        meta_list(header_lines(summary)),
     ]
     if summary.verdicts:
-        body.append("<h2>Verdict</h2><ul>" + "".join(f"<li>{_e(v.text)}</li>" for v in summary.verdicts) + "</ul>")
-    body.append("<div class='charts'>" + "".join(f"<figure>{svg}</figure>" for svg in charts) + "</div>")
-    body += [_html_table(spec) for spec in tables_of(summary)]
+        body.append("<h2>Verdict</h2><ul>" + "".join(f"<li>{escape(v.text)}</li>" for v in summary.verdicts) + "</ul>")
+    body.append(chart_row(charts))
+    body += [html_table(spec) for spec in tables_of(summary)]
     folders = {**(other_runs or {}), summary.run_id: run_dir}
-    body.append(_html_trials(summary, folders, out_path.parent))
-    page = _PAGE.format(title=_e(f"localagent bench {summary.run_id}"), body="\n".join(body))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_path, page)
-    return out_path
+    body.append(_html_trials(summary, folders, Path(out_path).parent))
+    return write_page(out_path, f"localagent bench {summary.run_id}", body)
 
 
-def _e(text: object) -> str:
+def escape(text: object) -> str:
+    """`text` as HTML text or an attribute value."""
     return html.escape(str(text), quote=True)
 
 
-def _html_table(spec: Table) -> str:
-    head = "".join(f"<th>{_e(h).replace(chr(10), '<br>')}</th>" for h in spec.headers)
+def meta_list(lines: Sequence[str]) -> str:
+    """The header lines above a page's figures."""
+    return "<ul class='meta'>" + "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>"
+
+
+def chart_row(svgs: Sequence[str]) -> str:
+    """Inline <svg> charts side by side."""
+    return "<div class='charts'>" + "".join(f"<figure>{svg}</figure>" for svg in svgs) + "</div>"
+
+
+def html_table(spec: Table) -> str:
+    """One of tables.py's tables, its marks as classes (coloured by the page's style)."""
+    head = "".join(f"<th>{escape(h).replace(chr(10), '<br>')}</th>" for h in spec.headers)
     rows = []
     for r, row in enumerate(spec.rows):
         marks = spec.marks[r] if spec.marks else ("",) * len(row)
         cells = "".join(
-            f"<td class='{'num ' if i >= spec.numeric_from else ''}{mark}'>{_e(cell)}</td>"
+            f"<td class='{'num ' if i >= spec.numeric_from else ''}{mark}'>{escape(cell)}</td>"
             for i, (cell, mark) in enumerate(zip(row, marks, strict=False))
         )
         rows.append(f"<tr>{cells}</tr>")
-    return f"<h2>{_e(spec.title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f"<h2>{escape(spec.title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def write_page(out_path: Path, title: str, body: Sequence[str]) -> Path:
+    """A standalone page of `body`'s HTML parts, in the report's style, written atomically."""
+    page = _PAGE.format(title=escape(title), body="\n".join(body))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_path, page)
+    return out_path
 
 
 def _href(path: Path, page_dir: Path) -> str:
@@ -80,14 +98,14 @@ def _html_trials(summary: Summary, folders: Mapping[str, Path | None], page_dir:
         if not ref.trace_path:
             trace = "no trace"
         elif folder is None:
-            trace = f"in run {_e(ref.run_id)}, not on this machine"
+            trace = f"in run {escape(ref.run_id)}, not on this machine"
         else:
             trace = _html_trace(Path(folder), ref.trace_path, page_dir)
         outcome = "pass" if ref.success else f"fail ({ref.failure_mode or 'unknown'})"
         rows.append(
-            f"<tr><td>{_e(ref.model)}</td><td>{_e(ref.task_id)}</td><td class='num'>{ref.tier}</td>"
-            f"<td class='num'>{ref.trial}</td><td class='{'pass' if ref.success else 'fail'}'>{_e(outcome)}</td>"
-            f"<td class='num'>{_e(fmt_seconds(ref.wall_s))}</td><td class='num'>{_e(fmt_usd(ref.cost_usd))}</td>"
+            f"<tr><td>{escape(ref.model)}</td><td>{escape(ref.task_id)}</td><td class='num'>{ref.tier}</td>"
+            f"<td class='num'>{ref.trial}</td><td class='{'pass' if ref.success else 'fail'}'>{escape(outcome)}</td>"
+            f"<td class='num'>{escape(fmt_seconds(ref.wall_s))}</td><td class='num'>{escape(fmt_usd(ref.cost_usd))}</td>"
             f"<td>{trace}</td></tr>"
         )
     head = "".join(f"<th>{h}</th>" for h in ("Model", "Task", "Tier", "Trial", "Outcome", "Wall", "Cost", "Trace"))
@@ -100,14 +118,14 @@ def _html_trace(folder: Path, trace_path: str, page_dir: Path) -> str:
     try:
         path = trace_file(folder, trace_path)
         if path is None:
-            return f"missing: {_e(folder / trace_path)}"
+            return f"missing: {escape(folder / trace_path)}"
         data, more = read_trace(path, TRACE_EMBED_LIMIT)
     except ResultsError as exc:
-        return f"not shown: {_e(exc.message)}"
+        return f"not shown: {escape(exc.message)}"
     text = data.decode("utf-8", errors="replace") + ("\n… (clipped; open the file)" if more else "")
     return (
-        f"<a href='{_e(_href(path, page_dir))}'>{_e(trace_path)}</a>"
-        f"<details><summary>show</summary><pre>{_e(text)}</pre></details>"
+        f"<a href='{escape(_href(path, page_dir))}'>{escape(trace_path)}</a>"
+        f"<details><summary>show</summary><pre>{escape(text)}</pre></details>"
     )
 
 

@@ -1,28 +1,25 @@
-"""The capability map and the recommendations as tables (terminal), JSON, and one HTML page
-with a task x variant heatmap and Pareto charts. The table cells are the report's own
-(tables.py), so a map and a report write the same figure the same way."""
+"""The capability map and the recommendations as tables (printed by render.print_tables),
+JSON, and one HTML page with a task x variant heatmap and Pareto charts. The table cells, the
+charts and the page are the report's own (tables.py, charts.py, html_page.py), so a map and a
+report write the same figure the same way."""
 
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from localagent.bench.capability import CapabilityMap, Group
-from localagent.bench.charts import _svg, pareto_front
+from localagent.bench.charts import HOSTED_COLOUR, LOCAL_COLOUR, ChartPoint, finished_svg, success_figure
 from localagent.bench.formatting import DASH, fmt_interval, fmt_number, fmt_pct, fmt_seconds, fmt_usd
-from localagent.bench.html_page import _PAGE, _html_table
+from localagent.bench.html_page import chart_row, escape, html_table, meta_list, write_page
 from localagent.bench.recommend import Choice, Recommendation
 from localagent.bench.schema import SCHEMA_VERSION
-from localagent.bench.tables import Table, _grid_cell, _grid_mark, _tier_cell
-from localagent.errors import MissingExtraError
-from localagent.files import atomic_write
+from localagent.bench.tables import Table, grid_table, tier_cell
 from localagent.units import format_bytes
 
-_STYLES = {"pass": "green", "fail": "red", "partial": "yellow", "none": "dim", "": ""}
+_COLOURS = {"hosted": HOSTED_COLOUR, "local": LOCAL_COLOUR, "pseudo": "#7f7f7f"}
 
 
 def header_lines(m: CapabilityMap) -> list[str]:
@@ -94,7 +91,7 @@ def _matrix(title: str, first: str, groups: Sequence[Group], variants: Sequence[
     return Table(
         title,
         (first, "Tasks", *variants),
-        tuple((g.name, str(len(g.task_ids)), *(_tier_cell(rates.get((g.name, v))) for v in variants)) for g in groups),
+        tuple((g.name, str(len(g.task_ids)), *(tier_cell(rates.get((g.name, v))) for v in variants)) for g in groups),
     )
 
 
@@ -125,31 +122,8 @@ def map_tables(m: CapabilityMap) -> list[Table]:
             numeric_from=2,
         )
     )
-    tables.append(
-        Table(
-            "Task × variant (passes of trials)",
-            ("Task", "Tier", *m.variants),
-            tuple((r.task_id, str(r.tier), *(_grid_cell(c) for c in r.cells)) for r in m.tasks),
-            marks=tuple(("", "", *(_grid_mark(c) for c in r.cells)) for r in m.tasks),
-        )
-    )
+    tables.append(grid_table("Task × variant (passes of trials)", m.variants, m.tasks))
     return tables
-
-
-def print_tables(tables: Sequence[Table], console) -> None:
-    """Rich tables; rich drops colours by itself when the console is not a terminal."""
-    from rich import box
-    from rich.table import Table as RichTable
-    from rich.text import Text
-
-    for spec in tables:
-        table = RichTable(title=spec.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for i, header in enumerate(spec.headers):
-            table.add_column(header, justify="right" if i >= spec.numeric_from else "left", no_wrap=i == 0)
-        for r, row in enumerate(spec.rows):
-            marks = spec.marks[r] if spec.marks else ("",) * len(row)
-            table.add_row(*(Text(cell, style=_STYLES[mark]) for cell, mark in zip(row, marks, strict=False)))
-        console.print(table)
 
 
 def map_json(m: CapabilityMap) -> str:
@@ -202,32 +176,24 @@ def render_map_html(m: CapabilityMap, out_path: Path, recs: Sequence[Recommendat
     the task x variant heatmap and the tables."""
     body = [
         "<h1>localagent capability map</h1>",
-        "<ul class='meta'>" + "".join(f"<li>{_e(line)}</li>" for line in header_lines(m)) + "</ul>",
+        meta_list(header_lines(m)),
     ]
     if recs:
-        items = "".join(f"<li><pre>{_e(chr(10).join(recommendation_lines(r)))}</pre></li>" for r in recs)
+        items = "".join(f"<li><pre>{escape(chr(10).join(recommendation_lines(r)))}</pre></li>" for r in recs)
         body.append(f"<h2>Recommendations</h2><ul>{items}</ul>")
     g = m.groups[0]
     charts = [
         pareto_svg(g, "cost_per_solved", "$ per solved task (symlog: $0 at the left)", "cost", symlog=True),
         pareto_svg(g, "median_wall_s", "Median wall time per task (s, log)", "time", symlog=False),
     ]
-    body.append("<div class='charts'>" + "".join(f"<figure>{svg}</figure>" for svg in charts) + "</div>")
+    body.append(chart_row(charts))
     body.append(_heatmap(m))
-    body += [_html_table(spec) for spec in map_tables(m)[:-1]]  # the last, the grid, is the heatmap
-    page = _PAGE.format(title="localagent capability map", body="\n".join(body))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_path, page)
-    return out_path
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    body += [html_table(spec) for spec in map_tables(m)[:-1]]  # the last, the grid, is the heatmap
+    return write_page(out_path, "localagent capability map", body)
 
 
 def _heatmap(m: CapabilityMap) -> str:
-    head = "".join(f"<th class='v'>{_e(v)}</th>" for v in m.variants)
+    head = "".join(f"<th class='v'>{escape(v)}</th>" for v in m.variants)
     rows = []
     for r in m.tasks:
         cells = []
@@ -243,7 +209,7 @@ def _heatmap(m: CapabilityMap) -> str:
             )
         tags = ", ".join(r.tags)
         rows.append(
-            f"<tr><td>{_e(r.task_id)}</td><td class='num'>{r.tier}</td><td>{_e(tags)}</td>{''.join(cells)}</tr>"
+            f"<tr><td>{escape(r.task_id)}</td><td class='num'>{r.tier}</td><td>{escape(tags)}</td>{''.join(cells)}</tr>"
         )
     return (
         "<h2>Task × variant heatmap (passes of trials)</h2><table><thead><tr><th>Task</th><th>Tier</th><th>Tags</th>"
@@ -254,29 +220,13 @@ def _heatmap(m: CapabilityMap) -> str:
 def pareto_svg(group: Group, field: str, xlabel: str, what: str, symlog: bool) -> str:
     """Success (with its Wilson interval) against a VariantStats field, one point per
     variant, the Pareto frontier dashed; variants without the figure are left out."""
-    return _svg(_pareto_figure(group, field, xlabel, what, symlog))
-
-
-def _pareto_figure(group: Group, field: str, xlabel: str, what: str, symlog: bool) -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise MissingExtraError("matplotlib", "report", "Drawing the map's charts") from None
-    stats = [s for s in group.variants if getattr(s, field) is not None]
-    points = [(float(getattr(s, field)), s.passed.rate * 100) for s in stats]
-    fig = Figure(figsize=(6.4, 4.2))
-    ax = fig.subplots()
-    colours = {"hosted": "#d62728", "local": "#1f77b4", "pseudo": "#7f7f7f"}
-    for s, (x, y) in zip(stats, points, strict=True):
-        err = [[max(0.0, y - s.passed.lo * 100)], [max(0.0, s.passed.hi * 100 - y)]]
-        ax.errorbar(x, y, yerr=err, fmt="o", color=colours.get(s.variant.kind, "#1f77b4"), capsize=3)
-        ax.annotate(s.label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
-    front = pareto_front(points)
-    if front:
-        xs, ys = [points[i][0] for i in front], [points[i][1] for i in front]
-        ax.plot(xs, ys, "--o", color="#2ca02c", linewidth=1.5, markersize=12, fillstyle="none", label="Pareto frontier")
-        ax.legend(loc="lower right", fontsize=8)
-    positive = [x for x, _ in points if x > 0]
+    points = [
+        ChartPoint(s.label, float(getattr(s, field)), s.passed, _COLOURS.get(s.variant.kind, LOCAL_COLOUR))
+        for s in group.variants
+        if getattr(s, field) is not None
+    ]
+    fig, ax = success_figure(points, (6.4, 4.2), 7, "Drawing the map's charts")
+    positive = [p.x for p in points if p.x > 0]
     if symlog:
         # linear around 0, so $0 local runs sit at the left edge and paid runs spread out
         linthresh = min(positive) / 10 if positive else 1e-4
@@ -285,10 +235,4 @@ def _pareto_figure(group: Group, field: str, xlabel: str, what: str, symlog: boo
     elif positive and len(positive) == len(points):
         ax.set_xscale("log")
         ax.margins(x=0.15)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("Trials passed (%), Wilson 95%")
-    ax.set_ylim(-5, 112)
-    ax.set_title(f"{group.title}: success against {what}, one point per variant", fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return finished_svg(fig, ax, xlabel, f"{group.title}: success against {what}, one point per variant")

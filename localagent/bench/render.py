@@ -1,5 +1,6 @@
 """The report as text: rich tables for the terminal, JSON for programs, Markdown for a
-README. The tables are `tables.tables_of`; JSON is the figures themselves."""
+README. The tables are `tables.tables_of`; JSON is the figures themselves. The map's tables
+are printed here too (`print_tables`)."""
 
 from __future__ import annotations
 
@@ -9,27 +10,20 @@ from collections.abc import Sequence
 
 from localagent.bench.figures import Summary
 from localagent.bench.schema import SCHEMA_VERSION
-from localagent.bench.tables import header_lines, tables_of
+from localagent.bench.tables import Table, header_lines, tables_of
 
 _STYLES = {"pass": "green", "fail": "red", "partial": "yellow", "none": "dim", "": ""}
 
 
 def render_terminal(summary: Summary, console) -> None:
-    """Rich tables; rich drops colours by itself when the console is not a terminal."""
-    from rich import box
+    """The header, the tables and the verdicts; rich drops colours by itself when the
+    console is not a terminal."""
     from rich.table import Table as RichTable
     from rich.text import Text
 
     for line in header_lines(summary):
         console.print(Text(line, style="dim"))
-    for spec in tables_of(summary):
-        table = RichTable(title=spec.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for i, header in enumerate(spec.headers):
-            table.add_column(header, justify="right" if i >= spec.numeric_from else "left", no_wrap=i == 0)
-        for r, row in enumerate(spec.rows):
-            marks = spec.marks[r] if spec.marks else ("",) * len(row)
-            table.add_row(*(Text(cell, style=_STYLES[mark]) for cell, mark in zip(row, marks, strict=False)))
-        console.print(table)
+    print_tables(tables_of(summary), console)
     if summary.verdicts:
         verdicts = RichTable.grid(padding=(0, 1))
         verdicts.add_column(no_wrap=True)
@@ -38,6 +32,22 @@ def render_terminal(summary: Summary, console) -> None:
             verdicts.add_row("•", v.text)
         console.print(Text("Verdict", style="bold"))
         console.print(verdicts)
+
+
+def print_tables(tables: Sequence[Table], console) -> None:
+    """tables.py's tables as rich tables, marked cells coloured (the report's and the map's)."""
+    from rich import box
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    for spec in tables:
+        table = RichTable(title=spec.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for i, header in enumerate(spec.headers):
+            table.add_column(header, justify="right" if i >= spec.numeric_from else "left", no_wrap=i == 0)
+        for r, row in enumerate(spec.rows):
+            marks = spec.marks[r] if spec.marks else ("",) * len(row)
+            table.add_row(*(Text(cell, style=_STYLES[mark]) for cell, mark in zip(row, marks, strict=False)))
+        console.print(table)
 
 
 def to_json(summary: Summary) -> str:

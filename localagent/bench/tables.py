@@ -3,8 +3,9 @@ as text cells with a mark per cell for colour, so the three cannot disagree."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from localagent.bench.figures import Cell, Rate, Summary
 from localagent.bench.formatting import DASH, fmt_interval, fmt_number, fmt_pct, fmt_seconds, fmt_usd
@@ -95,17 +96,10 @@ def tables_of(s: Summary) -> list[Table]:
         Table(
             "Per tier",
             ("Tier", *names),
-            tuple((str(tier), *(_tier_cell(tier_rates.get((n, tier))) for n in names)) for tier in tier_list),
+            tuple((str(tier), *(tier_cell(tier_rates.get((n, tier))) for n in names)) for tier in tier_list),
         )
     )
-    tables.append(
-        Table(
-            "Task × model" + (f" (passes of {s.k} trials)" if s.k > 1 else ""),
-            ("Task", "Tier", *names),
-            tuple((r.task_id, str(r.tier), *(_grid_cell(c) for c in r.cells)) for r in s.grid),
-            marks=tuple(("", "", *(_grid_mark(c) for c in r.cells)) for r in s.grid),
-        )
-    )
+    tables.append(grid_table("Task × model" + (f" (passes of {s.k} trials)" if s.k > 1 else ""), names, s.grid))
     modes = list(dict.fromkeys(mode for m in s.models for mode, _ in m.failures))  # first seen first
     if modes:
         counts = {m.name: dict(m.failures) for m in s.models}
@@ -131,13 +125,36 @@ def tables_of(s: Summary) -> list[Table]:
     return tables
 
 
-def _tier_cell(r: Rate | None) -> str:
+class TaskCells(Protocol):
+    """A row of a task grid: the report's GridRow, the map's TaskRow."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def tier(self) -> int: ...
+    @property
+    def cells(self) -> Sequence[Cell | None]: ...
+
+
+def grid_table(title: str, columns: Sequence[str], rows: Sequence[TaskCells]) -> Table:
+    """Task × model (or variant): a row per task with its tier, a marked cell per column."""
+    return Table(
+        title,
+        ("Task", "Tier", *columns),
+        tuple((r.task_id, str(r.tier), *(grid_cell(c) for c in r.cells)) for r in rows),
+        marks=tuple(("", "", *(grid_mark(c) for c in r.cells)) for r in rows),
+    )
+
+
+def tier_cell(r: Rate | None) -> str:
+    """A rate with its interval in one cell: `5/6 (83%, 44–97%)`; a dash when not run."""
     if r is None:
         return DASH
     return f"{r.successes}/{r.n} ({fmt_pct(r.rate)}, {fmt_interval(r.lo, r.hi)})"
 
 
-def _grid_cell(c: Cell | None) -> str:
+def grid_cell(c: Cell | None) -> str:
+    """A task's trials in one cell: ✓ or ✗ for one, passes/trials for more, · when not run."""
     if c is None:
         return "·"
     if c.trials == 1:
@@ -145,7 +162,8 @@ def _grid_cell(c: Cell | None) -> str:
     return f"{c.passes}/{c.trials}"
 
 
-def _grid_mark(c: Cell | None) -> Mark:
+def grid_mark(c: Cell | None) -> Mark:
+    """The colour of a grid cell: every trial passed, none, some, or not run."""
     if c is None:
         return "none"
     if c.passes == c.trials:

@@ -70,7 +70,8 @@ def map_(
     """Which variant succeeds at which tasks, how fast and at what cost, across every stored run."""
     from rich.console import Console
 
-    from localagent.bench.map_render import header_lines, map_json, map_tables, print_tables, render_map_html
+    from localagent.bench.map_render import header_lines, map_json, map_tables, render_map_html
+    from localagent.bench.render import print_tables
 
     cmap, _ = _load(_filter_options(tag, tier, model, since, host, include_pseudo=True))
     if html is not None:

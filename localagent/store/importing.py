@@ -14,7 +14,7 @@ from localagent.catalog import PSEUDO_MODELS, load_catalog
 from localagent.errors import ConfigError, IntegrityError
 from localagent.store.disk import CHUNK, prune_empty, sha256_file, writing
 from localagent.store.installed import drop
-from localagent.store.manifests import manifest_path, register, scan
+from localagent.store.manifests import manifest_path, manifests_of, register
 from localagent.store.resolve import ResolvedModel, resolved
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -47,12 +47,10 @@ def import_file(path: str | Path, name: str) -> ResolvedModel:
             tmp.unlink(missing_ok=True)
             prune_empty(target.parent, models.resolve())
         raise
-    previous, broken = scan(name)
+    previous, broken = manifests_of(name)
     manifest = register(target, sha, info, alias=name, quant=info.quant or "unknown", source="import", file=file)
     # the earlier registrations of `name` go once the new one is written: a failure keeps them
-    earlier: list[tuple[Path, Path | None]] = [
-        (manifest_path(m.alias, m.quant), Path(m.path)) for m in previous if m.alias == name
-    ]
+    earlier: list[tuple[Path, Path | None]] = [(manifest_path(m.alias, m.quant), Path(m.path)) for m in previous]
     earlier += [(b.manifest, b.path) for b in broken]
     new = manifest_path(name, manifest.quant)  # rewritten in place: only its old file goes
     drop([(None if m == new else m, file) for m, file in earlier])

@@ -15,9 +15,10 @@ from localagent.store.manifests import (
     BrokenManifest,
     Manifest,
     Source,
+    installed_aliases,
     manifest_path,
+    manifests_of,
     readable,
-    scan,
 )
 from localagent.store.resolve import split_quant
 
@@ -54,7 +55,7 @@ def _installed(m: Manifest) -> InstalledModel:
         commit=m.commit,
         present=path.is_file(),
         gguf=m.gguf,
-        parts=tuple(Path(p.path) for p in m.parts),
+        parts=m.part_paths,
     )
 
 
@@ -68,12 +69,10 @@ def selected(alias: str, quant: str | None) -> tuple[list[Manifest], list[Broken
     alias, tagged = split_quant(alias)
     quant = quant or tagged
     asked, alias = alias, load_catalog().canonical(alias)
-    good, broken = scan(alias)
-    good = [m for m in good if m.alias == alias and (quant is None or m.quant.upper() == quant.upper())]
-    broken = [b for b in broken if quant is None or b.quant.upper() == quant.upper()]
+    good, broken = manifests_of(alias, quant)
     if not good and not broken:
         what = f"{asked}:{quant}" if quant else asked
-        others = sorted({m.alias for m in readable()})
+        others = installed_aliases()
         raise ModelNotFoundError(
             f"'{what}' is not installed",
             hint=suggest(alias, others)
@@ -93,7 +92,7 @@ def remove(alias: str, *, quant: str | None = None) -> list[InstalledModel | Bro
     entries: list[tuple[Path | None, Path | None]] = [
         (manifest_path(m.alias, m.quant), None if m.external else Path(m.path)) for m in good
     ]
-    entries += [(None, Path(p.path)) for m in good if not m.external for p in m.parts]
+    entries += [(None, part) for m in good if not m.external for part in m.part_paths]
     drop(entries + [(b.manifest, b.path) for b in broken])
     return [*(_installed(m) for m in good), *broken]
 
@@ -108,7 +107,7 @@ def drop(entries: list[tuple[Path | None, Path | None]]) -> None:
             if manifest:
                 manifest.unlink(missing_ok=True)
                 prune_empty(manifest.parent, models)
-        still_used = {Path(p) for m in readable() for p in (m.path, *(part.path for part in m.parts))}
+        still_used = {p for m in readable() for p in (Path(m.path), *m.part_paths)}
         for _, file in entries:
             # only the store's own model folders: a broken manifest may name any path
             if file and file not in still_used and any(o in file.resolve().parents for o in owned):

@@ -66,6 +66,11 @@ class Manifest(BaseModel):
         return self.size + sum(p.size for p in self.parts)
 
     @property
+    def part_paths(self) -> tuple[Path, ...]:
+        """The other parts of a split GGUF, beside `path`."""
+        return tuple(Path(p.path) for p in self.parts)
+
+    @property
     def external(self) -> bool:
         """True for a file another tool keeps: registered in place, never deleted here."""
         return self.source in EXTERNAL
@@ -221,14 +226,41 @@ def readable(alias: str | None = None) -> list[Manifest]:
     return scan(alias)[0]
 
 
+def installed_aliases() -> list[str]:
+    """The aliases with a manifest that reads, sorted."""
+    return sorted({m.alias for m in readable()})
+
+
+def same_quant(quant: str, asked: str | None) -> bool:
+    """`quant` is the one asked for, in any case (Q4_K_M, q4_k_m); any is when none is asked."""
+    return asked is None or quant.upper() == asked.upper()
+
+
+def manifests_of(alias: str, quant: str | None = None) -> tuple[list[Manifest], list[BrokenManifest]]:
+    """The manifests of `alias` (of `quant` when given), those that read and the broken ones;
+    a manifest in the alias's folder that names another alias is not one of them."""
+    good, broken = scan(alias)
+    return (
+        [m for m in good if m.alias == alias and same_quant(m.quant, quant)],
+        [b for b in broken if same_quant(b.quant, quant)],
+    )
+
+
+def raise_if_broken(alias: str, quant: str | None) -> None:
+    """The StoreError of the first broken manifest of `alias` (of `quant` when given), if any:
+    what to say when no manifest that reads was found."""
+    for broken in manifests_of(alias, quant)[1]:
+        raise broken.error()
+
+
 def installed_manifest(alias: str, quant: str | None, entry: LocalModel | None) -> Manifest | None:
     """The manifest to use for alias (and quant): the asked quant; else the catalog's default
     quant; else the most recently installed one."""
-    candidates = [m for m in readable(alias) if m.alias == alias]
+    candidates = manifests_of(alias)[0]
     if quant:
-        return next((m for m in candidates if m.quant.upper() == quant.upper()), None)
+        return next((m for m in candidates if same_quant(m.quant, quant)), None)
     if entry:
-        default = next((m for m in candidates if m.quant.upper() == entry.quant.upper()), None)
+        default = next((m for m in candidates if same_quant(m.quant, entry.quant)), None)
         if default:
             return default
     return max(candidates, key=lambda m: m.pulled_at, default=None)

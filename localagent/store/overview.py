@@ -12,7 +12,7 @@ from localagent import hardware, settings
 from localagent.catalog import LocalModel, load_catalog
 from localagent.store.bundled import bundled_source
 from localagent.store.footprint import estimate, params_label
-from localagent.store.manifests import BrokenManifest, Manifest, Source, scan
+from localagent.store.manifests import BrokenManifest, Manifest, Source, manifests_of, same_quant, scan
 from localagent.store.resolve import split_quant
 
 RowStatus = Literal["installed", "bundled", "not installed", "missing", "broken"]
@@ -62,9 +62,9 @@ def model_status(alias: str, available: int) -> ModelStatus | None:
     name, quant = split_quant(alias)
     catalog = load_catalog()
     name = catalog.canonical(name)
-    good, broken = scan(name)
-    rows = _alias_rows(catalog.local.get(name), [m for m in good if m.alias == name], broken, available)
-    return next((r for r in rows if quant is None or r.quant.upper() == quant.upper()), None)
+    good, broken = manifests_of(name)
+    rows = _alias_rows(catalog.local.get(name), good, broken, available)
+    return next((r for r in rows if same_quant(r.quant, quant)), None)
 
 
 def check_fits(alias: str) -> None:

@@ -23,11 +23,12 @@ from localagent.store.manifests import (
     Manifest,
     Source,
     checked,
+    installed_aliases,
     installed_manifest,
+    manifests_of,
+    raise_if_broken,
     read_manifest,
-    readable,
     remember,
-    scan,
 )
 from localagent.units import utc_now
 
@@ -60,7 +61,7 @@ def resolved(manifest: Manifest, entry: LocalModel | None) -> ResolvedModel:
         source=manifest.source,
         gguf=manifest.gguf,
         note=manifest.note,
-        parts=tuple(Path(p.path) for p in manifest.parts),
+        parts=manifest.part_paths,
     )
 
 
@@ -116,9 +117,7 @@ def _obtain_named(
     if manifest is not None and (verified := checked(manifest)):
         return resolved(verified, None)
     if manifest is None:
-        for broken in scan(alias)[1]:
-            if quant is None or broken.quant.upper() == quant.upper():
-                raise broken.error()
+        raise_if_broken(alias, quant)
     if hub is None:  # ollama:, lmstudio:, llamacpp:
         if manifest is not None:
             raise _gone(manifest)
@@ -159,9 +158,7 @@ def _obtain(
     if manifest and (verified := checked(manifest)):
         return resolved(verified, entry)
     if manifest is None:
-        for broken in scan(alias)[1]:
-            if quant is None or broken.quant.upper() == quant.upper():
-                raise broken.error()
+        raise_if_broken(alias, quant)
     if entry is None:
         raise _gone(manifest) if manifest else _unknown(alias, catalog)
     quant = _quant_key(entry, quant)
@@ -175,11 +172,10 @@ def _obtain(
 def _installed_named(alias: str, hub: hubnames.HubName | None, quant: str | None) -> Manifest | None:
     """The registered manifest for a hub or another tool's name: of the file named, else of
     the quant asked, else the most recently installed."""
-    mine = [m for m in readable(alias) if m.alias == alias]
     if hub is not None and hub.file is not None:
-        mine = [m for m in mine if m.file == hub.file]
-    elif quant is not None:
-        mine = [m for m in mine if m.quant.upper() == quant.upper()]
+        mine = [m for m in manifests_of(alias)[0] if m.file == hub.file]
+    else:
+        mine = manifests_of(alias, quant)[0]
     return max(mine, key=lambda m: m.pulled_at, default=None)
 
 
@@ -233,13 +229,13 @@ def _resolve_path(path: Path) -> ResolvedModel:
 
 
 def _unknown(alias: str, catalog: Catalog) -> ModelNotFoundError:
-    installed_aliases = sorted({m.alias for m in readable()})
+    installed = installed_aliases()
     if alias in catalog.hosted:
         return ModelNotFoundError(
             f"'{alias}' is a hosted model: there is nothing to download",
             hint=f"local models: {', '.join(catalog.local)}",
         )
-    known = list(dict.fromkeys([*catalog.local, *catalog.pointers, *installed_aliases]))
+    known = list(dict.fromkeys([*catalog.local, *catalog.pointers, *installed]))
     return ModelNotFoundError(f"unknown model '{alias}'", hint=suggest(alias, known))
 
 

@@ -43,8 +43,10 @@ from localagent.store.manifests import (
     Source,
     checked,
     manifest_path,
+    manifests_of,
     readable,
     register,
+    same_quant,
 )
 
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
@@ -398,7 +400,7 @@ def scan_all() -> list[ScanRow]:
 
 def _registered(found: Found) -> ScanRow:
     row = ScanRow(found.alias, found.quant, found.source, found.path, "skipped", found.problem, found.hint)
-    mine = [m for m in readable(found.alias) if m.alias == found.alias]
+    mine = manifests_of(found.alias)[0]
     if found.problem:
         registered = next((m for m in mine if m.path == str(found.path)), None)
         if registered is not None:  # registered before, its file gone since
@@ -417,7 +419,7 @@ def _registered(found: Found) -> ScanRow:
             return replace(row, status="missing", problem="a part of it is gone", hint=same.way_out())
         return replace(row, status="known")
     if found.quant is not None:
-        taken = next((m for m in mine if m.quant.upper() == found.quant.upper()), None)
+        taken = next((m for m in mine if same_quant(m.quant, found.quant)), None)
         if taken is not None:
             return _taken(row, taken)
     try:
