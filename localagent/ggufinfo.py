@@ -270,8 +270,12 @@ def _quant_name(header: _Header) -> str | None:
     return GGMLQuantizationType(counts.most_common(1)[0][0]).name
 
 
-def _header(path: Path, size: int) -> _Header:
+def _header(path: Path) -> _Header:
     """The parsed header of `path`; IntegrityError if it is not a whole, readable GGUF."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise IntegrityError(f"{path}: cannot read: {exc.strerror}") from exc
     try:
         with path.open("rb") as fh:
             magic = fh.read(4)
@@ -299,12 +303,7 @@ def chat_templates(path: Path) -> dict[str, str]:
     """Every chat template in the header (`tokenizer.chat_template` and its named variants),
     read before llama-cpp-python compiles them while loading: a template is code from
     whoever made the file (engines/templates.py checks it first)."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise IntegrityError(f"{path}: cannot read: {exc.strerror}") from exc
-    header = _header(path, size)
+    header = _header(Path(path))
     return {
         key: value
         for key, value in header.fields.items()
@@ -314,12 +313,7 @@ def chat_templates(path: Path) -> dict[str, str]:
 
 def read(path: Path) -> GGUFInfo:
     """The header facts of `path`. IntegrityError if it is not a whole, readable GGUF."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise IntegrityError(f"{path}: cannot read: {exc.strerror}") from exc
-    header = _header(path, size)
+    header = _header(Path(path))
     arch = _text(header, "general.architecture") or "unknown"
 
     def arch_int(key: str) -> int | None:

@@ -117,22 +117,22 @@ def _malformed(what: str, exc: ValidationError) -> DownloadError:
 
 
 def _transport_error() -> type[BaseException]:
-    """huggingface_hub 2.x talks through httpx2, 1.x through httpx: what its transport raises
-    for refused, dropped and timed-out connections."""
-    for name in ("httpx2", "httpx"):
-        try:
-            return importlib.import_module(name).TransportError
-        except ImportError:
-            continue
-    return ConnectionError
+    """What the hub's transport raises for refused, dropped and timed-out connections."""
+    return _httpx_error("TransportError")
 
 
 def _request_error() -> type[BaseException]:
     """The transport's base of every request failure: besides TransportError, a redirect
     loop (TooManyRedirects) and a body it cannot decode."""
-    for name in ("httpx2", "httpx"):
+    return _httpx_error("RequestError")
+
+
+def _httpx_error(name: str) -> type[BaseException]:
+    """huggingface_hub 2.x talks through httpx2, 1.x through httpx: the exception class `name`
+    of whichever is installed (ConnectionError when neither is)."""
+    for module in ("httpx2", "httpx"):
         try:
-            return importlib.import_module(name).RequestError
+            return getattr(importlib.import_module(module), name)
         except ImportError:
             continue
     return ConnectionError

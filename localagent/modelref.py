@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from localagent import hardware, settings
 from localagent.catalog import PSEUDO_MODELS, Catalog, HostedModel, LocalModel, load_catalog
 from localagent.errors import ConfigError, ModelLoadError, OfflineError
 from localagent.hub import Progress
 from localagent.store import hubnames
+from localagent.store.download import choose_from_hub
 from localagent.store.footprint import params_label
 from localagent.store.resolve import ResolvedModel
 from localagent.units import format_bytes
+
+if TYPE_CHECKING:  # typing.Unpack is 3.11+; annotations are not evaluated at run time
+    from typing import Unpack
 
 Kind = Literal["local", "hosted", "pseudo"]
 
@@ -116,16 +120,7 @@ def refer(name: str, *, offline: bool | None = None, catalog: Catalog | None = N
 def _hub_source(hub: hubnames.HubName, offline: bool) -> HubSource:
     if offline:  # nothing is listed; obtain() then says the name is not on this machine
         return HubSource(hub.repo, (hub.file,) if hub.file else (), None, hub.quant)
-    from localagent import hub as hub_api
-    from localagent.errors import ModelNotFoundError
-
-    try:
-        files = hub_api.list_files(hub.repo)
-    except ModelNotFoundError as exc:
-        raise ModelNotFoundError(
-            exc.message, hint=f"check the name hf.co/{hub.repo} on the hub; a private repository needs HF_TOKEN"
-        ) from exc
-    choice = hubnames.choose(hub.repo, files, hub.quant, hub.file)
+    choice = choose_from_hub(hub, hub.quant, f"hf.co/{hub.repo}")
     paths = tuple(f.path for f in choice.candidate.files)
     return HubSource(hub.repo, paths, choice.candidate.size, choice.quant, choice.note)
 
@@ -230,15 +225,16 @@ def ready(
     return obtained
 
 
-def prepare(
-    name: str,
-    *,
-    n_ctx: int | None = None,
-    offline: bool | None = None,
-    progress: bool | Progress = False,
-    available: int | None = None,
-    flag: str | None = "--ctx",
-) -> ModelRef:
+class ReadyOptions(TypedDict, total=False):
+    """ready's keyword arguments, so prepare takes exactly them with ready's defaults."""
+
+    n_ctx: int | None
+    offline: bool | None
+    progress: bool | Progress
+    available: int | None
+    flag: str | None
+
+
+def prepare(name: str, **options: Unpack[ReadyOptions]) -> ModelRef:
     """refer, then ready: the one path from a name to a model on this disk that fits."""
-    ref = refer(name, offline=offline)
-    return ready(ref, n_ctx=n_ctx, offline=offline, progress=progress, available=available, flag=flag)
+    return ready(refer(name, offline=options.get("offline")), **options)

@@ -8,7 +8,6 @@ import os
 import stat
 from contextlib import suppress
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from localagent.errors import ConfigError
@@ -78,12 +77,7 @@ class TraceWriter:
         self._file.write(line + "\n")
         self._file.flush()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if self._file is None:
             return
         file, self._file = self._file, None

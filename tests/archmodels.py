@@ -54,6 +54,10 @@ N_CTX_TRAIN = 4096
 # Small so a test can cross it with a short conversation (n_ctx 512 holds 16 windows).
 N_SWA = 32
 STD = 0.02  # biases
+# The Mamba-2 mixer of mamba2 and granitehybrid (mamba2.cpp + mamba-base.cpp): inner_size must
+# be 2 n_embd (granite-hybrid); time_step_rank is the number of SSM heads (head_dim = inner_size
+# / heads = 32); one group, as Mamba-2 checkpoints mostly have.
+M2_INNER, M2_STATE, M2_HEADS, M2_GROUPS = 2 * N_EMBD, 16, 4, 1
 
 ToolFormat = Literal[
     "none",  # the template renders no tools
@@ -159,6 +163,30 @@ class Layout:
             self.vector(f"{blk}.attn_k.bias", head_dim * n_head_kv)
             self.vector(f"{blk}.attn_v.bias", head_dim * n_head_kv)
 
+    def heads(self, n_head: int, n_head_kv: int | list[int], head_dim: int | None = None) -> None:
+        """The attention keys (and the FFN width, which every family with attention writes);
+        `head_dim` where it is not n_embd / n_head; a list of n_head_kv: per layer, 0 where
+        the layer has no attention (LFM2, Granite 4.0-H)."""
+        self.key("feed_forward_length", N_FF)
+        self.key("attention.head_count", n_head)
+        self.key("attention.head_count_kv", n_head_kv)
+        if head_dim is not None:
+            self.key("attention.key_length", head_dim)
+            self.key("attention.value_length", head_dim)
+
+    def dense_blocks(
+        self, blocks: int, n_head: int, n_head_kv: int, head_dim: int, *, bias: bool = False, qk_norm: bool = False
+    ) -> None:
+        """The llama-shaped stack: the output norm, then per block a norm, attention (with Q/K
+        norms when `qk_norm`) and the FFN."""
+        self.norm("output_norm.weight")
+        for i in range(blocks):
+            self.norm(f"blk.{i}.attn_norm.weight")
+            self.attention(i, n_head, n_head_kv, head_dim, bias=bias)
+            if qk_norm:
+                self.qk_norm(i, head_dim)
+            self.ffn(i)
+
     def qk_norm(self, i: int, head_dim: int) -> None:
         self.vector(f"blk.{i}.attn_q_norm.weight", head_dim, init="ones")
         self.vector(f"blk.{i}.attn_k_norm.weight", head_dim, init="ones")
@@ -173,10 +201,19 @@ class Layout:
     def norm(self, name: str) -> None:
         self.vector(name, N_EMBD, init="ones")
 
-    def mamba2_mixer(self, i: int, *, d_inner: int, d_state: int, n_group: int, n_head: int) -> None:
+    def mamba2_keys(self) -> None:
+        """The SSM keys of the Mamba-2 mixer below."""
+        self.key("ssm.conv_kernel", 4)
+        self.key("ssm.inner_size", M2_INNER)
+        self.key("ssm.state_size", M2_STATE)
+        self.key("ssm.time_step_rank", M2_HEADS)
+        self.key("ssm.group_count", M2_GROUPS)
+
+    def mamba2_mixer(self, i: int) -> None:
         """src/models/mamba2.cpp and granite-hybrid.cpp. ssm_in projects z, x, B, C and dt:
         granite-hybrid writes d_in_proj as 2*d_inner + 2*n_group*d_state + n_head, mamba2.cpp
         as d_inner + conv_dim + n_head, the same number."""
+        d_inner, d_state, n_group, n_head = M2_INNER, M2_STATE, M2_GROUPS, M2_HEADS
         blk = f"blk.{i}"
         conv_dim = d_inner + 2 * n_group * d_state
         d_in_proj = d_inner + conv_dim + n_head
@@ -200,16 +237,10 @@ def _llama(n_vocab: int) -> Layout:
     L = Layout("llama", n_vocab)
     L.common(blocks=2)
     L.key("vocab_size", n_vocab)
-    L.key("feed_forward_length", N_FF)
-    L.key("attention.head_count", 4)
-    L.key("attention.head_count_kv", 2)
+    L.heads(4, 2)
     L.key("rope.dimension_count", 16)
     L.key("rope.freq_base", 500000.0)
-    L.norm("output_norm.weight")
-    for i in range(2):
-        L.norm(f"blk.{i}.attn_norm.weight")
-        L.attention(i, 4, 2, 16)
-        L.ffn(i)
+    L.dense_blocks(2, 4, 2, 16)
     return L
 
 
@@ -217,15 +248,9 @@ def _qwen2(n_vocab: int) -> Layout:
     # src/models/qwen2.cpp: like llama, plus the q/k/v biases every Qwen2/2.5 checkpoint has.
     L = Layout("qwen2", n_vocab)
     L.common(blocks=2, eps=1e-6)
-    L.key("feed_forward_length", N_FF)
-    L.key("attention.head_count", 4)
-    L.key("attention.head_count_kv", 2)
+    L.heads(4, 2)
     L.key("rope.freq_base", 1000000.0)
-    L.norm("output_norm.weight")
-    for i in range(2):
-        L.norm(f"blk.{i}.attn_norm.weight")
-        L.attention(i, 4, 2, 16, bias=True)
-        L.ffn(i)
+    L.dense_blocks(2, 4, 2, 16, bias=True)
     return L
 
 
@@ -234,18 +259,9 @@ def _qwen3(n_vocab: int) -> Layout:
     # not n_embd/n_head (Qwen3-0.6B: 16 heads x 128 = 2048 on a 1024 residual): 4 x 32 = 128 on 64.
     L = Layout("qwen3", n_vocab)
     L.common(blocks=2, eps=1e-6)
-    L.key("feed_forward_length", N_FF)
-    L.key("attention.head_count", 4)
-    L.key("attention.head_count_kv", 2)
-    L.key("attention.key_length", 32)
-    L.key("attention.value_length", 32)
+    L.heads(4, 2, 32)
     L.key("rope.freq_base", 1000000.0)
-    L.norm("output_norm.weight")
-    for i in range(2):
-        L.norm(f"blk.{i}.attn_norm.weight")
-        L.attention(i, 4, 2, 32)
-        L.qk_norm(i, 32)
-        L.ffn(i)
+    L.dense_blocks(2, 4, 2, 32, qk_norm=True)
     return L
 
 
@@ -259,11 +275,7 @@ def _qwen35(n_vocab: int) -> Layout:
     # partial multi-section RoPE (Qwen3.5: 64 of 256 dims, sections 11/11/10): 8 of 32 here.
     L = Layout("qwen35", n_vocab)
     L.common(blocks=4, eps=1e-6)
-    L.key("feed_forward_length", N_FF)
-    L.key("attention.head_count", 2)
-    L.key("attention.head_count_kv", 1)
-    L.key("attention.key_length", 32)
-    L.key("attention.value_length", 32)
+    L.heads(2, 1, 32)
     L.key("rope.dimension_count", 8)
     L.key("rope.dimension_sections", [2, 1, 1, 0])
     L.key("rope.freq_base", 10000000.0)
@@ -304,9 +316,7 @@ def _lfm2(n_vocab: int) -> Layout:
     # conv. The final norm is named token_embd_norm (llama-arch.cpp: "fix for wrong tensor name").
     L = Layout("lfm2", n_vocab)
     L.common(blocks=3)
-    L.key("feed_forward_length", N_FF)
-    L.key("attention.head_count", 4)
-    L.key("attention.head_count_kv", [0, 2, 0])
+    L.heads(4, [0, 2, 0])
     L.key("rope.freq_base", 1000000.0)
     L.key("shortconv.l_cache", 3)
     L.norm("token_embd_norm.weight")
@@ -351,19 +361,14 @@ def _mamba(n_vocab: int) -> Layout:
 
 
 def _mamba2(n_vocab: int) -> Layout:
-    # src/models/mamba2.cpp + mamba-base.cpp: time_step_rank is the number of SSM heads
-    # (head_dim = inner_size / heads = 32); one group, as Mamba-2 checkpoints mostly have.
+    # src/models/mamba2.cpp + mamba-base.cpp (the mixer's shape: M2_INNER and the rest).
     L = Layout("mamba2", n_vocab)
     L.common(blocks=2)
-    L.key("ssm.conv_kernel", 4)
-    L.key("ssm.inner_size", 2 * N_EMBD)
-    L.key("ssm.state_size", 16)
-    L.key("ssm.time_step_rank", 4)
-    L.key("ssm.group_count", 1)
+    L.mamba2_keys()
     L.norm("output_norm.weight")
     for i in range(2):
         L.norm(f"blk.{i}.attn_norm.weight")
-        L.mamba2_mixer(i, d_inner=2 * N_EMBD, d_state=16, n_group=1, n_head=4)
+        L.mamba2_mixer(i)
     return L
 
 
@@ -374,11 +379,7 @@ def _gemma3(n_vocab: int) -> Layout:
     # over 1 KV head of 256; here 4 x 32 over 1. Pre and post norms around attention and FFN.
     L = Layout("gemma3", n_vocab)
     L.common(blocks=3, eps=1e-6)
-    L.key("feed_forward_length", N_FF)
-    L.key("attention.head_count", 4)
-    L.key("attention.head_count_kv", 1)
-    L.key("attention.key_length", 32)
-    L.key("attention.value_length", 32)
+    L.heads(4, 1, 32)
     L.key("attention.sliding_window", N_SWA)
     L.key("attention.sliding_window_pattern", 3)
     L.key("rope.freq_base", 1000000.0)
@@ -403,11 +404,7 @@ def _gemma4(n_vocab: int) -> Layout:
     pattern = [True, True, False]
     L = Layout("gemma4", n_vocab)
     L.common(blocks=3, eps=1e-6)
-    L.key("feed_forward_length", N_FF)
-    L.key("attention.head_count", 2)
-    L.key("attention.head_count_kv", 1)
-    L.key("attention.key_length", 32)
-    L.key("attention.value_length", 32)
+    L.heads(2, 1, 32)
     L.key("attention.key_length_swa", 16)
     L.key("attention.value_length_swa", 16)
     L.key("rope.dimension_count", 32)
@@ -443,22 +440,16 @@ def _granitehybrid(n_vocab: int) -> Layout:
     # last logits by 0.001.
     L = Layout("granitehybrid", n_vocab)
     L.common(blocks=3)
-    L.key("feed_forward_length", N_FF)
-    L.key("attention.head_count", 4)
-    L.key("attention.head_count_kv", [0, 2, 0])
+    L.heads(4, [0, 2, 0])
     L.key("rope.scaling.finetuned", False)
-    L.key("ssm.conv_kernel", 4)
-    L.key("ssm.inner_size", 2 * N_EMBD)
-    L.key("ssm.state_size", 16)
-    L.key("ssm.time_step_rank", 4)
-    L.key("ssm.group_count", 1)
+    L.mamba2_keys()
     L.norm("output_norm.weight")
     for i in range(3):
         L.norm(f"blk.{i}.attn_norm.weight")
         if i == 1:
             L.attention(i, 4, 2, 16)
         else:
-            L.mamba2_mixer(i, d_inner=2 * N_EMBD, d_state=16, n_group=1, n_head=4)
+            L.mamba2_mixer(i)
         L.ffn(i)
     return L
 
@@ -468,16 +459,10 @@ def _smollm3(n_vocab: int) -> Layout:
     # is hard-coded to 4), so 4 blocks include one NoPE layer.
     L = Layout("smollm3", n_vocab)
     L.common(blocks=4, eps=1e-6)
-    L.key("feed_forward_length", N_FF)
-    L.key("attention.head_count", 4)
-    L.key("attention.head_count_kv", 2)
+    L.heads(4, 2)
     L.key("rope.dimension_count", 16)
     L.key("rope.freq_base", 5000000.0)
-    L.norm("output_norm.weight")
-    for i in range(4):
-        L.norm(f"blk.{i}.attn_norm.weight")
-        L.attention(i, 4, 2, 16)
-        L.ffn(i)
+    L.dense_blocks(4, 4, 2, 16)
     return L
 
 

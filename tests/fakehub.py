@@ -305,14 +305,19 @@ context = 8192
 """
 
 
-@pytest.fixture(scope="session")
-def bundled_sha256(bundled_gguf: Path) -> str:
-    """Hashed once per session: the file is 98 MB."""
+def sha256_of(path: Path) -> str:
+    """A file's sha256, as the hub gives an LFS file's (its `lfs.oid`)."""
     digest = hashlib.sha256()
-    with bundled_gguf.open("rb") as fh:
+    with path.open("rb") as fh:
         while block := fh.read(BLOCK):
             digest.update(block)
     return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def bundled_sha256(bundled_gguf: Path) -> str:
+    """Hashed once per session: the file is 98 MB."""
+    return sha256_of(bundled_gguf)
 
 
 @pytest.fixture

@@ -27,16 +27,13 @@ from __future__ import annotations
 import archmodels
 import numpy as np
 import pytest
+from fixtures_tools import READ
 
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel, common_prefix
 from localagent.records import Message, ToolCall, ToolSpec
 
-READ = ToolSpec(
-    "read_file",
-    "Read a text file in the workspace.",
-    {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
-)
+# fixtures_tools.LIST but with `path` required: the prompts RELATIVE_TOLERANCE was measured on
 LIST = ToolSpec(
     "list_directory",
     "List the files in a directory.",

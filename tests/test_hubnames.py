@@ -4,13 +4,11 @@ and the pure parsing and choosing underneath."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from fakehub import BLOCK, FakeHub, HubFile, bundled_sha256  # noqa: F401 (fixtures)
+from fakehub import FakeHub, HubFile, bundled_sha256, sha256_of  # noqa: F401 (fixtures)
 
 from localagent import settings, store
 from localagent.errors import ConfigError, IntegrityError, ModelNotFoundError, OfflineError
@@ -108,14 +106,6 @@ NEAR = "fakeorg/Near-GGUF"
 SPLIT = "fakeorg/Split-GGUF"
 AMBIGUOUS = "fakeorg/Ambiguous-GGUF"
 NONE = "fakeorg/Smol-safetensors"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @pytest.fixture

@@ -73,6 +73,10 @@ class _Calls:
         return self._properties[tool]
 
 
+# reads the call that begins at an offset into _Calls -> where the text resumes after it
+_ReadCall = Callable[[str, int, _Calls], int]
+
+
 def parse_native(
     text: str, id_prefix: str = "call_", *, tools: Sequence[ToolSpec] = ()
 ) -> tuple[str, tuple[ToolCall, ...]]:
@@ -216,6 +220,22 @@ def _json_arguments(text: str) -> dict[str, Any]:
     return arguments
 
 
+def _outside_calls(text: str, calls: _Calls, start_re: re.Pattern[str], read_call: _ReadCall) -> str:
+    """The text outside the calls that begin where `start_re` matches; `read_call` reads the
+    call at a start into `calls` and says where the text resumes. At the cap the rest of the
+    text is dropped, neither content nor calls."""
+    content: list[str] = []
+    pos = 0
+    while not calls.full:
+        m = start_re.search(text, pos)
+        if m is None:
+            content.append(text[pos:])
+            break
+        content.append(text[pos : m.start()])
+        pos = read_call(text, m.start(), calls)
+    return "".join(content)
+
+
 def _parse_python_tag(text: str, calls: _Calls) -> str:
     """Llama 3.1: `<|python_tag|>{...}; {...}`."""
     before, _, after = text.partition(_PYTHON_TAG)
@@ -234,19 +254,14 @@ _AFTER_PARAMETER = ("<parameter=", "</function>", "</tool_call>")
 
 
 def _parse_tagged(text: str, calls: _Calls) -> str:
-    content: list[str] = []
-    pos = 0
-    while not calls.full:
-        m = _TAGGED_START_RE.search(text, pos)
-        if m is None:
-            content.append(text[pos:])
-            break
-        content.append(text[pos : m.start()])
-        if m.group() == "<tool_call>":
-            pos = _tool_call_block(text, m.end(), calls)
-        else:  # Qwen3-Coder sometimes leaves out the opening <tool_call>
-            pos = _skip_tag(text, _function_call(text, m.start(), calls), "</tool_call>")
-    return "".join(content)
+    return _outside_calls(text, calls, _TAGGED_START_RE, _tagged_call)
+
+
+def _tagged_call(text: str, start: int, calls: _Calls) -> int:
+    if text.startswith("<tool_call>", start):
+        return _tool_call_block(text, start + len("<tool_call>"), calls)
+    # Qwen3-Coder sometimes leaves out the opening <tool_call>
+    return _skip_tag(text, _function_call(text, start, calls), "</tool_call>")
 
 
 def _tool_call_block(text: str, start: int, calls: _Calls) -> int:
@@ -420,26 +435,21 @@ def _narrow(value: Any, types: set[str]) -> Any:
 
 _LFM2_START = "<|tool_call_start|>"
 _LFM2_END = "<|tool_call_end|>"
+_LFM2_START_RE = re.compile(re.escape(_LFM2_START))
 _PYTHONIC_NAME_RE = re.compile(r"\s*\[?\s*([A-Za-z_][\w.]{0,199})\s*\(")
 # llama.cpp's LFM2 grammar takes JSON's literals as well as Python's
 _NAME_LITERALS = {"true": True, "false": False, "null": None}
 
 
 def _parse_lfm2(text: str, calls: _Calls) -> str:
-    content: list[str] = []
-    pos = 0
-    while not calls.full:
-        start = text.find(_LFM2_START, pos)
-        if start < 0:
-            content.append(text[pos:])
-            break
-        content.append(text[pos:start])
-        body_start = start + len(_LFM2_START)
-        close = text.find(_LFM2_END, body_start)
-        end = len(text) if close < 0 else close + len(_LFM2_END)
-        _pythonic_calls(text[body_start : len(text) if close < 0 else close], calls, close < 0)
-        pos = end
-    return "".join(content)
+    return _outside_calls(text, calls, _LFM2_START_RE, _lfm2_call)
+
+
+def _lfm2_call(text: str, start: int, calls: _Calls) -> int:
+    body_start = start + len(_LFM2_START)
+    close = text.find(_LFM2_END, body_start)
+    _pythonic_calls(text[body_start : len(text) if close < 0 else close], calls, close < 0)
+    return len(text) if close < 0 else close + len(_LFM2_END)
 
 
 def _pythonic_calls(body: str, calls: _Calls, truncated: bool) -> None:
@@ -550,6 +560,7 @@ def _literal(node: ast.expr, depth: int) -> Any:
 
 _GEMMA_START = "<|tool_call>"
 _GEMMA_END = "<tool_call|>"
+_GEMMA_START_RE = re.compile(re.escape(_GEMMA_START))
 _GEMMA_QUOTE = '<|"|>'
 _GEMMA_NAME_RE = re.compile(r"call:([^{}\s<>]{1,200})(?=\{)")
 # llama.cpp: a key is any run of characters but ':' and '}' (common/parsers/gemma4.cpp)
@@ -559,16 +570,7 @@ _JSON_LITERALS = (("true", True), ("false", False), ("null", None))
 
 
 def _parse_gemma4(text: str, calls: _Calls) -> str:
-    content: list[str] = []
-    pos = 0
-    while not calls.full:
-        start = text.find(_GEMMA_START, pos)
-        if start < 0:
-            content.append(text[pos:])
-            break
-        content.append(text[pos:start])
-        pos = _gemma4_call(text, start, calls)
-    return "".join(content)
+    return _outside_calls(text, calls, _GEMMA_START_RE, _gemma4_call)
 
 
 def _gemma4_call(text: str, start: int, calls: _Calls) -> int:

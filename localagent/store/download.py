@@ -13,9 +13,10 @@ from pathlib import Path
 
 from localagent import ggufinfo, settings
 from localagent.catalog import LocalModel
-from localagent.errors import DownloadError, IntegrityError, StoreError
+from localagent.errors import DownloadError, IntegrityError, ModelNotFoundError, StoreError
 from localagent.ggufinfo import GGUFInfo
 from localagent.hub import Progress, RemoteFile
+from localagent.store import hubnames
 from localagent.store.disk import sha256_file, writing
 from localagent.store.hubnames import Choice, HubName
 from localagent.store.manifests import Manifest, Part, checked, installed_manifest, manifest_path, register
@@ -112,6 +113,21 @@ def fetch(
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, target)
     return sha, info
+
+
+def choose_from_hub(name: HubName, quant: str | None, shown: str) -> Choice:
+    """What a pull of `name` at `quant` would fetch, from its repository's file list
+    (hubnames.choose). A repository the hub does not know is named as the user wrote it
+    (`shown`): the hub answers the same for a typo and a private repository."""
+    from localagent import hub
+
+    try:
+        files = hub.list_files(name.repo)
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(
+            exc.message, hint=f"check the name {shown} on the hub; a private repository needs HF_TOKEN"
+        ) from exc
+    return hubnames.choose(name.repo, files, quant, name.file)
 
 
 def pull_hub_name(name: HubName, choice: Choice, *, progress: bool | Progress) -> Manifest:

@@ -18,7 +18,7 @@ from localagent.hub import Progress
 from localagent.store import hubnames
 from localagent.store.bundled import register_bundled
 from localagent.store.disk import sha256_file
-from localagent.store.download import pull_from_hub, pull_hub_name
+from localagent.store.download import choose_from_hub, pull_from_hub, pull_hub_name
 from localagent.store.manifests import (
     Manifest,
     Source,
@@ -132,16 +132,7 @@ def _obtain_named(
             hint=f"pull it while online: `localagent models pull {name}`; or `localagent models scan` to register "
             "the models Ollama, LM Studio and the Hugging Face cache already hold",
         )
-    from localagent import hub as hub_api
-
-    try:
-        files = hub_api.list_files(hub.repo)
-    except ModelNotFoundError as exc:
-        raise ModelNotFoundError(
-            exc.message, hint=f"check the name {name} on the hub; a private repository needs HF_TOKEN"
-        ) from exc
-    choice = hubnames.choose(hub.repo, files, quant, hub.file)
-    return resolved(pull_hub_name(hub, choice, progress=progress), None)
+    return resolved(pull_hub_name(hub, choose_from_hub(hub, quant, name), progress=progress), None)
 
 
 def _obtain(

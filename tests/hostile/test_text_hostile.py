@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli_run import SCRIPT, localagent
+from test_cli_run import SCRIPT, localagent, workspace  # noqa: F401 (fixture)
 from test_engine_hosted import FakeAPI, chunk, sse
 
 from localagent import settings
@@ -33,14 +33,6 @@ from localagent.records import FinalStep, Message, Reply, ToolCall, ToolStep
 USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
 LATIN1_NAME = b"caf\xe9.txt"  # a name from an old zip archive: not UTF-8
 SHOWN = "caf\\xe9.txt"  # how the model is shown it
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    (ws / "README.md").write_text("# Demo\n\nThe secret word is banana.\n")
-    return ws
 
 
 @pytest.fixture
