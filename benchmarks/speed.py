@@ -1,6 +1,7 @@
 """Engine speed against raw llama-cpp-python, and prefix reuse over a scripted agent run.
 
     python benchmarks/speed.py [--model ALIAS_OR_GGUF] [--threads N] [--repeats 5] [--json]
+                               [--only-constrained | --only-lookup]
 
 One process, one model file, the same prompt tokens and threads for every side:
 
@@ -20,6 +21,11 @@ One process, one model file, the same prompt tokens and threads for every side:
    decode tokens/s (target: guided >= 0.9x free); a read_file call gives a whole tool call's
    wall time against free generation of as many tokens as the call's text (target: below 1x),
    and the sampled and forced tokens of each.
+5. Prompt-lookup decoding (engines/lookup.py): free greedy replies with and without it, medians
+   over repeats in rotating order: a copy-heavy reply (a 40-line file rewritten with one
+   change) and free prose (where drafts mostly miss: what lookup costs), decode tokens/s, the
+   ratio, drafted and accepted tokens, and in how many rounds both sides wrote the same
+   tokens. Run by `--only-lookup` only (it takes as long as the other four together on 2 cores).
 
 Timings are noisy on shared machines: compare the ratios of one run, not figures across runs.
 """
@@ -399,6 +405,103 @@ def constrained(model: LlamaCppModel, repeats: int, poem_tokens: int = 200) -> d
     return out
 
 
+# --- prompt-lookup decoding -------------------------------------------------------------------
+
+# ~40 lines of code the reply is asked to copy with one change (the copy-heavy case), and a
+# story (free prose: drafts mostly miss, so it shows what lookup costs where it does not help)
+LOOKUP_FILE = "\n".join(
+    line
+    for i in range(1, 11)
+    for line in (
+        f"def load_{i}(path):",
+        f'    """Read record {i} from the file at path."""',
+        "    with open(path) as f:",
+        f"        return parse(f.read(), kind={i})",
+    )
+)
+LOOKUP_CASES = {
+    "copy": "Here is loader.py:\n\n{file}\n\nRewrite the whole file with load_6 using kind=60. Output the complete file.",
+    "prose": "Write a long, detailed story about the lighthouse keeper who wrote this code:\n\n{file}",
+}
+LOOKUP_SIDES = ("off", "on")
+
+
+@dataclass(frozen=True)
+class LookupRun:
+    output_tokens: int
+    drafted: int
+    accepted: int
+    decode_tps: float | None
+    tokens: tuple[int, ...]
+
+
+def _lookup_run(model: LlamaCppModel, case: str, side: str, i: int, max_tokens: int) -> LookupRun:
+    # the round number first, so no round shares a cached prefix with the one before; both
+    # sides of a round decode after the same prompt (the second finds it cached, which moves
+    # only the time to the first token, not the decode rate compared)
+    messages = [Message("system", f"Round {i}. {SYSTEM}"), Message("user", LOOKUP_CASES[case].format(file=LOOKUP_FILE))]
+    model.config = replace(model.config, lookup=side == "on")
+    reply = model.chat(messages, [], max_tokens=max_tokens)
+    t = reply.timings
+    return LookupRun(
+        reply.usage.output_tokens, t.drafted_tokens, t.accepted_tokens, t.decode_tokens_per_s, tuple(model._last[3])
+    )
+
+
+def prompt_lookup(model: LlamaCppModel, repeats: int, max_tokens: int) -> dict[str, Any]:
+    """Free greedy replies decoded with and without prompt-lookup decoding, medians over
+    repeats in rotating order: decode tokens/s, the ratio, drafted and accepted tokens."""
+    keep = model.config
+    runs: dict[str, dict[str, list[LookupRun]]] = {case: {s: [] for s in LOOKUP_SIDES} for case in LOOKUP_CASES}
+    try:
+        for i in range(repeats + 1):  # the first round warms up
+            order = LOOKUP_SIDES[i % 2 :] + LOOKUP_SIDES[: i % 2]
+            for case in LOOKUP_CASES:
+                for side in order:
+                    run = _lookup_run(model, case, side, i, max_tokens)
+                    print(
+                        f"  round {i}, {case}, lookup {side}: {run.output_tokens} tokens, {run.decode_tps or 0:.1f} tok/s, "
+                        f"{run.accepted}/{run.drafted} drafts kept",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    if i > 0:
+                        runs[case][side].append(run)
+    finally:
+        model.config = keep
+    out: dict[str, Any] = {}
+    for case, sides in runs.items():
+        figures = {
+            side: {
+                "output_tokens": statistics.median(r.output_tokens for r in rs),
+                "drafted": statistics.median(r.drafted for r in rs),
+                "accepted": statistics.median(r.accepted for r in rs),
+                "decode_tps": _median([r.decode_tps for r in rs]),
+                "all_decode_tps": [round(r.decode_tps or 0.0, 1) for r in rs],
+            }
+            for side, rs in sides.items()
+        }
+        # rounds whose two sides wrote the same tokens (they may part at a near-tie: lookup.py)
+        same = sum(a.tokens == b.tokens for a, b in zip(sides["off"], sides["on"], strict=True))
+        out[case] = figures | {"ratio": _ratio(figures["on"]["decode_tps"], figures["off"]["decode_tps"]), "same": same}
+    return out
+
+
+def print_lookup(figures: dict[str, Any], repeats: int) -> None:
+    print(f"prompt-lookup decoding, free greedy replies: medians of {repeats} repeats in rotating order")
+    print(f"{'':18}{'decode tok/s':>13}{'x off':>8}{'tokens':>8}{'drafted':>9}{'accepted':>10}  every repeat")
+    for case, f in figures.items():
+        for side in LOOKUP_SIDES:
+            s = f[side]
+            tps = f"{s['decode_tps']:.1f}" if s["decode_tps"] else "n/a"
+            ratio = f["ratio"] if side == "on" else ""
+            print(
+                f"  {case + ', ' + side:16}{tps:>13}{ratio:>8}{s['output_tokens']:>8.0f}{s['drafted']:>9.0f}"
+                f"{s['accepted']:>10.0f}  {s['all_decode_tps']}"
+            )
+        print(f"  {case}: the same tokens with and without lookup in {f['same']} of {repeats} rounds")
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -417,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode-tokens", type=int, default=128)
     parser.add_argument("--poem-tokens", type=int, default=200, help="length of the constrained-decoding reply")
     parser.add_argument("--only-constrained", action="store_true", help="run section 4 alone")
+    parser.add_argument("--only-lookup", action="store_true", help="run section 5 (prompt-lookup decoding) alone")
+    parser.add_argument("--lookup-tokens", type=int, default=256, help="length of the prompt-lookup replies")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
 
@@ -427,16 +532,29 @@ def main(argv: list[str] | None = None) -> int:
         opened = open_model(args.model or "smollm2-135m", config)  # the fit check, then the store
         assert isinstance(opened, LlamaCppModel), "a local model: the benchmark drives llama.cpp itself"
         model = opened
+    if args.only_lookup:
+        try:
+            figures = prompt_lookup(model, args.repeats, args.lookup_tokens)
+            settings = model.describe().as_dict()
+        finally:
+            model.close()
+        if args.json:
+            json.dump({"engine": settings, "lookup": figures}, sys.stdout, indent=2)
+            print()
+        else:
+            print(f"model {settings['model']}  threads {settings['n_threads']}  memory {settings['memory']}")
+            print_lookup(figures, args.repeats)
+        return 0
     try:
         if args.only_constrained:
             guided_figures = constrained(model, args.repeats, args.poem_tokens)
-            settings = model.describe()
+            settings = model.describe().as_dict()
         else:
             speeds = throughput(model, args.repeats, args.decode_tokens)
             steps = conversation_reuse(model)
             run = harness_overhead(model)
             guided_figures = constrained(model, args.repeats, args.poem_tokens)
-            settings = model.describe()
+            settings = model.describe().as_dict()
     finally:
         model.close()
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from localagent import pathchoices
 from localagent.engines.base import ChatModel
 from localagent.errors import ContextOverflowError, EngineError, HostedAPIError, ToolError
 from localagent.records import (
@@ -66,6 +67,9 @@ class AgentConfig:
     temperature: float = 0.0
     seed: int | None = None
     system_prompt: str | None = None  # None: SYSTEM_PROMPT
+    # hold path arguments to the workspace's paths in engines that decode under a grammar
+    # (pathchoices.py; `--no-path-constraints` turns it off)
+    path_constraints: bool = True
 
 
 @dataclass
@@ -136,6 +140,11 @@ class Agent:
         self.system_prompt = config.system_prompt or SYSTEM_PROMPT
         self.tools = tuple(tools)
         self.tool_specs = tuple(t.spec() for t in self.tools)
+        self.path_kinds = (
+            tuple((t.name, argument, kind) for t in self.tools for argument, kind in t.paths)
+            if config.path_constraints
+            else ()
+        )
 
     def run(self, prompt: str, on_token: Callable[[str], None] | None = None) -> Iterator[Step]:
         started = time.perf_counter()
@@ -188,6 +197,8 @@ class Agent:
                 return
             call_started = time.perf_counter()
             try:
+                listing = self._listing(deadline)
+                choices = pathchoices.choices(self.path_kinds, listing) if listing is not None else ()
                 reply = self.model.chat(
                     messages,
                     self.tool_specs,
@@ -195,6 +206,7 @@ class Agent:
                     temperature=self.config.temperature,
                     seed=self.config.seed,
                     on_token=guarded,
+                    choices=choices,
                 )
             except _TimeUp:
                 totals.model_s += time.perf_counter() - call_started
@@ -208,7 +220,9 @@ class Agent:
             totals.usage += reply.usage
             totals.prompt_tokens_evaluated += reply.timings.prompt_tokens_evaluated
             reply = _with_call_ids(reply, step)
-            yield ModelStep(step=step, reply=reply, elapsed_s=time.perf_counter() - started)
+            # the trace says what the grammar held paths to, or why it held none
+            paths = listing.summary() if listing is not None and (reply.choices_held or not listing.complete) else ""
+            yield ModelStep(step=step, reply=reply, elapsed_s=time.perf_counter() - started, paths=paths)
 
             if reply.finish_reason == "unfinished_thinking":
                 yield final(
@@ -259,6 +273,15 @@ class Agent:
                     yield final(step, reason, error=f"the same call failed {REPEAT_LIMIT} times: {tool_step.error}")
                     return
         yield final(self.config.max_steps, "max_steps", error=f"no answer after {self.config.max_steps} steps")
+
+    def _listing(self, deadline: float) -> pathchoices.Listing | None:
+        """The workspace's paths for this step's grammar, or None when no tool takes a path
+        (or the constraints are off). Listed on a worker thread: a hung mount ends the run
+        on time, as a tool would."""
+        if not self.path_kinds:
+            return None
+        listing: pathchoices.Listing = _within(deadline, lambda: pathchoices.list_paths(self.workspace))
+        return listing
 
     def _run_call(self, step: int, call: ToolCall, started: float, deadline: float) -> ToolStep:
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from localagent.bench.schema import CheckResult
 from localagent.errors import ConfigError
-from localagent.records import FinalStep, Usage, as_dict
+from localagent.records import FinalStep, StopReason, Usage, as_dict
 
 CHECK_TIMEOUT_S = 60.0
 
@@ -45,7 +45,7 @@ class Attempt:
     """One model's try at the run: how it ended, the check's verdict, what it spent."""
 
     model: str
-    stop_reason: str
+    stop_reason: StopReason
     check: CheckResult | None  # None: no --check, or the run stopped without an answer
     usage: Usage
     steps: int

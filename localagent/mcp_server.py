@@ -44,7 +44,7 @@ from pydantic import BaseModel, Field, ValidationError
 from localagent import __version__, modelref, settings, store
 from localagent.agent import Agent, AgentConfig
 from localagent.catalog import PSEUDO_MODELS, Price, cost_usd, load_catalog, suggest
-from localagent.engines.base import ToolMode
+from localagent.engines.base import ChatModel, ToolMode
 from localagent.errors import ConfigError, LocalAgentError, MissingExtraError, ModelNotFoundError
 from localagent.memory import PeakMemory
 from localagent.records import FinalStep, ModelStep, Step, safe_text
@@ -156,19 +156,19 @@ class ModelKeeper:
     second run_agent waits for the first. The unload timer re-checks under the same lock, so
     a model is never closed under a running agent."""
 
-    def __init__(self, keep_alive_s: float, opener: Callable[[str, ToolMode, bool | None], Any]):
+    def __init__(self, keep_alive_s: float, opener: Callable[[str, ToolMode, bool | None], ChatModel]):
         self.keep_alive_s = keep_alive_s
         self._open = opener
         self._lock = threading.Lock()
         self._key: tuple[str, ToolMode, bool | None] | None = None
-        self._model: Any = None
+        self._model: ChatModel | None = None
         self._timer: threading.Timer | None = None
         self._last_used = 0.0
 
     @contextmanager
     def use(
         self, alias: str, tool_mode: ToolMode, before_load: Callable[[], None], think: bool | None = None
-    ) -> Iterator[tuple[Any, bool]]:
+    ) -> Iterator[tuple[ChatModel, bool]]:
         """Yields (model, loaded_fresh). When a load is needed, the kept model is unloaded
         first (its memory is what the next one may need), then `before_load` runs."""
         with self._lock:
@@ -181,7 +181,8 @@ class ModelKeeper:
                     before_load()
                     self._model = self._open(*key)
                     self._key = key
-                    log.info("loaded %s in %.2f s: %s", alias, self._model.load_s, self._model.describe())
+                    log.info("loaded %s in %.2f s: %s", alias, self._model.load_s, self._model.describe().as_dict())
+                assert self._model is not None  # the key is set only together with its model
                 yield self._model, fresh
             finally:
                 self._last_used = time.monotonic()
@@ -382,7 +383,7 @@ class AgentService:
         self.offline = config.offline or settings.offline()
         self.keeper = ModelKeeper(config.keep_alive_s, self._open_model)
 
-    def _open_model(self, alias: str, tool_mode: ToolMode, think: bool | None) -> Any:
+    def _open_model(self, alias: str, tool_mode: ToolMode, think: bool | None) -> ChatModel:
         from localagent.engines import open_model
         from localagent.engines.base import EngineConfig
 
@@ -462,8 +463,8 @@ class AgentService:
             peak_rss_bytes=memory.peak_rss,
             cost_usd=cost_usd(final.usage, hosted.price if hosted else None),
             model=chat_model.name,
-            tool_mode=engine.get("tool_mode"),
-            think=engine.get("think"),
+            tool_mode=engine.tool_mode,
+            think=engine.think,
             reasoning_tokens=final.usage.reasoning_tokens,
             workspace=folder.relative_to(self.root).as_posix() or ".",
         )

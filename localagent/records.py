@@ -89,11 +89,27 @@ class Timings:
     # output tokens a grammar forced (appended in a batch, without sampling); the other
     # output tokens were sampled one by one
     forced_tokens: int = 0
+    # prompt-lookup decoding (engines/lookup.py): output tokens proposed from the context and
+    # verified in a batch, and how many of them the model kept; 0 where lookup was off
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
 
 # unfinished_thinking: the reply opened a think block and never closed it (no answer, no call);
 # repetition: the engine stopped a reply that kept writing the same run of tokens (engines/loops.py)
 FinishReason = Literal["stop", "length", "tool_calls", "error", "unfinished_thinking", "repetition"]
+
+
+@dataclass(frozen=True)
+class ArgumentChoice:
+    """What one string argument of one tool may be in the next reply: one of `values`, or any
+    string the anchored regex `pattern` matches. An engine that decodes under a grammar holds
+    the reply to it; others ignore it, and the tool still checks whatever comes."""
+
+    tool: str
+    argument: str
+    values: tuple[str, ...]
+    pattern: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,9 @@ class Reply:
     finish_reason: FinishReason = "stop"
     raw: str = ""  # what the model produced before parsing, for traces
     reasoning: str = ""  # the thinking before the answer or calls, never part of `text`
+    # how many of the call's argument choices (chat's `choices`) the engine's grammar held the
+    # reply to: 0 where it could not (native mode, hosted models, llama.cpp's GBNF fallback)
+    choices_held: int = 0
 
 
 # --- agent steps: each is both the loop's event and one trace record ---
@@ -121,6 +140,8 @@ class ModelStep:
     reply: Reply
     elapsed_s: float  # since the run started, at the end of this call
     kind: Literal["model"] = "model"
+    # the workspace paths offered to the grammar this step (pathchoices.py), "" when none were
+    paths: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Generic, Optional, TypeVar
 
 import re2
 from pydantic import BaseModel, Field, ValidationError
 
 from localagent.errors import ToolError
+from localagent.pathchoices import PathKind
 from localagent.records import ToolCall, ToolSpec
 from localagent.sandbox import (
     IGNORED_DIRS,
@@ -61,17 +62,27 @@ class InvalidToolCall(ToolError):
     """The model's call itself is wrong: unknown tool, malformed or mismatched arguments."""
 
 
+ArgsT = TypeVar("ArgsT", bound=BaseModel)
+
+
 @dataclass(frozen=True)
-class Tool:
+class Tool(Generic[ArgsT]):
+    """One tool: `fn` gets the workspace and the call's arguments validated into `args_model`,
+    and returns the text the model reads; it raises ToolError for every failure."""
+
     name: str
     description: str
-    args_model: type[BaseModel]
-    fn: Callable[[Workspace, Any], str]
+    args_model: type[ArgsT]
+    fn: Callable[[Workspace, ArgsT], str]
+
+    # (argument, kind) for arguments that name a workspace path: the grammar offers only the
+    # paths of that kind at each step (pathchoices.py); a tool without any is never narrowed
+    paths: tuple[tuple[str, PathKind], ...] = ()
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, flat_schema(self.args_model))
 
-    def parse_arguments(self, arguments: Any) -> BaseModel:
+    def parse_arguments(self, arguments: Any) -> ArgsT:
         """The call's arguments validated against the schema; InvalidToolCall says what is wrong."""
         if not isinstance(arguments, dict):
             raise InvalidToolCall(f"arguments for {self.name} must be a JSON object. Expected {self.signature()}")
@@ -584,44 +595,54 @@ def _edited(args: EditFileArgs, data: bytes) -> tuple[bytes, int]:
     return new, at_line
 
 
-TOOLS: tuple[Tool, ...] = (
+# not annotated as tuple[Tool[Any], ...]: inferred, each tool's fn is checked against its args_model
+TOOLS = (
     Tool(
         "read_file",
         "Read a text file. Long files are cut; read more with start_line/end_line.",
         ReadFileArgs,
         read_file,
+        paths=(("path", "file"),),
     ),
     Tool(
         "list_directory",
         "List the files and folders in a folder (folders end with '/').",
         ListDirectoryArgs,
         list_directory,
+        paths=(("path", "folder"),),
     ),
     Tool(
-        "search_files", "Search files for a regular expression; answers file:line:text.", SearchFilesArgs, search_files
+        "search_files",
+        "Search files for a regular expression; answers file:line:text.",
+        SearchFilesArgs,
+        search_files,
+        paths=(("path", "entry"),),
     ),
     Tool(
         "get_file_info",
         "Size, line count, type and modification time of a file or folder.",
         GetFileInfoArgs,
         get_file_info,
+        paths=(("path", "entry"),),
     ),
     Tool(
         "write_file",
         "Create or overwrite a file with the given content (folders are created).",
         WriteFileArgs,
         write_file,
+        paths=(("path", "new"),),
     ),
     Tool(
         "edit_file",
         "Replace old_text, which must occur exactly once in the file, with new_text.",
         EditFileArgs,
         edit_file,
+        paths=(("path", "file"),),
     ),
 )
 
 
-def _describe_validation(tool: Tool, exc: ValidationError) -> str:
+def _describe_validation(tool: Tool[Any], exc: ValidationError) -> str:
     problems = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "arguments"
@@ -634,7 +655,7 @@ def _describe_validation(tool: Tool, exc: ValidationError) -> str:
     return f"invalid arguments for {tool.name}: {'; '.join(problems)}. Expected {tool.signature()}"
 
 
-def run_tool(workspace: Workspace, call: ToolCall, tools: Sequence[Tool] = TOOLS) -> str:
+def run_tool(workspace: Workspace, call: ToolCall, tools: Sequence[Tool[Any]] = TOOLS) -> str:
     """Run one call. Raises InvalidToolCall for the model's malformed calls and ToolError
     for every other failure; the message is meant for the model."""
     if call.error:

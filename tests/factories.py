@@ -27,6 +27,7 @@ def make_run_info(**fields: Any) -> RunInfo:
         "trials": 1,
         "tool_mode": "auto",
         "temperature": 0.0,
+        "path_constraints": True,  # as the runner writes it now (older runs lack it: False)
         "price_table": "models.toml (no hosted prices used)",
     }
     values.update(fields)

@@ -22,7 +22,7 @@ import llama_cpp
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from test_cache_reuse import SYSTEM, TOOLS, _assert_same, _Fresh, _step1, _step2, _step3
-from test_cli_run import localagent
+from test_cli_run import localagent, workspace  # noqa: F401 (fixture)
 
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel
@@ -96,14 +96,6 @@ def folder(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bad-input")
 
 
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    (ws / "README.md").write_text("# Demo\n")
-    return ws
-
-
 # --- an architecture llama.cpp does not know -----------------------------------------------
 
 
@@ -118,7 +110,7 @@ def test_the_copy_differs_from_a_loadable_model_only_in_its_architecture(folder)
     failure below is the architecture's and not a broken file's."""
     same = _with_architecture(archmodels.build("gemma3"), folder / "same-arch.gguf", "gemma3")
     model = LlamaCppModel(same, _config(n_ctx=256))
-    assert model.describe()["memory"].startswith("sliding-window")
+    assert model.describe().memory.startswith("sliding-window")
     model.close()
 
 

@@ -152,7 +152,7 @@ def test_streamed_text_usage_and_timings(api):
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert (body["model"], body["max_tokens"], body["temperature"], body["seed"]) == ("m", 20, 0.3, 5)
     assert api.requests[0]["auth"] == "Bearer no-key-needed"
-    assert model.describe()["streaming"] is True
+    assert model.describe().streaming is True
 
 
 def test_streamed_tool_calls_are_assembled_and_checked(api):
@@ -310,7 +310,7 @@ def test_chat_with_llama_cpp_server(llama_server):  # noqa: F811
     assert pieces  # streamed first...
     # ...but llama-cpp-python's server sends no usage in a stream: the engine asks again
     # without streaming, and keeps doing so, so that tokens are always counted
-    assert model.describe()["streaming"] is False
+    assert model.describe().streaming is False
     again = model.chat([Message("user", "Say hello.")], [], max_tokens=8)
     assert again.usage.output_tokens > 0 and again.timings.ttft_s is None
 
@@ -342,7 +342,13 @@ def test_open_model_finds_a_hosted_entry_in_the_user_catalog(llama_server, local
     try:
         assert isinstance(model, OpenAICompatModel)
         d = model.describe()
-        assert (d["engine"], d["model"], d["tool_mode"]) == ("openai-compatible", "smollm2", "native")
+        assert (d.engine, d.model, d.tool_mode) == ("openai-compatible", "smollm2", "native")
+        stored = d.as_dict()  # the keys a hosted engine always wrote, in its order, None kept
+        assert list(stored) == [
+            *("engine", "model", "provider", "base_url", "tool_mode", "n_ctx"),
+            *("streaming", "max_retries", "timeout_s", "openai_sdk"),
+        ]
+        assert stored["provider"] == "llama.cpp" and stored["n_ctx"] is None and stored["max_retries"] == 0
         assert model.chat([Message("user", "Hi")], [], max_tokens=4).usage.input_tokens > 0
     finally:
         model.close()

@@ -10,22 +10,13 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
+from fixtures_tools import LIST, READ
 
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel, physical_cores
 from localagent.errors import ContextOverflowError, ModelLoadError, ModelNotFoundError
-from localagent.records import Message, ToolCall, ToolSpec
+from localagent.records import Message, ToolCall
 
-READ = ToolSpec(
-    "read_file",
-    "Read a text file in the workspace.",
-    {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
-)
-LIST = ToolSpec(
-    "list_directory",
-    "List the files in a directory.",
-    {"type": "object", "properties": {"path": {"type": "string"}, "recursive": {"type": "boolean"}}},
-)
 TOOLS = [READ, LIST]
 SYSTEM = Message("system", "You are an agent that works on the files in a workspace.")
 
@@ -104,16 +95,16 @@ def native_model(tool_aware_gguf) -> LlamaCppModel:
 
 def test_describe_records_the_settings(model, bundled_gguf):
     d = model.describe()
-    assert d["engine"] == "llama.cpp"
-    assert d["model"] == "smollm2-135m"
-    assert d["path"] == str(bundled_gguf)
-    assert d["tool_mode"] == "json"  # SmolLM2's template knows nothing of tools
-    assert d["n_ctx"] == 2048
-    assert d["n_threads"] == physical_cores() >= 1
+    assert d.engine == "llama.cpp"
+    assert d.model == "smollm2-135m"
+    assert d.path == str(bundled_gguf)
+    assert d.tool_mode == "json"  # SmolLM2's template knows nothing of tools
+    assert d.n_ctx == 2048
+    assert d.n_threads == physical_cores() >= 1
     gpu = llama_cpp.llama_supports_gpu_offload()
-    assert d["n_gpu_layers"] == (-1 if gpu else 0)
-    assert d["gpu_offload"] is gpu
-    assert d["llama_cpp"] == llama_cpp.__version__
+    assert d.n_gpu_layers == (-1 if gpu else 0)
+    assert d.gpu_offload is gpu
+    assert d.llama_cpp == llama_cpp.__version__
     assert model.load_s > 0
 
 
@@ -123,7 +114,7 @@ def test_explicit_settings_win(bundled_gguf, capfd):
     )
     try:
         d = m.describe()
-        assert (d["n_ctx"], d["n_threads"], d["n_gpu_layers"], d["tool_mode"]) == (512, 1, 0, "native")
+        assert (d.n_ctx, d.n_threads, d.n_gpu_layers, d.tool_mode) == (512, 1, 0, "native")
     finally:
         m.close()
     out, err = capfd.readouterr()
@@ -248,10 +239,10 @@ def test_temperature_and_seed(model):
 
 
 def test_auto_picks_native_when_the_template_handles_tools(native_model, tool_aware_gguf):
-    assert native_model.describe()["tool_mode"] == "native"
+    assert native_model.describe().tool_mode == "native"
     forced = LlamaCppModel(tool_aware_gguf, EngineConfig(n_ctx=512, tool_mode="json"))
     try:
-        assert forced.describe()["tool_mode"] == "json"
+        assert forced.describe().tool_mode == "json"
     finally:
         forced.close()
     # the catalog's advice for a model wins over its template in auto mode
@@ -306,9 +297,9 @@ def test_open_model_loads_a_catalog_alias_through_the_store(bundled_gguf):
     try:
         assert isinstance(m, LlamaCppModel)
         d = m.describe()
-        assert d["model"] == "smollm2-135m" and d["n_ctx"] == 512 and d["tool_mode"] == "json"
-        assert d["sha256"] and len(d["sha256"]) == 64
-        assert Path(d["path"]).stat().st_size == bundled_gguf.stat().st_size
+        assert d.model == "smollm2-135m" and d.n_ctx == 512 and d.tool_mode == "json"
+        assert d.sha256 and len(d.sha256) == 64
+        assert Path(d.path).stat().st_size == bundled_gguf.stat().st_size
     finally:
         m.close()
 

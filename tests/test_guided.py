@@ -14,57 +14,18 @@ import re
 import archmodels
 import jsonschema  # a dependency of mcp, so installed with localagent
 import pytest
+from fixtures_tools import LIST, NOTHING, READ, SHORT_READ, WRITE, bounded_edit
 
 from localagent.engines import guided, toolcalls
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel
 from localagent.records import Message, ToolSpec
 
-READ = ToolSpec(
-    "read_file",
-    "Read a text file in the workspace.",
-    {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
-)
-WRITE = ToolSpec(
-    "write_file",
-    "Write a text file in the workspace.",
-    {
-        "type": "object",
-        "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
-        "required": ["path", "content"],
-    },
-)
-LIST = ToolSpec(
-    "list_directory",
-    "List the files in a directory.",
-    {"type": "object", "properties": {"path": {"type": "string"}, "recursive": {"type": "boolean"}}},
-)
 TOOLS = [READ, WRITE, LIST]
 SYSTEM = Message("system", "You are an agent that works on the files in a workspace.")
 
 # for random weights: bounded strings, so that a reply can end before max_tokens
-EDIT = ToolSpec(
-    "edit_file",
-    "Edit a file.",
-    {
-        "type": "object",
-        "properties": {
-            "path": {"type": "string", "maxLength": 12},
-            "mode": {"enum": ["append", "replace"]},
-            "line": {"type": "integer", "minimum": 1, "maximum": 999},
-            "dry_run": {"type": "boolean"},
-            "tags": {"type": "array", "items": {"type": "string", "maxLength": 4}, "maxItems": 2},
-        },
-        "required": ["path", "mode"],
-    },
-)
-NOTHING = ToolSpec("get_time", "The current time.", {"type": "object", "properties": {}})
-SHORT_READ = ToolSpec(
-    "read_file",
-    "Read a text file.",
-    {"type": "object", "properties": {"path": {"type": "string", "maxLength": 8}}, "required": ["path"]},
-)
-RANDOM_TOOLS = [EDIT, NOTHING, SHORT_READ]
+RANDOM_TOOLS = [bounded_edit(with_tags=True), NOTHING, SHORT_READ]
 
 # quotes, backslashes, newlines, tabs, a control character, accents, CJK, an emoji (4 UTF-8
 # bytes, split across byte tokens by most vocabularies), a JSON-looking fragment
@@ -99,7 +60,7 @@ def _valid(raw: str, tools: list[ToolSpec]) -> dict:
 
 
 def test_json_mode_decodes_through_llguidance(model):
-    assert model.describe()["grammar"] == "llguidance"
+    assert model.describe().grammar == "llguidance"
     reply = model.chat(_ask("What does README.md say?"), TOOLS, max_tokens=60)
     assert reply.finish_reason == "tool_calls"
     (call,) = reply.tool_calls
@@ -264,14 +225,14 @@ def test_gbnf_decodes_where_llguidance_cannot_compile_the_schema(bundled_gguf):
             {"type": "object", "properties": {"p": {"type": "string", "pattern": "^a{2,1}$"}}, "required": ["p"]},
         )
         reply = m.chat(_ask("Call pair."), [odd], max_tokens=12)
-        assert m.describe()["grammar"].startswith("llama.cpp GBNF (llguidance cannot compile")
+        assert m.describe().grammar.startswith("llama.cpp GBNF (llguidance cannot compile")
         assert reply.timings.forced_tokens == 0 and reply.raw.startswith("{")
         # other tools compile again
         assert m.chat(_ask("Read a.txt"), [READ], max_tokens=30).tool_calls[0].valid
-        assert m.describe()["grammar"] == "llguidance"
+        assert m.describe().grammar == "llguidance"
         m.guided = False
         assert m.chat(_ask("Read a.txt"), [READ], max_tokens=12).timings.forced_tokens == 0
-        assert m.describe()["grammar"] == "llama.cpp GBNF (switched off)"
+        assert m.describe().grammar == "llama.cpp GBNF (switched off)"
     finally:
         m.close()
 
@@ -306,7 +267,7 @@ FAMILIES = ["llama", "qwen3", "gemma3", "mamba", "granitehybrid"]
 def test_every_reply_is_valid_json_whatever_the_logits(family):
     m = LlamaCppModel(archmodels.build(family), EngineConfig(tool_mode="json", n_ctx=1024, n_threads=2))
     try:
-        assert m.describe()["grammar"] == "llguidance"
+        assert m.describe().grammar == "llguidance"
         ended = 0
         for i, (temperature, task) in enumerate(
             ((0.0, "Edit notes.txt."), (0.7, "What time is it?"), (1.5, "Edit a.txt."), (1.0, "Hi"))

@@ -14,7 +14,7 @@ from localagent.agent import Agent, AgentConfig
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel
 from localagent.engines.loops import MAX_PERIOD, MIN_REPEATS, MIN_SPAN, LoopDetector, find_loop
-from localagent.records import FinalStep, Message, ModelStep
+from localagent.records import FinalStep, Message, ModelStep, ToolSpec
 from localagent.tools import TOOLS
 from localagent.trace import TraceWriter
 
@@ -109,22 +109,30 @@ def _engine(path: Path, *, stop_loops: bool, tool_mode: str = "json") -> LlamaCp
     )
 
 
-def test_free_decoding_stops_a_loop(bundled_gguf):
-    """SmolLM2-135M asked for a word 300 times writes `Hello, hello, ...`: without the check it
-    runs to max_tokens; with it, it stops at the token where its output first ends in a loop."""
-    free = _engine(bundled_gguf, stop_loops=False)
-    full = free.chat(HELLO, [], max_tokens=300)
+def _looped_then_stopped(path: Path, ask: list[Message], tools: list[ToolSpec], max_tokens: int):
+    """The call made without the check runs to max_tokens and ends in a loop; made again with
+    it, it stops at the token where the loop was first found -> (engine, stopped reply, loop)."""
+    free = _engine(path, stop_loops=False)
+    full = free.chat(ask, tools, max_tokens=max_tokens)
     tokens = free._last[3]
     free.close()
-    assert full.finish_reason == "length" and len(tokens) == 300
+    assert full.finish_reason == "length" and len(tokens) == max_tokens
     loop = find_loop(tokens)
-    assert loop is not None and loop.at < 100
+    assert loop is not None
 
-    model = _engine(bundled_gguf, stop_loops=True)
-    stopped = model.chat(HELLO, [], max_tokens=300)
+    model = _engine(path, stop_loops=True)
+    stopped = model.chat(ask, tools, max_tokens=max_tokens)
     assert stopped.finish_reason == "repetition"
     assert stopped.usage.output_tokens == loop.at
     assert model._last[3] == tokens[: loop.at]  # greedy: the same tokens, cut
+    return model, stopped, loop
+
+
+def test_free_decoding_stops_a_loop(bundled_gguf):
+    """SmolLM2-135M asked for a word 300 times writes `Hello, hello, ...`: without the check it
+    runs to max_tokens; with it, it stops at the token where its output first ends in a loop."""
+    model, stopped, loop = _looped_then_stopped(bundled_gguf, HELLO, [], 300)
+    assert loop.at < 100
     # the engine stays usable, and the next call reuses the stopped reply's cache
     again = model.chat([*HELLO, Message("assistant", stopped.text), Message("user", "Thanks.")], [], max_tokens=8)
     assert again.usage.cached_input_tokens > 0
@@ -135,20 +143,9 @@ def test_guided_decoding_stops_a_loop():
     """json mode through llguidance: a random-weight Llama writes a string argument that loops."""
     tools = [t.spec() for t in TOOLS]
     ask = [Message("system", "Use tools."), Message("user", "Edit notes.txt.")]
-    path = archmodels.build("llama")
-    free = _engine(path, stop_loops=False)
-    full = free.chat(ask, tools, max_tokens=256)
-    tokens = free._last[3]
-    free.close()
-    assert full.finish_reason == "length" and len(tokens) == 256
-    loop = find_loop(tokens)
-    assert loop is not None and loop.at < 256
-
-    model = _engine(path, stop_loops=True)
-    assert model.describe()["grammar"] == "llguidance" and model.describe()["stop_loops"]
-    stopped = model.chat(ask, tools, max_tokens=256)
-    assert stopped.finish_reason == "repetition"
-    assert stopped.usage.output_tokens == loop.at and model._last[3] == tokens[: loop.at]
+    model, stopped, loop = _looped_then_stopped(archmodels.build("llama"), ask, tools, 256)
+    assert loop.at < 256
+    assert model.describe().grammar == "llguidance" and model.describe().stop_loops
     assert 0 < stopped.timings.forced_tokens < loop.at
     # the unfinished JSON is an invalid call that tells the model why it was cut
     (call,) = stopped.tool_calls
@@ -163,7 +160,7 @@ def test_the_agent_ends_a_looping_answer_with_its_own_stop_reason(tmp_path):
     (tmp_path / "ws").mkdir()
     agent = Agent(model, tmp_path / "ws", AgentConfig(max_steps=3, max_tokens=300))
     trace = tmp_path / "trace.jsonl"
-    with TraceWriter(trace, {"model": model.describe()}) as writer:
+    with TraceWriter(trace, {"model": model.describe().as_dict()}) as writer:
         steps = []
         for step in agent.run(HELLO[0].content):
             writer.write(step)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import archmodels
 import pytest
+from fixtures_tools import NOTHING, SHORT_READ, bounded_edit
 
 from localagent.engines import lazy
 from localagent.engines.base import EngineConfig
 from localagent.engines.llamacpp import LlamaCppModel
 from localagent.engines.native_calls import parse_native
-from localagent.records import Message, ToolSpec
+from localagent.records import Message
 from localagent.tools import TOOLS
 
 # the marker each format's calls start with, as the model would write it
@@ -29,29 +30,8 @@ MARKERS = {
 }
 NATIVE = [n for n, f in archmodels.FAMILIES.items() if f.tool_format in MARKERS]
 # the real tools' schemas, their strings bounded so that random weights can end a call within
-# the budget (an unbounded string from noise runs to max_tokens, well-formed or not)
-BOUNDED = [
-    ToolSpec(
-        "edit_file",
-        "Edit a file.",
-        {
-            "type": "object",
-            "properties": {
-                "path": {"type": "string", "maxLength": 12},
-                "mode": {"enum": ["append", "replace"]},
-                "line": {"type": "integer", "minimum": 1, "maximum": 999},
-                "dry_run": {"type": "boolean"},
-            },
-            "required": ["path", "mode"],
-        },
-    ),
-    ToolSpec("get_time", "The current time.", {"type": "object", "properties": {}}),
-    ToolSpec(
-        "read_file",
-        "Read a text file.",
-        {"type": "object", "properties": {"path": {"type": "string", "maxLength": 8}}, "required": ["path"]},
-    ),
-]
+# the budget (fixtures_tools)
+BOUNDED = [bounded_edit(), NOTHING, SHORT_READ]
 SAMPLES = ((0.0, 0), (0.8, 1), (0.8, 2), (1.2, 3))  # (temperature, seed)
 MAX_TOKENS = 160
 
@@ -90,7 +70,7 @@ def test_a_started_call_is_well_formed(name):
     )
     try:
         assert model.call_format == family.tool_format
-        assert model.describe()["grammar"] == f"llguidance lazy ({family.tool_format})"
+        assert model.describe().grammar == f"llguidance lazy ({family.tool_format})"
         assert model._lazy([t.spec() for t in TOOLS])  # the real tools' schemas compile too
         marker = MARKERS[family.tool_format]
         free = _open_calls(model, marker, constrained=False)
@@ -126,7 +106,7 @@ def test_free_text_is_llama_cpps_own_greedy_output(name):
     for constrain in (True, False):
         config = EngineConfig(tool_mode="native", n_ctx=2048, n_threads=2, think=False, constrain_calls=constrain)
         model = LlamaCppModel(archmodels.build(name), config)
-        kind = model.describe()["grammar"]
+        kind = model.describe().grammar
         replies.append((model.chat(ask, tools, max_tokens=40), model._last[3]))
         model.close()
         assert (kind is not None) == constrain

@@ -186,8 +186,8 @@ def test_open_model_loads_a_hub_name_it_pulled(hub):
     model = open_model(f"hf.co/{SMOL}", EngineConfig(n_ctx=512))
     try:
         described = model.describe()
-        assert described["model"] == f"hf.co/{SMOL}" and described["n_ctx"] == 512
-        assert Path(described["path"]) == settings.models_dir() / "hub" / SMOL / "Smol-Q4_K_M.gguf"
+        assert described.model == f"hf.co/{SMOL}" and described.n_ctx == 512
+        assert Path(described.path) == settings.models_dir() / "hub" / SMOL / "Smol-Q4_K_M.gguf"
     finally:
         model.close()
     assert [m.alias for m in store.installed()] == [f"hf.co/{SMOL}"]

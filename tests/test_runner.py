@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from factories import make_run_info, make_trial
+from fixtures_tasks import copy_suite
 from llama_server import llama_server  # noqa: F401 - the session fixture
 
 from localagent import settings
@@ -26,37 +27,10 @@ from localagent.records import Usage
 TASKS = tuple(t.id for tier in (1, 2, 3) for t in load_tasks(tier=tier)[:2])
 TIER1 = tuple(t.id for t in load_tasks(tier=1))
 
-TWO_STEP_TASK = """
-id = "two-steps"
-title = "Read then write"
-tier = 1
-{max_steps}
-prompt = "Copy a.txt to b.txt."
-
-[files]
-"a.txt" = "hello"
-
-[[checks]]
-kind = "file_equals"
-path = "b.txt"
-text = "hello"
-
-[[solution]]
-tool = "read_file"
-arguments = {{ path = "a.txt" }}
-[[solution]]
-tool = "write_file"
-arguments = {{ path = "b.txt", content = "hello" }}
-[[solution]]
-answer = "Copied."
-"""
-
 
 def _suite(folder: Path, max_steps: int | None = 5) -> Path:
-    folder.mkdir(exist_ok=True)
     line = f"max_steps = {max_steps}" if max_steps else ""
-    (folder / "two-steps.toml").write_text(TWO_STEP_TASK.format(max_steps=line))
-    return folder
+    return copy_suite(folder, "two-steps", "Read then write", header=line, read_first=True)
 
 
 def test_oracle_passes_and_noop_fails_every_task():
@@ -78,6 +52,8 @@ def test_oracle_passes_and_noop_fails_every_task():
         assert t.task_sha256 == task.sha256 and t.tier == task.tier
         assert t.tool_calls == len(task.tool_steps) and t.steps == len(task.solution)
         assert t.model_kind == "pseudo" and t.engine["engine"] == "scripted"
+        # the stored form of EngineInfo: a scripted engine's keys, as it always wrote them
+        assert t.engine == {"engine": "scripted", "model": "oracle", "tool_mode": None, "replies": len(task.solution)}
         assert t.seed == 0 and t.temperature == 0.0 and t.cost_usd == 0.0
         assert t.peak_rss_bytes and t.peak_anon_bytes and t.peak_rss_bytes >= t.peak_anon_bytes
     for t in noop:
@@ -125,7 +101,7 @@ def test_resuming_a_finished_run_runs_nothing_and_a_changed_task_is_refused(tmp_
     assert again.notices == [f"resuming run {first.info.run_id}: 2 of 2 trials already done"]
     assert len(RunDir(tmp_path / "run").read_trials()) == 2
 
-    (tasks / "two-steps.toml").write_text(TWO_STEP_TASK.format(max_steps="max_steps = 6"))
+    _suite(tasks, max_steps=6)  # the task changed
     with pytest.raises(ResultsError, match="task 'two-steps' changed since run"):
         run_bench(BenchConfig(resume=first.info.run_id))
 
@@ -272,6 +248,10 @@ def test_the_bundled_model_on_tier_one_tasks(bundled_gguf):
     per_token = ggufinfo.read(bundled_gguf).kv_bytes_per_token
     for t in outcome.trials:
         assert t.model_kind == "local" and t.engine["engine"] == "llama.cpp" and t.engine["n_ctx"] == 2048
+        assert list(t.engine) == [
+            *("engine", "model", "path", "sha256", "tool_mode", "n_ctx", "n_threads", "n_gpu_layers", "gpu_offload"),
+            *("load_s", "llama_cpp", "think", "grammar", "stop_loops", "memory", "checkpoints"),
+        ]
         assert t.model_file_bytes == bundled_gguf.stat().st_size
         assert t.kv_cache_bytes == per_token * 2048
         assert t.steps >= 1 and t.input_tokens > 0 and t.output_tokens > 0

@@ -44,7 +44,7 @@ def _model(family: str, *, think: bool | None, grammar: str | None = None) -> Ll
 @pytest.mark.parametrize("family", sorted(REPLIES))
 def test_thought_is_split_from_the_call_and_counted(family):
     model = _model(family, think=True, grammar=f"root ::= {json.dumps(REPLIES[family])}")
-    assert model.think is True and model.describe()["think"] is True
+    assert model.think is True and model.describe().think is True
     reply = model.chat([SYSTEM, USER], [READ], max_tokens=120)
     assert reply.finish_reason == "tool_calls", reply.raw
     assert reply.reasoning == THOUGHT
@@ -75,7 +75,7 @@ def test_qwen35_template_shows_the_thought_again_after_the_call():
 def test_no_think_closes_the_block_in_the_prompt(family):
     on, off = _model(family, think=True), _model(family, think=False)
     prompt_on, prompt_off = on.render([SYSTEM, USER], [READ]), off.render([SYSTEM, USER], [READ])
-    assert off.describe()["think"] is False
+    assert off.describe().think is False
     # thinking off: Qwen's templates write an empty, closed think block for the model
     assert prompt_off.rstrip().endswith("</think>") and not reasoning.prompt_opens_thinking(prompt_off)
     if family == "qwen35":

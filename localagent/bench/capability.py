@@ -40,6 +40,9 @@ class Variant:
     think: bool | None
     n_ctx: int | None  # as asked with --ctx; None: the engine's default
     temperature: float
+    # json mode's grammar held path arguments to the workspace (pathchoices.py); None where
+    # nothing can hold them (native mode, hosted and scripted models)
+    path_constraints: bool | None = None
 
     @property
     def label(self) -> str:
@@ -53,6 +56,8 @@ class Variant:
             parts.append(f"ctx={self.n_ctx}")
         if self.temperature:
             parts.append(f"temp={self.temperature:g}")
+        if self.path_constraints is False:
+            parts.append("free-paths")
         return " ".join(parts)
 
     def bench_args(self) -> list[str]:
@@ -67,6 +72,8 @@ class Variant:
             args += ["--ctx", str(self.n_ctx)]
         if self.temperature:
             args += ["--temperature", f"{self.temperature:g}"]
+        if self.path_constraints is False:
+            args.append("--no-path-constraints")
         return args
 
 
@@ -93,12 +100,13 @@ def host_profile(h: HostInfo) -> str:
 
 def variant_of(trial: TrialResult, run: RunInfo) -> Variant:
     """The variant a trial ran: the tool mode the engine used (auto resolved), the run's
-    --think and --ctx for local models, the trial's temperature."""
+    --think, --ctx and (json mode) path constraints for local models, the trial's temperature."""
     if trial.model_kind != "local":
         return Variant(trial.model, trial.model_kind, None, None, None, trial.temperature)
     mode = trial.engine.get("tool_mode") or run.tool_mode
     n_ctx = run.limits.get("n_ctx")
-    return Variant(trial.model, "local", str(mode), run.think, int(n_ctx) if n_ctx else None, trial.temperature)
+    paths = run.path_constraints if mode == "json" else None
+    return Variant(trial.model, "local", str(mode), run.think, int(n_ctx) if n_ctx else None, trial.temperature, paths)
 
 
 def observations(

@@ -27,13 +27,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from localagent import settings
 from localagent.bench import runner
 from localagent.bench.results_errors import write_error
 from localagent.bench.rundir import RunDir
 from localagent.bench.schema import TrialResult
+from localagent.bench.trial import (
+    ModelFacts,
+    ModelKind,
+    Plan,
+    engine_config,
+    failed_result,
+    local_facts,
+    pseudo_model,
+    run_trial,
+)
 from localagent.errors import ConfigError, LocalAgentError
 from localagent.files import atomic_write
 
@@ -198,15 +208,15 @@ def check_placement(placement: Placement, nodes: list[Node], models: list[str]) 
 # --- the work, as it runs on a node --------------------------------------------------------
 
 
-def _worker_plan(config: runner.BenchConfig, info: RunInfo, alias: str, kind: runner.ModelKind) -> runner._Plan:
+def _worker_plan(config: runner.BenchConfig, info: RunInfo, alias: str, kind: ModelKind) -> Plan:
     """The runner's plan as a node needs it to run one trial: the run's settings, and a run
     folder of its own in a temporary directory for the trace, which goes back to the driver."""
     folder = Path(tempfile.mkdtemp(prefix="localagent-cluster-"))
     here = replace(config, download_progress=False, cluster=None, hosts=(), pins=())  # on this node, as on one machine
-    return runner._Plan(here, info, RunDir(folder), [], {alias: kind})
+    return Plan(here, info, RunDir(folder), [], {alias: kind})
 
 
-def _sent_back(plan: runner._Plan, result: TrialResult, host: Any) -> tuple[dict[str, Any], bytes]:
+def _sent_back(plan: Plan, result: TrialResult, host: Any) -> tuple[dict[str, Any], bytes]:
     """The result as JSON (validated again on the driver) and its trace's bytes."""
     import ray
 
@@ -232,22 +242,22 @@ class ModelWorker:
             self.plan = _worker_plan(config, info, alias, "local")
             # as on one machine: pulled into this node's store when missing, --ctx checked
             # against this node's RAM, refused when this node is offline and lacks it
-            runner._check_local_models({alias: "local"}, self.plan.config)
+            runner.check_local_models({alias: "local"}, self.plan.config)
             from localagent.engines import open_model
 
-            self.model = open_model(alias, runner._engine_config(self.plan.config, n_threads=_threads(cpus)))
+            self.model = open_model(alias, engine_config(self.plan.config, n_threads=_threads(cpus)))
         except LocalAgentError as exc:
             self.error = (exc.message, exc.hint)
             return
         self.load_s = self.model.load_s
-        self.facts = runner._local_facts(self.model)
+        self.facts = local_facts(self.model)
         self.host = runner.host_info()
 
     def ready(self) -> dict[str, Any]:
         return {"error": self.error, "load_s": self.load_s}
 
     def run(self, task: Task, trial: int) -> tuple[dict[str, Any], bytes]:
-        result = runner._run_trial(self.plan, self.alias, self.model, self.facts, task, trial)
+        result = run_trial(self.plan, self.alias, self.model, self.facts, task, trial)
         return _sent_back(self.plan, result, self.host)
 
 
@@ -268,8 +278,8 @@ def pseudo_trial(
 ) -> tuple[dict[str, Any], bytes]:
     plan = _worker_plan(config, info, alias, "pseudo")
     try:
-        model = runner._pseudo_model(alias, task)
-        result = runner._run_trial(plan, alias, model, runner._ModelFacts("pseudo"), task, trial)
+        model = pseudo_model(alias, task)
+        result = run_trial(plan, alias, model, ModelFacts("pseudo"), task, trial)
         return _sent_back(plan, result, runner.host_info())
     finally:
         shutil.rmtree(plan.run.path, ignore_errors=True)
@@ -281,11 +291,9 @@ def hosted_trial(
     from localagent.engines.openai_compat import OpenAICompatModel
 
     plan = _worker_plan(config, info, entry.alias, "hosted")
-    model = OpenAICompatModel(entry, runner._engine_config(plan.config))
+    model = OpenAICompatModel(entry, engine_config(plan.config))
     try:
-        result = runner._run_trial(
-            plan, entry.alias, model, runner._ModelFacts("hosted", price=entry.price), task, trial
-        )
+        result = run_trial(plan, entry.alias, model, ModelFacts("hosted", price=entry.price), task, trial)
         return _sent_back(plan, result, runner.host_info())
     finally:
         model.close()
@@ -305,7 +313,7 @@ class _Work:
 
 @dataclass
 class _InFlight:
-    kind: str  # "load", "trial" or "task"
+    kind: Literal["load", "trial", "task"]
     node: Node | None
     work: _Work | None
     group: str | None = None  # the concurrency group of a task (a provider, or "pseudo")
@@ -317,7 +325,7 @@ class ClusterRun:
 
     def __init__(
         self,
-        plan: runner._Plan,
+        plan: Plan,
         catalog: Catalog,
         record: Callable[[TrialResult], None],
         emit: Callable[[runner.BenchEvent], None],
@@ -364,7 +372,7 @@ class ClusterRun:
                 f"`localagent bench --resume {self.plan.info.run_id}` runs them later"
             )
 
-    def _kind(self, alias: str) -> runner.ModelKind:
+    def _kind(self, alias: str) -> ModelKind:
         return self.plan.kinds[alias]
 
     def _dispatch(self) -> None:
@@ -499,11 +507,9 @@ class ClusterRun:
     def _record_error(self, work: _Work, error: str) -> None:
         """A trial that raised on its node, or lost its worker MAX_ATTEMPTS times: a
         runtime_error result, as a trial that raised on one machine is."""
-        seen = runner._Observed(error=error)
-        facts = runner._ModelFacts(self._kind(work.alias))
-        result = runner._result(self.plan, work.alias, facts, work.task, work.trial, work.trial, seen, "", {})
+        result = failed_result(self.plan, work.alias, self._kind(work.alias), work.task, work.trial, error)
         if (work.alias, work.task.id, work.trial) not in self.plan.done:
-            self.record(result.model_copy(update={"trace_path": None}))
+            self.record(result)
 
     def _refused(self, node: Node | None, why: str) -> None:
         assert node is not None
@@ -572,7 +578,7 @@ def preflight(config: runner.BenchConfig) -> None:
 
 
 def run_plan(
-    plan: runner._Plan,
+    plan: Plan,
     catalog: Catalog,
     record: Callable[[TrialResult], None],
     emit: Callable[[runner.BenchEvent], None],

@@ -5,38 +5,36 @@ Local models are loaded once per run and run one trial at a time (they share the
 concurrent trials would distort their timings). Hosted baselines run trials concurrently on a
 thread pool. A baseline that cannot be reached is reported in one line and replaced by its
 latest stored results on the same task versions, so the comparison still stands.
+
+One trial (a model, a task, a fresh workspace, its result) is bench/trial.py's, which the
+cluster's nodes (bench/cluster.py) run too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import ExitStack, nullcontext, suppress
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from localagent import __version__, settings
-from localagent.bench import metrics
-from localagent.bench.checks import classify_failure, require_confinement, run_checks
+from localagent.bench.checks import require_confinement
 from localagent.bench.database import ResultsDB
-from localagent.bench.results_errors import write_error
 from localagent.bench.rundir import RunDir, key_of, locate_run, new_run_id
-from localagent.bench.schema import CheckResult, HostInfo, RunInfo, TrialResult
-from localagent.bench.tasks import Task, default_tasks_dir, load_tasks, make_workspace
-from localagent.catalog import Catalog, HostedModel, Price, cost_usd, load_catalog
-from localagent.engines.base import ChatModel, EngineConfig, ToolMode
+from localagent.bench.schema import HostInfo, RunInfo, TrialResult
+from localagent.bench.tasks import Task, default_tasks_dir, load_tasks
+from localagent.bench.trial import ModelFacts, ModelKind, Plan, engine_config, local_facts, pseudo_model, run_trial
+from localagent.catalog import Catalog, HostedModel, load_catalog
+from localagent.engines.base import ChatModel, ToolMode
 from localagent.errors import ConfigError, LocalAgentError, ResultsError, ResultsWriteError
-from localagent.records import FinalStep, Message, ModelStep, Usage
-from localagent.trace import TraceWriter
+from localagent.records import Message
 from localagent.units import utc_now
 
 if TYPE_CHECKING:
     from localagent.store import ResolvedModel
-
-ModelKind = Literal["local", "hosted", "pseudo"]
 
 # --trials 1000000000 grew to 3.4 GB listing its plan without finishing a trial; a thousand is
 # far past what pass^k needs (and the pending trials are now made as they run, not listed).
@@ -60,6 +58,7 @@ class BenchConfig:
     tool_mode: ToolMode = "auto"
     think: bool | None = None  # None: each model's default (the catalog's `thinking`)
     temperature: float = 0.0
+    path_constraints: bool = True  # json mode's grammar offers only the workspace's paths (pathchoices.py)
     jobs: int = 4  # concurrent trials of a hosted baseline
     out: Path | None = None  # the run folder; None: settings.runs_dir()/<run id>
     resume: str | None = None  # a run id or folder: its own settings replace the ones above
@@ -159,27 +158,6 @@ class BenchOutcome:
 # --- the plan ---
 
 
-@dataclass
-class _Plan:
-    config: BenchConfig  # the settings in force (a resumed run's own)
-    info: RunInfo
-    run: RunDir
-    tasks: list[Task]
-    kinds: dict[str, ModelKind]
-    done: dict[tuple[str, str, int], TrialResult] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return len(self.kinds) * len(self.tasks) * self.config.trials
-
-    def pending(self, model: str) -> Iterator[tuple[Task, int]]:
-        """The trials of `model` not done yet, made as they are run, not listed up front."""
-        return ((t, k) for t in self.tasks for k in range(self.config.trials) if (model, t.id, k) not in self.done)
-
-    def has_pending(self, model: str) -> bool:
-        return next(self.pending(model), None) is not None
-
-
 def model_kind(alias: str, catalog: Catalog) -> ModelKind:
     """Local covers catalog aliases, alias:QUANT, hub names and paths to .gguf files (checked
     before the first trial): modelref.kind_of decides."""
@@ -240,7 +218,7 @@ def _select_tasks(config: BenchConfig) -> list[Task]:
     return tasks
 
 
-def _check_local_models(kinds: dict[str, ModelKind], config: BenchConfig) -> None:
+def check_local_models(kinds: dict[str, ModelKind], config: BenchConfig) -> None:
     """Fail before the first trial, not after an hour, when a local model is unknown or
     cannot be had (a model not yet on disk is pulled here), or does not fit this machine's
     RAM at --ctx (or the default context): refused before any download (modelref.prepare).
@@ -310,12 +288,12 @@ def _plan_kinds(config: BenchConfig, catalog: Catalog) -> tuple[dict[str, ModelK
     return kinds, steps
 
 
-def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitStack) -> _Plan:
+def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitStack) -> Plan:
     config = _with_energy_settings(config)
     kinds, steps = _plan_kinds(config, catalog)
     tasks = _select_tasks(config)
     _confine_commands(config, tasks)  # refused before a run folder exists
-    _check_local_models(steps, config)
+    check_local_models(steps, config)
     run_id = new_run_id()
     info = RunInfo(
         run_id=run_id,
@@ -330,6 +308,7 @@ def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitSt
         tool_mode=config.tool_mode,
         think=config.think,
         temperature=config.temperature,
+        path_constraints=config.path_constraints,
         price_table=price_table(catalog, config.baselines),
         limits=config.limits,
         argv=list(config.argv),
@@ -339,12 +318,12 @@ def _new_plan(config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitSt
     run = RunDir.create(config.out or settings.runs_dir() / run_id, info)
     held.enter_context(run.lock(run_id))  # a --resume of this run while it runs is refused
     db.save_run(info, run.path)
-    return _Plan(config, info, run, tasks, kinds)
+    return Plan(config, info, run, tasks, kinds)
 
 
 def _resume_plan(
     config: BenchConfig, catalog: Catalog, db: ResultsDB, held: ExitStack, notify: Callable[[str], None]
-) -> _Plan:
+) -> Plan:
     run = locate_run(config.resume or "", db)
     info = run.read_info()
     # before anything reads or repairs results.jsonl: another bench may be appending to it
@@ -365,6 +344,7 @@ def _resume_plan(
         tool_mode=info.tool_mode,
         think=info.think,
         temperature=info.temperature,
+        path_constraints=info.path_constraints,
         max_steps=limits.get("max_steps", config.max_steps),
         time_limit_s=limits.get("time_limit_s", config.time_limit_s),
         max_tokens=limits.get("max_tokens", config.max_tokens),
@@ -382,217 +362,15 @@ def _resume_plan(
                 f"task '{trial.task_id}' changed since run {info.run_id} started (its file's sha256 differs)",
                 hint="results compare only on equal task versions: start a new run",
             )
-    _check_local_models(steps, config)
+    check_local_models(steps, config)
     # a kill between the results.jsonl append and the database insert leaves the database behind
     db.save_run(info, run.path)
     for trial in done.values():
         db.add_trial(trial)
-    return _Plan(config, info, run, tasks, kinds, done)
-
-
-# --- one trial ---
-
-
-@dataclass(frozen=True)
-class _ModelFacts:
-    """What is the same for every trial of one model."""
-
-    kind: ModelKind
-    file_bytes: int | None = None
-    kv_cache_bytes: int | None = None
-    price: Price | None = None  # hosted models only
-
-
-def _pseudo_model(alias: str, task: Task) -> ChatModel:
-    from localagent.engines import open_pseudo
-
-    return open_pseudo(alias, task.solution)
-
-
-def _run_trial(plan: _Plan, alias: str, model: ChatModel, facts: _ModelFacts, task: Task, trial: int) -> TrialResult:
-    """One trial in a fresh workspace; a failure of the harness itself becomes a runtime_error
-    result instead of ending the bench."""
-    from localagent.agent import Agent, AgentConfig
-    from localagent.energy import EnergyMeter
-    from localagent.memory import PeakMemory
-
-    config = plan.config
-    seed = trial
-    trace_rel = plan.run.trace_path(alias, task.id, trial)
-    agent_config = AgentConfig(
-        max_steps=task.max_steps or config.max_steps,
-        time_limit_s=config.time_limit_s,
-        max_tokens=config.max_tokens,
-        temperature=config.temperature,
-        seed=seed,
-    )
-    header = {
-        "run_id": plan.info.run_id,
-        "model": alias,
-        "task_id": task.id,
-        "task_sha256": task.sha256,
-        "trial": trial,
-        "seed": seed,
-        "temperature": config.temperature,
-        "prompt": task.prompt,
-        "engine": model.describe(),
-    }
-    seen = _Observed(memory=PeakMemory() if facts.kind != "hosted" else None)
-    # a hosted trial's energy is the provider's, and its trials overlap: local trials only
-    meter = EnergyMeter(config.watts) if facts.kind == "local" else None
-    with tempfile.TemporaryDirectory(prefix="localagent-bench-") as tmp:
-        try:
-            workspace = make_workspace(task, Path(tmp) / "workspace")
-            agent = Agent(model, workspace, agent_config)
-            with (
-                _RunTrace(plan.run.path / trace_rel, header) as trace,
-                seen.memory or nullcontext(),
-                meter or nullcontext(),
-            ):
-                for step in agent.run(task.prompt):
-                    trace.write(step)
-                    if isinstance(step, ModelStep):
-                        seen.model_steps.append(step)
-                    elif isinstance(step, FinalStep):
-                        seen.final = step
-            if seen.final is not None:
-                outcomes = run_checks(
-                    task, workspace, seen.final.answer, allow_unconfined=config.allow_unconfined_checks
-                )
-                seen.checks = [CheckResult(kind=c.kind, passed=c.passed, detail=c.detail) for c in outcomes]
-        except ResultsWriteError:
-            # the run folder cannot be written: no result of this trial can be kept, and every
-            # next trial would fail the same way (recorded as runtime errors before, rc 0)
-            raise
-        except Exception as exc:  # noqa: BLE001 - recorded as the trial's runtime error
-            seen.error = f"{type(exc).__name__}: {exc}"
-    # described after the run: a hosted engine may have switched modes on the first call
-    result = _result(plan, alias, facts, task, trial, seed, seen, trace_rel, model.describe())
-    if meter is None or meter.result is None:
-        return result
-    return result.model_copy(update={"energy_joules": meter.result.joules, "energy_method": meter.result.method})
-
-
-class _RunTrace(TraceWriter):
-    """A trial's trace in the run folder. A write that fails (disk full, a read-only folder, a
-    file size limit) is the run folder's failure, not the trial's: ResultsWriteError naming the
-    file, raised from that first failed write. Closing the file after it, which fails again
-    on the bytes still buffered, stays quiet so as not to replace it."""
-
-    def __enter__(self) -> _RunTrace:
-        try:
-            super().__enter__()
-        except ConfigError as exc:  # the file could not be opened: TraceWriter keeps the OSError as cause
-            if isinstance(exc.__cause__, OSError):
-                raise write_error(self.path, exc.__cause__) from None
-            raise
-        except ResultsWriteError:  # the header could not be written
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def _append(self, record: dict[str, Any]) -> None:
-        try:
-            super()._append(record)
-        except OSError as exc:
-            raise write_error(self.path, exc) from None
-
-    def __exit__(self, *exc_info: Any) -> None:
-        with suppress(OSError):  # every record was flushed as written: only an echo can fail here
-            super().__exit__(*exc_info)
-
-
-@dataclass
-class _Observed:
-    """What one trial produced, gathered while it ran."""
-
-    memory: Any = None  # PeakMemory, except for hosted trials
-    model_steps: list[ModelStep] = field(default_factory=list)
-    final: FinalStep | None = None
-    checks: list[CheckResult] = field(default_factory=list)
-    error: str | None = None  # the harness failed
-
-
-def _result(
-    plan: _Plan,
-    alias: str,
-    facts: _ModelFacts,
-    task: Task,
-    trial: int,
-    seed: int,
-    seen: _Observed,
-    trace_rel: str,
-    engine: dict[str, Any],
-) -> TrialResult:
-    final, memory, model_steps = seen.final, seen.memory, seen.model_steps
-    usage = final.usage if final else sum((s.reply.usage for s in model_steps), Usage())
-    stop_reason = final.stop_reason if final and seen.error is None else "runtime_error"
-    failure = "runtime_error" if stop_reason == "runtime_error" else classify_failure(stop_reason, seen.checks)
-    timings = [s.reply.timings for s in model_steps]
-    return TrialResult(
-        run_id=plan.info.run_id,
-        model=alias,
-        model_kind=facts.kind,
-        task_id=task.id,
-        task_sha256=task.sha256,
-        tier=task.tier,
-        trial=trial,
-        seed=seed,
-        temperature=plan.config.temperature,
-        finished_at=utc_now(),
-        success=failure is None,
-        failure_mode=failure,
-        checks=seen.checks,
-        stop_reason=stop_reason,
-        answer=final.answer if final else "",
-        error=seen.error or (final.error if final else None),
-        steps=len(model_steps),
-        tool_calls=final.tool_calls if final else 0,
-        invalid_tool_calls=final.invalid_tool_calls if final else 0,
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=usage.cached_input_tokens,
-        output_tokens=usage.output_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        prompt_tokens_evaluated=sum(t.prompt_tokens_evaluated for t in timings),
-        wall_s=final.wall_s if final else sum(t.total_s for t in timings),
-        model_s=final.model_s if final else sum(t.total_s for t in timings),
-        tool_s=final.tool_s if final else 0.0,
-        ttft_s_mean=metrics.mean(t.ttft_s for t in timings),
-        prefill_tokens_per_s=metrics.throughput((t.prompt_tokens_evaluated, t.prefill_tokens_per_s) for t in timings),
-        decode_tokens_per_s=metrics.throughput(
-            (max(s.reply.usage.output_tokens - 1, 0), s.reply.timings.decode_tokens_per_s) for s in model_steps
-        ),
-        peak_rss_bytes=memory.peak_rss if memory else None,
-        peak_anon_bytes=memory.peak_anon if memory else None,
-        peak_file_bytes=memory.peak_file if memory else None,
-        model_file_bytes=facts.file_bytes,
-        kv_cache_bytes=facts.kv_cache_bytes,
-        cost_usd=cost_usd(usage, facts.price),
-        price_as_of=facts.price.as_of if facts.price else None,
-        engine=engine,
-        trace_path=trace_rel,
-    )
+    return Plan(config, info, run, tasks, kinds, done)
 
 
 # --- models ---
-
-
-def _engine_config(config: BenchConfig, **overrides: Any) -> EngineConfig:
-    return EngineConfig(tool_mode=config.tool_mode, n_ctx=config.n_ctx, think=config.think, **overrides)
-
-
-def _local_facts(model: ChatModel) -> _ModelFacts:
-    from localagent import ggufinfo
-
-    engine = model.describe()
-    path = Path(engine.get("path", ""))
-    file_bytes = kv = None
-    if path.is_file():
-        file_bytes = path.stat().st_size
-        per_token = ggufinfo.read(path).kv_bytes_per_token
-        if per_token and engine.get("n_ctx"):
-            kv = per_token * int(engine["n_ctx"])
-    return _ModelFacts("local", file_bytes, kv)
 
 
 def reach_baseline(alias: str, config: BenchConfig) -> str | None:
@@ -600,7 +378,7 @@ def reach_baseline(alias: str, config: BenchConfig) -> str | None:
     from localagent.engines import open_model
 
     try:
-        model = open_model(alias, _engine_config(config, max_retries=1, timeout_s=30.0))
+        model = open_model(alias, engine_config(config, max_retries=1, timeout_s=30.0))
         try:
             model.chat([Message(role="user", content="Reply with OK.")], [], max_tokens=16)
         finally:
@@ -626,7 +404,7 @@ def _fallback_notice(alias: str, reason: str, stored: list[TrialResult], n_tasks
 class _Recorder:
     """Appends each finished trial to results.jsonl and the database, then tells the CLI."""
 
-    def __init__(self, plan: _Plan, db: ResultsDB, emit: Callable[[BenchEvent], None]):
+    def __init__(self, plan: Plan, db: ResultsDB, emit: Callable[[BenchEvent], None]):
         self.plan, self.db, self.emit = plan, db, emit
         self.trials: list[TrialResult] = list(plan.done.values())
 
@@ -638,42 +416,42 @@ class _Recorder:
         self.emit(TrialDone(result, len(self.plan.done), self.plan.total))
 
 
-def _run_local(plan: _Plan, alias: str, record: _Recorder, emit: Callable[[BenchEvent], None]) -> None:
+def _run_local(plan: Plan, alias: str, record: _Recorder, emit: Callable[[BenchEvent], None]) -> None:
     if not plan.has_pending(alias):
         return
     pending = plan.pending(alias)
     if plan.kinds[alias] == "pseudo":
         for task, trial in pending:
-            model = _pseudo_model(alias, task)
-            record(_run_trial(plan, alias, model, _ModelFacts("pseudo"), task, trial))
+            model = pseudo_model(alias, task)
+            record(run_trial(plan, alias, model, ModelFacts("pseudo"), task, trial))
         return
     from localagent.engines import open_model
 
     emit(ModelLoading(alias))
-    model = open_model(alias, _engine_config(plan.config))
+    model = open_model(alias, engine_config(plan.config))
     try:
         plan.info.load_s[alias] = round(model.load_s, 3)
         plan.run.write_info(plan.info)
         emit(ModelLoaded(alias, model.load_s))
-        facts = _local_facts(model)
+        facts = local_facts(model)
         for task, trial in pending:
-            record(_run_trial(plan, alias, model, facts, task, trial))
+            record(run_trial(plan, alias, model, facts, task, trial))
     finally:
         model.close()
 
 
-def _run_hosted(plan: _Plan, alias: str, catalog: Catalog, record: _Recorder) -> None:
+def _run_hosted(plan: Plan, alias: str, catalog: Catalog, record: _Recorder) -> None:
     from localagent.engines import open_model
 
     pending = plan.pending(alias)
     entry = catalog.get(alias)
     assert isinstance(entry, HostedModel)
-    model = open_model(alias, _engine_config(plan.config))
-    facts = _ModelFacts("hosted", price=entry.price)
+    model = open_model(alias, engine_config(plan.config))
+    facts = ModelFacts("hosted", price=entry.price)
     pool = ThreadPoolExecutor(max_workers=plan.config.jobs, thread_name_prefix=f"bench-{alias}")
     try:
         futures: list[Future[TrialResult]] = [
-            pool.submit(_run_trial, plan, alias, model, facts, t, k) for t, k in pending
+            pool.submit(run_trial, plan, alias, model, facts, t, k) for t, k in pending
         ]
         for future in as_completed(futures):
             record(future.result())
@@ -684,7 +462,7 @@ def _run_hosted(plan: _Plan, alias: str, catalog: Catalog, record: _Recorder) ->
 
 
 def _run_cascade(
-    plan: _Plan, name: str, catalog: Catalog, record: _Recorder, emit: Callable[[BenchEvent], None]
+    plan: Plan, name: str, catalog: Catalog, record: _Recorder, emit: Callable[[BenchEvent], None]
 ) -> None:
     """Each pending trial of the cascade `name`: its steps in turn, each on a fresh workspace,
     until one answers; recorded as one trial (bench/cascade.py). Every step loads once."""
@@ -695,31 +473,31 @@ def _run_cascade(
     if not plan.has_pending(name):
         return
     with ExitStack() as held:
-        opened: dict[str, tuple[ChatModel | None, _ModelFacts]] = {}
+        opened: dict[str, tuple[ChatModel | None, ModelFacts]] = {}
         for step in dict.fromkeys(parts):
             kind = model_kind(step, catalog)
             if kind == "pseudo":
-                opened[step] = (None, _ModelFacts("pseudo"))
+                opened[step] = (None, ModelFacts("pseudo"))
                 continue
             if kind == "local":
                 emit(ModelLoading(step))
-            model = open_model(step, _engine_config(plan.config))
+            model = open_model(step, engine_config(plan.config))
             held.callback(model.close)
             if kind == "local":
                 emit(ModelLoaded(step, model.load_s))
-                opened[step] = (model, _local_facts(model))
+                opened[step] = (model, local_facts(model))
             else:
                 entry = catalog.get(step)
                 opened[step] = (
                     model,
-                    _ModelFacts("hosted", price=entry.price if isinstance(entry, HostedModel) else None),
+                    ModelFacts("hosted", price=entry.price if isinstance(entry, HostedModel) else None),
                 )
         for task, trial in plan.pending(name):
             tries: list[TrialResult] = []
             for i, step in enumerate(parts):
                 loaded, facts = opened[step]
-                model = loaded or _pseudo_model(step, task)
-                tries.append(_run_trial(plan, f"{name}#{i + 1}", model, facts, task, trial))
+                model = loaded or pseudo_model(step, task)
+                tries.append(run_trial(plan, f"{name}#{i + 1}", model, facts, task, trial))
                 if tries[-1].stop_reason == "answer":
                     break
             record(cascade.combine(name, plan.kinds[name], parts, tries))
@@ -761,7 +539,7 @@ def run_bench(config: BenchConfig, on_event: Callable[[BenchEvent], None] | None
 
 
 def _run_plan(
-    plan: _Plan,
+    plan: Plan,
     catalog: Catalog,
     db: ResultsDB,
     emit: Callable[[BenchEvent], None],

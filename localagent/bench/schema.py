@@ -79,6 +79,11 @@ class RunInfo(_Record):
         default=None, description="--think / --no-think for local models; None: each model's own default"
     )
     temperature: float = Field(description="sampling temperature of every model call")
+    path_constraints: bool = Field(
+        default=False,
+        description="json mode's grammar let path arguments name only the workspace's paths "
+        "(--no-path-constraints: off); False in runs made before it existed",
+    )
     price_table: str = Field(description="the catalog files and the as_of dates of their prices")
     load_s: dict[str, float] = Field(default_factory=dict, description="model alias -> load seconds")
     limits: dict[str, Any] = Field(
@@ -185,7 +190,10 @@ class TrialResult(_Record):
         default=None, description="the date the price was copied; None when no price applied"
     )
 
-    engine: dict[str, Any] = Field(default_factory=dict, description="the engine's describe()")
+    engine: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the engine's describe(), as EngineInfo.as_dict() writes it; {} when no engine ran the trial",
+    )
     trace_path: str | None = Field(default=None, description="relative to the run directory")
 
     # where the trial ran, when that is not the run's own host (RunInfo.host): a cluster node

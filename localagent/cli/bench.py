@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.markup import escape
 
 from localagent.cli.app import app, results_app
 from localagent.errors import ConfigError
+
+if TYPE_CHECKING:  # the runner loads only when a bench starts
+    from localagent.bench.runner import BenchEvent, BenchOutcome, TrialDone
 
 # flags that choose what a run does: a resumed run keeps its own
 RUN_SETTINGS = (
@@ -26,6 +29,7 @@ RUN_SETTINGS = (
     "tool_mode",
     "think",
     "temperature",
+    "path_constraints",
     "max_steps",
     "max_tokens",
     "ctx_tokens",
@@ -48,7 +52,7 @@ class BenchProgress:
         self.done = 0
         self.per_node: dict[str, int] = {}  # trials finished on each cluster node
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: BenchEvent) -> None:
         from localagent.bench import runner
 
         if isinstance(event, runner.RunStarted):
@@ -70,7 +74,7 @@ class BenchProgress:
         if self.enabled:
             self.console.print(f"[dim]{escape(text)}[/dim]")
 
-    def _trial(self, event: Any) -> None:
+    def _trial(self, event: TrialDone) -> None:
         if not self.enabled:
             return
         r = event.result
@@ -124,6 +128,11 @@ def bench(
     ),
     temperature: float = typer.Option(
         0.0, "--temperature", min=0.0, max=2.0, help="At 0 a local model repeats itself: raise it with --trials."
+    ),
+    path_constraints: bool = typer.Option(
+        True,
+        "--path-constraints/--no-path-constraints",
+        help="In json mode, let path arguments name only the workspace's paths (write_file: any path inside).",
     ),
     max_steps: int = typer.Option(20, "--max-steps", min=1, help="Model calls per trial, for tasks that set none."),
     max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Tokens per model call."),
@@ -185,6 +194,7 @@ def bench(
         tool_mode=modes[0],
         think=think,
         temperature=temperature,
+        path_constraints=path_constraints,
         jobs=jobs,
         out=out,
         resume=resume,
@@ -221,7 +231,7 @@ def bench(
         _show(outcome, json_output)
 
 
-def _json_doc(outcome: Any) -> dict[str, Any]:
+def _json_doc(outcome: BenchOutcome) -> dict[str, Any]:
     from localagent.bench.render import to_json
     from localagent.bench.summary import summarize
 
@@ -236,7 +246,7 @@ def _json_doc(outcome: Any) -> dict[str, Any]:
     }
 
 
-def _show(outcome: Any, json_output: bool) -> None:
+def _show(outcome: BenchOutcome, json_output: bool) -> None:
     from localagent.bench.render import render_terminal
     from localagent.bench.summary import summarize
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from localagent.cli.app import app, models_app
 from localagent.units import format_bytes
+
+if TYPE_CHECKING:
+    from localagent.store.overview import HostedStatus
 
 JSON_HELP = "Print JSON instead of a table."
 
@@ -101,7 +104,7 @@ def _usd(value: float | None) -> str:
     return "?" if value is None else f"${value:g}"
 
 
-def _hosted_table(hosted: list[Any]) -> None:
+def _hosted_table(hosted: list[HostedStatus]) -> None:
     rows = []
     for h in hosted:
         key = {None: "not needed", True: f"{h.api_key_env} set", False: f"{h.api_key_env} NOT set"}[h.key_set]

@@ -24,7 +24,7 @@ from localagent.bench.confine import require_confinement
 from localagent.catalog import cost_usd, load_catalog
 from localagent.cli.app import app
 from localagent.cli.map import PreferChoice
-from localagent.engines.base import EngineConfig
+from localagent.engines.base import EngineConfig, EngineInfo
 from localagent.errors import ConfigError
 from localagent.fallback import Attempt, attempt_of, parse_check, run_check
 from localagent.memory import PeakMemory
@@ -116,7 +116,7 @@ class _Ran:
 
     name: str
     final: FinalStep
-    engine: dict[str, Any]
+    engine: EngineInfo
     load_s: float
 
 
@@ -128,8 +128,8 @@ def result_json(ran: _Ran, memory: PeakMemory, workspace: Workspace, trace: Path
         "error": final.error,
         "hint": final.hint,
         "model": ran.name,
-        "tool_mode": engine.get("tool_mode"),
-        "engine": engine,
+        "tool_mode": engine.tool_mode,
+        "engine": engine.as_dict(),
         "steps": final.step,
         "tool_calls": final.tool_calls,
         "invalid_tool_calls": final.invalid_tool_calls,
@@ -202,6 +202,11 @@ def run(
         "--think/--no-think",
         help="Think before answering (models whose template takes enable_thinking). Default: the model's own.",
     ),
+    path_constraints: bool = typer.Option(
+        True,
+        "--path-constraints/--no-path-constraints",
+        help="In json mode, let path arguments name only the workspace's paths (write_file: any path inside).",
+    ),
     for_tag: Optional[str] = typer.Option(
         None, "--for", help="With --model auto: the task tag to choose for (default: every benched task)."
     ),
@@ -233,7 +238,9 @@ def run(
     engine_config = EngineConfig(
         tool_mode=tool_mode.value, cpu_only=cpu, offline=offline or settings.offline(), think=think
     )
-    agent_config = AgentConfig(max_steps=max_steps, time_limit_s=time_limit, max_tokens=max_tokens)
+    agent_config = AgentConfig(
+        max_steps=max_steps, time_limit_s=time_limit, max_tokens=max_tokens, path_constraints=path_constraints
+    )
     auto = _auto(model, for_tag, prefer, min_success)
     if auto is not None:
         engine_config, agent_config = _apply(auto, engine_config, agent_config)
@@ -270,7 +277,7 @@ def run(
                 verdict = run_check(check_argv, ws.root, allow_unconfined_checks)
             attempts.append(attempt_of(alias, ran.final, verdict, ran.load_s, _cost(alias, ran.final)))
             if writer is not None and len(aliases) > 1:  # alone, a run's trace ends on its final step
-                writer.attempt({**attempts[-1].as_dict(), "engine": ran.engine})
+                writer.attempt({**attempts[-1].as_dict(), "engine": ran.engine.as_dict()})
             if attempts[-1].succeeded:
                 break
 
@@ -290,7 +297,7 @@ def _auto(model: str | None, for_tag: str | None, prefer: PreferChoice | None, m
 
 
 def _apply(auto: AutoPick, engine: EngineConfig, agent: AgentConfig) -> tuple[EngineConfig, AgentConfig]:
-    """The chosen variant's settings: the tool mode, thinking, context and temperature it was benched with."""
+    """The chosen variant's settings: the tool mode, thinking, context, temperature and path constraints it was benched with."""
     v = auto.variant
     engine = dataclasses.replace(
         engine,
@@ -298,7 +305,8 @@ def _apply(auto: AutoPick, engine: EngineConfig, agent: AgentConfig) -> tuple[En
         think=engine.think if v.think is None else v.think,
         n_ctx=v.n_ctx,
     )
-    return engine, dataclasses.replace(agent, temperature=v.temperature)
+    paths = agent.path_constraints if v.path_constraints is None else v.path_constraints
+    return engine, dataclasses.replace(agent, temperature=v.temperature, path_constraints=paths)
 
 
 def _cost(alias: str, final: FinalStep) -> float:
@@ -378,21 +386,21 @@ def _report(
         raise typer.Exit(1)
 
 
-def _settings_note(engine: dict[str, Any], think: bool | None) -> str:
+def _settings_note(engine: EngineInfo, think: bool | None) -> str:
     """`native tool calls, thinking on`; says so when --think could not be honoured."""
-    parts = [f"{engine.get('tool_mode') or 'scripted'} tool calls"]
-    if engine.get("think") is not None:
-        parts.append("thinking " + ("on" if engine["think"] else "off"))
-    if think and not engine.get("think"):
+    parts = [f"{engine.tool_mode or 'scripted'} tool calls"]
+    if engine.think is not None:
+        parts.append("thinking " + ("on" if engine.think else "off"))
+    if think and not engine.think:
         parts.append("--think has no effect in json tool mode: its grammar starts the reply with `{`")
     return ", ".join(parts)
 
 
-def _trace_header(alias: str, engine: dict[str, Any], prompt: str, agent: Agent) -> dict[str, Any]:
+def _trace_header(alias: str, engine: EngineInfo, prompt: str, agent: Agent) -> dict[str, Any]:
     return {
         "model": alias,
-        "engine": engine,
-        "tool_mode": engine.get("tool_mode"),
+        "engine": engine.as_dict(),
+        "tool_mode": engine.tool_mode,
         "prompt": prompt,
         "workspace": str(agent.workspace.root),
         "localagent_version": __version__,

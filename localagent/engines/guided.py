@@ -129,6 +129,10 @@ class Decoded:
     forced: int
     masks: int  # full token masks computed (each a refused first choice, or every token when check_first is off)
     loop: Loop | None = None  # the loop that stopped the reply (finish "repetition")
+    # prompt-lookup decoding (lookup.py): tokens proposed from the context, and how many of
+    # them the model kept (each a token sampled without a llama_decode of its own)
+    drafted: int = 0
+    accepted: int = 0
 
 
 class GuidedDecoder:

@@ -22,20 +22,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import psutil
 
 from localagent import ggufinfo, hardware
-from localagent.engines import guided, lazy, loops, native_calls, reasoning, templates, toolcalls
-from localagent.engines.base import EngineConfig
+from localagent.engines import guided, lazy, lookup, loops, native_calls, reasoning, templates, toolcalls
+from localagent.engines.base import EngineConfig, EngineInfo, ToolMode
 from localagent.engines.checkpoints import Checkpoint, CheckpointStore
 from localagent.engines.templates import ChatTemplate
 from localagent.errors import ContextOverflowError, EngineError, IntegrityError, ModelLoadError, ModelNotFoundError
-from localagent.records import FinishReason, Message, Reply, Timings, ToolCall, ToolSpec, Usage
+from localagent.records import ArgumentChoice, FinishReason, Message, Reply, Timings, ToolCall, ToolSpec, Usage
 
 if TYPE_CHECKING:
     from localagent.store import ResolvedModel
+
+# what `auto` becomes once the template is known
+ResolvedToolMode = Literal["json", "native"]
 
 # The ChatML template, for a GGUF that carries no chat template of its own.
 CHATML_TEMPLATE = (
@@ -148,6 +151,7 @@ class LlamaCppModel:
         self.guided = True
         self.guided_check_first = True
         self._guide_cache: tuple[str, Any] | None = None  # schema -> its llguidance matcher, or None
+        self._choices_held = 0  # argument choices the last matcher holds replies to
         self._lltokenizer: Any = None  # llguidance's view of the vocabulary, built on first use
         self._gbnf_reason: str | None = None  # why json mode last fell back to GBNF
         # native mode: the call format the template teaches (lazy.py), its compiled lazy grammar
@@ -187,6 +191,7 @@ class LlamaCppModel:
         temperature: float = 0.0,
         seed: int | None = None,
         on_token: Callable[[str], None] | None = None,
+        choices: Sequence[ArgumentChoice] = (),
     ) -> Reply:
         started = time.perf_counter()
         self._calls += 1
@@ -199,7 +204,9 @@ class LlamaCppModel:
                 hint="raise the context (EngineConfig.n_ctx), lower max_tokens, or shorten the conversation",
             )
         json_mode = self.tool_mode == "json" and bool(tools)
-        matcher = self._guide(tools) if json_mode else None
+        # the workspace's paths narrow the grammar, never the prompt: only llguidance takes them
+        # (a GBNF grammar would be rebuilt at every step for them, at ~10x its cost)
+        matcher = self._guide(tools, choices) if json_mode else None
         grammar = None if matcher is not None else self._grammar(tools) if json_mode else self._reply_grammar()
         lazy_calls = self._lazy(tools) if not json_mode and grammar is None else None
         evaluated = self._prefill(tokens, self._stops(messages, tools, prompt, tokens))
@@ -263,6 +270,8 @@ class LlamaCppModel:
             if first_at and n_out > 1 and ended > first_at
             else None,
             forced_tokens=decoded.forced,
+            drafted_tokens=decoded.drafted,
+            accepted_tokens=decoded.accepted,
         )
         usage = Usage(
             input_tokens=len(tokens),
@@ -278,6 +287,7 @@ class LlamaCppModel:
             finish_reason=finish,
             raw=raw,
             reasoning=thought.reasoning,
+            choices_held=self._choices_held if matcher is not None else 0,
         )
 
     def _generate(
@@ -291,7 +301,18 @@ class LlamaCppModel:
         emit: Callable[[list[int]], None],
     ) -> guided.Decoded:
         """A reply sampled by llama-cpp-python's own loop: free, or under a GBNF grammar (native
-        mode's EngineConfig.grammar; json mode where llguidance is not used)."""
+        mode's EngineConfig.grammar; json mode where llguidance is not used). A free reply
+        goes through prompt-lookup decoding where it is on (lookup.py, `_lookup_on`)."""
+        if grammar is None and self._lookup_on():
+            decoder = lookup.LookupDecoder(
+                self._llama,
+                tokens,
+                is_end=self._is_end,
+                temperature=temperature,
+                seed=seed,
+                loops=self._loop_detector(),
+            )
+            return decoder.decode(max_tokens, emit)
         self._llama.set_seed(seed)
         generated: list[int] = []
         first_at: float | None = None
@@ -316,6 +337,13 @@ class LlamaCppModel:
         finally:
             generator.close()
         return guided.Decoded(generated, finish, first_at, sampled=len(generated), forced=0, masks=0, loop=loop)
+
+    def _lookup_on(self) -> bool:
+        """Whether free replies use prompt-lookup decoding: EngineConfig.lookup, None meaning
+        where it wins (lookup.DEFAULT_ON); never for memory that cannot drop rejected drafts."""
+        if self.memory_kind != "attention":
+            return False
+        return self.config.lookup if self.config.lookup is not None else lookup.DEFAULT_ON
 
     def _loop_detector(self) -> loops.LoopDetector | None:
         return loops.LoopDetector() if self.config.stop_loops else None
@@ -345,27 +373,27 @@ class LlamaCppModel:
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llama.ctx, -1), shape=(n_vocab,)).copy()
         return Prefill(tokens=tuple(tokens), evaluated=evaluated, logits=logits)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> EngineInfo:
         import llama_cpp
 
-        return {
-            "engine": "llama.cpp",
-            "model": self.name,
-            "path": str(self.path),
-            "sha256": self.sha256,
-            "tool_mode": self.tool_mode,
-            "n_ctx": self.n_ctx,
-            "n_threads": self.n_threads,
-            "n_gpu_layers": self.n_gpu_layers,
-            "gpu_offload": self.n_gpu_layers != 0,
-            "load_s": round(self.load_s, 3),
-            "llama_cpp": llama_cpp.__version__,
-            "think": self.think,
-            "grammar": self.grammar_kind,
-            "stop_loops": self.config.stop_loops,
-            "memory": self.memory_kind,
-            "checkpoints": self.checkpoint_stats(),
-        }
+        return EngineInfo(
+            engine="llama.cpp",
+            model=self.name,
+            path=str(self.path),
+            sha256=self.sha256,
+            tool_mode=self.tool_mode,
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            n_gpu_layers=self.n_gpu_layers,
+            gpu_offload=self.n_gpu_layers != 0,
+            load_s=round(self.load_s, 3),
+            llama_cpp=llama_cpp.__version__,
+            think=self.think,
+            grammar=self.grammar_kind,
+            stop_loops=self.config.stop_loops,
+            memory=self.memory_kind,
+            checkpoints=self.checkpoint_stats(),
+        )
 
     @property
     def grammar_kind(self) -> str | None:
@@ -629,15 +657,23 @@ class LlamaCppModel:
             self._grammar_cache = (schema, grammar)
         return self._grammar_cache[1]
 
-    def _guide(self, tools: Sequence[ToolSpec]) -> Any:
-        """json mode's llguidance matcher for these tools, reset for a new reply; None where
-        llama.cpp's GBNF grammar decodes instead (switched off, llguidance missing, or a schema
-        it cannot compile: `grammar_kind` says which). Compiled once per set of tools."""
+    def _guide(self, tools: Sequence[ToolSpec], choices: Sequence[ArgumentChoice] = ()) -> Any:
+        """json mode's llguidance matcher for these tools (their arguments narrowed by
+        `choices`), reset for a new reply; None where llama.cpp's GBNF grammar decodes instead
+        (switched off, llguidance missing, or a schema it cannot compile: `grammar_kind` says
+        which). Compiled once per schema: again only when the tools or the choices change (a
+        workspace's 1,000 paths compile in ~20 ms)."""
         if not self.guided:
             return None
-        schema = json.dumps(toolcalls.json_mode_schema(tools))
+        schema = json.dumps(toolcalls.json_mode_schema(tools, choices))
         if self._guide_cache is None or self._guide_cache[0] != schema:
-            self._guide_cache = (schema, self._compile_guide(schema))
+            matcher = self._compile_guide(schema)
+            if matcher is None and choices and self._gbnf_reason is not None and "compile" in self._gbnf_reason:
+                # the choices made a schema llguidance refuses: the tools' own schema still decodes fast
+                return self._guide(tools)
+            self._guide_cache = (schema, matcher)
+        names = {t.name for t in tools}
+        self._choices_held = sum(1 for c in choices if c.tool in names)
         matcher = self._guide_cache[1]
         if matcher is not None and (not matcher.reset() or matcher.is_error()):
             matcher = self._compile_guide(schema)  # a matcher left in error: start a new one
@@ -770,7 +806,7 @@ def _loop_noted(calls: tuple[ToolCall, ...], loop: loops.Loop) -> tuple[ToolCall
     return tuple(dataclasses.replace(c, error=f"{note}; {c.error}") if c.error else c for c in calls)
 
 
-def resolve_tool_mode(requested: str, template: str | None, preferred: str | None) -> str:
+def resolve_tool_mode(requested: ToolMode, template: str | None, preferred: str | None) -> ResolvedToolMode:
     """`auto` -> `native` when the chat template renders tools (and the catalog does not
     advise json for this model), else `json`."""
     if requested != "auto":

@@ -21,9 +21,9 @@ import openai
 from localagent import settings
 from localagent.catalog import HostedModel
 from localagent.engines import native_calls, toolcalls
-from localagent.engines.base import EngineConfig
+from localagent.engines.base import EngineConfig, EngineInfo
 from localagent.errors import ConfigError, ContextOverflowError, HostedAPIError
-from localagent.records import FinishReason, Message, Reply, Timings, ToolSpec, Usage
+from localagent.records import ArgumentChoice, FinishReason, Message, Reply, Timings, ToolSpec, Usage
 
 # OpenAI's reasoning models take max_completion_tokens and only the default temperature
 # The providers whose endpoints follow OpenAI's spec for a tool-only assistant turn (content
@@ -92,9 +92,11 @@ class OpenAICompatModel:
         temperature: float = 0.0,
         seed: int | None = None,
         on_token: Callable[[str], None] | None = None,
+        choices: Sequence[ArgumentChoice] = (),
     ) -> Reply:
         """`on_token` gets each piece of text, and "" every _TICK_S while the endpoint sends
-        nothing the SDK passes on (pings, a slow body): it may raise to stop the call."""
+        nothing the SDK passes on (pings, a slow body): it may raise to stop the call.
+        `choices` are not sent: a hosted API takes no grammar, and the tools check the paths."""
         request = self._request(messages, tools, max_tokens, temperature, seed)
         started = time.perf_counter()
         if self._stream:
@@ -109,19 +111,19 @@ class OpenAICompatModel:
             started = time.perf_counter()
         return self._call(lambda: self._whole(request, started, on_token))
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "engine": "openai-compatible",
-            "model": self.entry.model,
-            "provider": self.entry.provider,
-            "base_url": self.entry.base_url,
-            "tool_mode": "native",
-            "n_ctx": self.entry.context,
-            "streaming": self._stream,
-            "max_retries": self.config.max_retries,
-            "timeout_s": self.config.timeout_s,
-            "openai_sdk": openai.__version__,
-        }
+    def describe(self) -> EngineInfo:
+        return EngineInfo(
+            engine="openai-compatible",
+            model=self.entry.model,
+            provider=self.entry.provider,
+            base_url=self.entry.base_url,
+            tool_mode="native",
+            n_ctx=self.entry.context,
+            streaming=self._stream,
+            max_retries=self.config.max_retries,
+            timeout_s=self.config.timeout_s,
+            openai_sdk=openai.__version__,
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, Union
 
+from localagent.engines.base import EngineInfo
 from localagent.errors import EngineError
-from localagent.records import Message, Reply, Timings, ToolCall, ToolSpec
+from localagent.records import ArgumentChoice, Message, Reply, Timings, ToolCall, ToolSpec
 
 NOOP_ANSWER = "I don't know."
 
@@ -40,6 +41,7 @@ class ReplayModel:
         temperature: float = 0.0,
         seed: int | None = None,
         on_token: Callable[[str], None] | None = None,
+        choices: Sequence[ArgumentChoice] = (),
     ) -> Reply:
         started = time.perf_counter()
         self.seen.append(tuple(messages))
@@ -64,8 +66,8 @@ class ReplayModel:
             raw=reply.raw or reply.text,
         )
 
-    def describe(self) -> dict[str, Any]:
-        return {"engine": "scripted", "model": self.name, "tool_mode": None, "replies": len(self.replies)}
+    def describe(self) -> EngineInfo:
+        return EngineInfo(engine="scripted", model=self.name, tool_mode=None, replies=len(self.replies))
 
     def close(self) -> None:
         pass

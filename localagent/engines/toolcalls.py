@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from localagent.records import Message, ToolCall, ToolSpec
+from localagent.records import ArgumentChoice, Message, ToolCall, ToolSpec
 
 # --- json mode -------------------------------------------------------------------------------
 
@@ -41,21 +41,50 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return visit(copy.deepcopy(schema), ())
 
 
-def json_mode_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
-    """One schema for every reply in `json` mode: a call of one of the tools, or an answer."""
-    options: list[dict[str, Any]] = [
-        {
-            "type": "object",
-            "properties": {
-                "tool": {"const": tool.name},
-                "arguments": _object_schema(inline_refs(tool.parameters)),
-            },
-            "required": ["tool", "arguments"],
-        }
-        for tool in tools
-    ]
+def json_mode_schema(tools: Sequence[ToolSpec], choices: Sequence[ArgumentChoice] = ()) -> dict[str, Any]:
+    """One schema for every reply in `json` mode: a call of one of the tools, or an answer.
+    `choices` narrow string arguments to their values (pathchoices.py); a tool left with
+    nothing a required argument may be is not offered in this reply."""
+    options: list[dict[str, Any]] = []
+    for tool in tools:
+        arguments = _object_schema(inline_refs(tool.parameters))
+        held = [c for c in choices if c.tool == tool.name and c.argument in arguments.get("properties", {})]
+        if held:
+            narrowed = _narrowed(arguments, held)
+            if narrowed is None:
+                continue
+            arguments = narrowed
+        options.append(
+            {
+                "type": "object",
+                "properties": {"tool": {"const": tool.name}, "arguments": arguments},
+                "required": ["tool", "arguments"],
+            }
+        )
     options.append({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]})
     return {"anyOf": options}
+
+
+def _narrowed(arguments: dict[str, Any], held: Sequence[ArgumentChoice]) -> dict[str, Any] | None:
+    """The arguments' schema with each held argument replaced by its choices (its description
+    kept); None when a required argument can be nothing. An optional one that can be nothing
+    is dropped."""
+    properties = dict(arguments["properties"])
+    required = set(arguments.get("required", ()))
+    for choice in held:
+        options: list[dict[str, Any]] = []
+        if choice.values:
+            options.append({"type": "string", "enum": list(choice.values)})
+        if choice.pattern is not None:
+            options.append({"type": "string", "pattern": choice.pattern})
+        if not options:
+            if choice.argument in required:
+                return None
+            del properties[choice.argument]
+            continue
+        described = {k: v for k, v in properties[choice.argument].items() if k in ("description", "title")}
+        properties[choice.argument] = {**described, **(options[0] if len(options) == 1 else {"anyOf": options})}
+    return {**arguments, "properties": properties}
 
 
 def _object_schema(parameters: dict[str, Any]) -> dict[str, Any]:
