@@ -20,6 +20,8 @@ from localagent.bench.tasks import load_tasks
 # three tier-1 tasks of the shipped suite, whichever they are
 TIER1 = [t.id for t in load_tasks(tier=1)][:3]
 
+# each trial's check takes 1 s, so a signal sent after the third trial lands while six remain,
+# even on a loaded machine (at 0.25 s a loaded 2-core VM once finished before the SIGINT)
 SLOW_TASK = """
 id = "{id}"
 title = "Write ok, then a slow check"
@@ -33,7 +35,7 @@ text = "ok"
 
 [[checks]]
 kind = "command"
-argv = ["python", "-c", "import time; time.sleep(0.25)"]
+argv = ["python", "-c", "import time; time.sleep(1)"]
 
 [[solution]]
 tool = "write_file"

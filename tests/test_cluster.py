@@ -118,7 +118,10 @@ class Cluster:
             "print(json.dumps([n['Labels'].get('localagent-host', 'head') for n in ray.nodes() if n['Alive']]))"
         ) % self.address
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else []
+        # Ray may print its own warnings to stdout after ours ("raylet has lagging heartbeats"
+        # on a loaded machine): the answer is the line that is a JSON list
+        lists = [line for line in out.stdout.splitlines() if line.startswith("[")] if out.returncode == 0 else []
+        return json.loads(lists[-1]) if lists else []
 
     def wait_for_nodes(self, n: int, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

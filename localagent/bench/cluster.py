@@ -266,7 +266,7 @@ def _threads(cpus: float) -> int | None:
     most its physical cores. Several nodes can share one machine, and each taking every core
     (the engine's default) oversubscribes it: two 1-CPU nodes on this 2-core VM decoded at a
     seventh of one machine's speed with 2 threads each. None: the node did not say."""
-    from localagent.engines.llamacpp import physical_cores
+    from localagent.engines.loading import physical_cores
 
     if cpus < 1:
         return None

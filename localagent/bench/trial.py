@@ -147,10 +147,9 @@ def run_trial(plan: Plan, alias: str, model: ChatModel, facts: ModelFacts, task:
                     elif isinstance(step, FinalStep):
                         seen.final = step
             if seen.final is not None:
-                outcomes = run_checks(
+                seen.checks = run_checks(
                     task, workspace, seen.final.answer, allow_unconfined=config.allow_unconfined_checks
                 )
-                seen.checks = [CheckResult(kind=c.kind, passed=c.passed, detail=c.detail) for c in outcomes]
         except ResultsWriteError:
             # the run folder cannot be written: no result of this trial can be kept, and every
             # next trial would fail the same way (recorded as runtime errors before, rc 0)

@@ -10,7 +10,7 @@ that is a prefix of it instead of evaluating from the first token — what llama
 with its context checkpoints.
 
 This module is the bookkeeping only (which checkpoint to restore, which to evict under a
-memory bound); the engine reads and writes the state bytes.
+memory bound); cache.py reads and writes the state bytes.
 """
 
 from __future__ import annotations

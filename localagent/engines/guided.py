@@ -37,7 +37,7 @@ import numpy as np
 from localagent.engines.loops import Loop, LoopDetector
 from localagent.errors import EngineError
 
-# json.dumps' spacing, the same the GBNF grammar fixes (see llamacpp.json_mode_gbnf); lenient:
+# json.dumps' spacing, the same the GBNF grammar fixes (see grammars.json_mode_gbnf); lenient:
 # keywords llguidance does not implement (uniqueItems, `not`) are ignored, as llama.cpp's GBNF
 # converter ignores those it does not know, rather than losing the fast path for the schema
 JSON_OPTIONS: Any = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}

@@ -5,33 +5,32 @@ keeps the longest common token prefix in its KV cache and evaluates only the new
 each step; it counts those tokens itself (the part of the prompt it sends through `eval`).
 Tool calls are either grammar-constrained JSON (`json`, any GGUF; decoded through llguidance in
 guided.py, llama.cpp's GBNF sampler where llguidance cannot take the schema) or the model's own
-format rendered by its template and parsed from the output (`native`).
+format rendered by its template and parsed from the output (`native`). The file is loaded in
+loading.py, the replies' grammars are kept in grammars.py, and the memory is moved to a new
+prompt's shared prefix by cache.py.
 """
 
 from __future__ import annotations
 
 import codecs
-import collections
-import ctypes
 import dataclasses
 import functools
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import psutil
-
-from localagent import ggufinfo, hardware
-from localagent.engines import guided, lazy, lookup, loops, native_calls, reasoning, templates, toolcalls
+from localagent import hardware
+from localagent.engines import cache, guided, lazy, lookup, loops, native_calls, reasoning, toolcalls
 from localagent.engines.base import EngineConfig, EngineInfo, ToolMode
-from localagent.engines.checkpoints import Checkpoint, CheckpointStore
+from localagent.engines.checkpoints import CheckpointStore
+from localagent.engines.grammars import Grammars
+from localagent.engines.loading import load, log_errors, physical_cores
 from localagent.engines.templates import ChatTemplate
-from localagent.errors import ContextOverflowError, EngineError, IntegrityError, ModelLoadError, ModelNotFoundError
+from localagent.errors import ContextOverflowError, EngineError
 from localagent.records import ArgumentChoice, FinishReason, Message, Reply, Timings, ToolCall, ToolSpec, Usage
 
 if TYPE_CHECKING:
@@ -45,31 +44,6 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-# llama.cpp's C log goes through one process-wide callback. Ours prints nothing (stdout may be
-# an MCP server's JSON-RPC channel) and keeps the last errors for ModelLoadError messages.
-_log_errors: collections.deque[str] = collections.deque(maxlen=8)
-_log_callback: Any = None
-_GGML_LOG_LEVEL_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
-
-
-def _silence_llama_log() -> None:
-    global _log_callback
-    if _log_callback is not None:
-        return
-    import llama_cpp
-
-    @llama_cpp.llama_log_callback
-    def keep_errors(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        if level == _GGML_LOG_LEVEL_ERROR:
-            _log_errors.append(text.decode("utf-8", "replace").strip())
-
-    _log_callback = keep_errors  # referenced for as long as the process lives
-    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-
-
-def physical_cores() -> int:
-    return max(1, psutil.cpu_count(logical=False) or psutil.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -107,7 +81,7 @@ class LlamaCppModel:
         self.n_ctx = config.n_ctx or hardware.capped_context(context)
         self.n_threads = config.n_threads or physical_cores()
         started = time.perf_counter()
-        self._llama, self.n_gpu_layers = _load(self.path, self.n_ctx, self.n_threads, config)
+        self._llama, self.n_gpu_layers = load(self.path, self.n_ctx, self.n_threads, config)
         self.load_s = time.perf_counter() - started
 
         import llama_cpp
@@ -142,22 +116,15 @@ class LlamaCppModel:
             else None
         )
         self._boundaries: dict[str, list[int]] = {}  # system prompt + tools -> its tokens
-        self._grammar_cache: tuple[str, Any] | None = None
-        self._native_grammar: Any = None
-        # json mode decodes through llguidance (guided.py) where it compiles the tools' schema;
-        # False keeps llama.cpp's GBNF sampler. guided_check_first: check the model's own choice
-        # before computing a whole token mask (False: a mask every token). The benchmark
-        # (benchmarks/speed.py) compares the three.
-        self.guided = True
-        self.guided_check_first = True
-        self._guide_cache: tuple[str, Any] | None = None  # schema -> its llguidance matcher, or None
-        self._choices_held = 0  # argument choices the last matcher holds replies to
-        self._lltokenizer: Any = None  # llguidance's view of the vocabulary, built on first use
-        self._gbnf_reason: str | None = None  # why json mode last fell back to GBNF
-        # native mode: the call format the template teaches (lazy.py), its compiled lazy grammar
+        # native mode: the call format the template teaches (lazy.py), which its lazy grammar follows
         self.call_format = lazy.call_format(self.chat_template) if self.tool_mode == "native" else None
-        self._lazy_cache: tuple[str, list[tuple[lazy.Trigger, Any]]] | None = None
-        self._lazy_reason: str | None = None  # why native mode's calls were last left free
+        self._grammars = Grammars(
+            self._llama, config, tool_mode=self.tool_mode, call_format=self.call_format, is_end=self._is_end
+        )
+        # json mode's llguidance matcher checks the model's own choice before computing a whole
+        # token mask (False: a mask every token). The benchmark (benchmarks/speed.py) compares
+        # this, a mask every token, and llama.cpp's GBNF sampler (`guided` off).
+        self.guided_check_first = True
         self._fold_system = False  # the template has no system role: see _render_chat
         self._calls = 0
         # the last call's prompt and reply, as text and as the tokens in the KV cache
@@ -206,16 +173,19 @@ class LlamaCppModel:
         json_mode = self.tool_mode == "json" and bool(tools)
         # the workspace's paths narrow the grammar, never the prompt: only llguidance takes them
         # (a GBNF grammar would be rebuilt at every step for them, at ~10x its cost)
-        matcher = self._guide(tools, choices) if json_mode else None
-        grammar = None if matcher is not None else self._grammar(tools) if json_mode else self._reply_grammar()
-        lazy_calls = self._lazy(tools) if not json_mode and grammar is None else None
+        grammars = self._grammars
+        matcher = grammars.guide(tools, choices) if json_mode else None
+        grammar = (
+            None if matcher is not None else grammars.json_grammar(tools) if json_mode else grammars.reply_grammar()
+        )
+        lazy_calls = grammars.lazy_calls(tools) if not json_mode and grammar is None else None
         evaluated = self._prefill(tokens, self._stops(messages, tools, prompt, tokens))
         seed = self.config.seed if seed is None else seed
 
         # special tokens stay visible in native mode (e.g. Llama's <|python_tag|>, the think
         # and tool-call markers of Qwen3.5, LFM2 and Gemma 4)
         stream = TextStream(self._llama, special=self.tool_mode == "native", on_token=on_token)
-        _log_errors.clear()
+        log_errors.clear()
         try:
             if matcher is not None:
                 decoder = guided.GuidedDecoder(
@@ -287,7 +257,7 @@ class LlamaCppModel:
             finish_reason=finish,
             raw=raw,
             reasoning=thought.reasoning,
-            choices_held=self._choices_held if matcher is not None else 0,
+            choices_held=grammars.choices_held if matcher is not None else 0,
         )
 
     def _generate(
@@ -397,17 +367,17 @@ class LlamaCppModel:
 
     @property
     def grammar_kind(self) -> str | None:
-        """What constrains the replies: json mode's grammar (llguidance, or llama.cpp's GBNF
-        with the reason), native mode's EngineConfig.grammar, or nothing."""
-        if self.tool_mode != "json":
-            if self.config.grammar is not None:
-                return "llama.cpp GBNF"
-            if not self.config.constrain_calls or self.call_format is None:
-                return None
-            reason = self._lazy_reason or guided.unavailable_reason()
-            return f"free calls ({reason})" if reason else f"llguidance lazy ({self.call_format})"
-        reason = "switched off" if not self.guided else self._gbnf_reason or guided.unavailable_reason()
-        return f"llama.cpp GBNF ({reason})" if reason else "llguidance"
+        """What constrains the replies (Grammars.kind)."""
+        return self._grammars.kind
+
+    @property
+    def guided(self) -> bool:
+        """Whether json mode decodes through llguidance (False: llama.cpp's GBNF sampler)."""
+        return self._grammars.guided
+
+    @guided.setter
+    def guided(self, on: bool) -> None:
+        self._grammars.guided = on
 
     @property
     def memory_kind(self) -> str:
@@ -550,14 +520,14 @@ class LlamaCppModel:
         llama = self._llama
         cached = common_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
         try:
-            keep = self._cut_back(tokens, min(cached, len(tokens) - 1))
+            keep = cache.cut_back(llama, tokens, min(cached, len(tokens) - 1), self._checkpoints, self.n_swa)
             system, history = (*stops, None, None)[:2]
             wanted = (
                 (system, history if history is not None else len(tokens) - 1) if self._checkpoints is not None else ()
             )
             for stop in sorted({b for b in wanted if b is not None and keep < b < len(tokens)}):
                 llama.eval(tokens[llama.n_tokens : stop])
-                self._checkpoint(tokens[:stop], pinned=stop == system)
+                cache.save_checkpoint(llama, self._checkpoints, tokens[:stop], pinned=stop == system)
             llama.eval(tokens[llama.n_tokens :])
         except RuntimeError as exc:
             raise self._failed("evaluate the prompt", exc, len(tokens)) from exc
@@ -567,166 +537,22 @@ class LlamaCppModel:
         """An evaluation failure as an EngineError with llama.cpp's own log lines; the memory
         is emptied, since what it holds is unknown now (the next call starts afresh)."""
         self._forget()
-        detail = "; ".join(_log_errors)
-        _log_errors.clear()
+        detail = "; ".join(log_errors)
+        log_errors.clear()
         return EngineError(
             f"llama.cpp failed to {doing} of {self.name}: {exc}" + (f" ({detail})" if detail else ""),
             hint=_eval_hint(exc, n_prompt, self.n_ctx),
         )
 
-    def _cut_back(self, tokens: list[int], keep: int) -> int:
-        """Make the memory hold exactly `tokens[:n]` for the largest n <= keep it can; return n.
-
-        An attention cache drops the cells past `keep`. Recurrent state and a sliding window
-        cannot go back (llama.cpp's removal fails or, for a window, leaves cells missing): then
-        the longest checkpoint within `keep` is restored, or the memory starts empty."""
-        import llama_cpp
-
-        llama = self._llama
-        if keep >= llama.n_tokens:
-            return llama.n_tokens
-        memory = llama_cpp.llama_get_memory(llama.ctx)
-        if keep > 0 and not self._memory_reaches_back(memory, keep):
-            checkpoint = self._checkpoints.best(tokens, keep) if self._checkpoints is not None else None
-            keep = checkpoint.n if checkpoint is not None and self._restore(checkpoint) else 0
-        # a recurrent memory refuses to drop a suffix that cuts into its state: start afresh
-        if keep == 0 or not llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
-            llama_cpp.llama_memory_clear(memory, True)
-            keep = 0
-        llama.n_tokens = keep
-        return keep
-
-    def _memory_reaches_back(self, memory: Any, keep: int) -> bool:
-        """Whether cutting the memory back to `keep` tokens leaves what token `keep` needs.
-        The smallest position held is 0 for an attention cache, the last position for
-        recurrent state, and past the window's start for a sliding-window cache that moved on
-        (the test llama-server makes before it falls back to a checkpoint)."""
-        import llama_cpp
-
-        pos_min = llama_cpp.llama_memory_seq_pos_min(memory, 0)
-        return pos_min == 0 or pos_min < keep - self.n_swa
-
-    def _checkpoint(self, tokens: list[int], *, pinned: bool) -> None:
-        """Save the state that cannot be recomputed by cutting back (recurrent state, the
-        sliding window) after `tokens`; the attention cells stay in the cache."""
-        import llama_cpp
-
-        store = self._checkpoints
-        if store is None or store.has(tokens):
-            return
-        ctx, flags = self._llama.ctx, llama_cpp.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
-        size = llama_cpp.llama_state_seq_get_size_ext(ctx, 0, flags)
-        if size <= 0 or size > store.budget_bytes:
-            return
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data_ext(ctx, buffer, size, 0, flags)
-        if 0 < written <= size:
-            store.add(tokens, ctypes.string_at(buffer, written), pinned=pinned)
-
-    def _restore(self, checkpoint: Checkpoint) -> bool:
-        import llama_cpp
-
-        data = checkpoint.data
-        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        flags = llama_cpp.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
-        if llama_cpp.llama_state_seq_set_data_ext(self._llama.ctx, buffer, len(data), 0, flags) != len(data):
-            return False
-        self._llama.input_ids[: checkpoint.n] = checkpoint.tokens
-        return True
-
     def _forget(self) -> None:
-        import llama_cpp
+        cache.forget(self._llama)
 
-        self._llama.n_tokens = 0
-        memory = llama_cpp.llama_get_memory(self._llama.ctx)
-        if memory is not None:
-            llama_cpp.llama_memory_clear(memory, True)
-
-    def _grammar(self, tools: Sequence[ToolSpec]) -> Any:
-        from llama_cpp import LlamaGrammar
-
-        schema = json.dumps(toolcalls.json_mode_schema(tools))
-        if self._grammar_cache is None or self._grammar_cache[0] != schema:
-            try:
-                grammar = LlamaGrammar.from_string(json_mode_gbnf(schema))
-            except Exception as exc:  # the converter raises bare Exceptions for schemas it cannot express
-                raise EngineError(
-                    f"cannot turn the tools' argument schemas into a grammar: {exc}",
-                    hint="simplify the tool schemas, or use the native tool mode",
-                ) from exc
-            self._grammar_cache = (schema, grammar)
-        return self._grammar_cache[1]
-
+    # the grammars' entries the tests reach through the model
     def _guide(self, tools: Sequence[ToolSpec], choices: Sequence[ArgumentChoice] = ()) -> Any:
-        """json mode's llguidance matcher for these tools (their arguments narrowed by
-        `choices`), reset for a new reply; None where llama.cpp's GBNF grammar decodes instead
-        (switched off, llguidance missing, or a schema it cannot compile: `grammar_kind` says
-        which). Compiled once per schema: again only when the tools or the choices change (a
-        workspace's 1,000 paths compile in ~20 ms)."""
-        if not self.guided:
-            return None
-        schema = json.dumps(toolcalls.json_mode_schema(tools, choices))
-        if self._guide_cache is None or self._guide_cache[0] != schema:
-            matcher = self._compile_guide(schema)
-            if matcher is None and choices and self._gbnf_reason is not None and "compile" in self._gbnf_reason:
-                # the choices made a schema llguidance refuses: the tools' own schema still decodes fast
-                return self._guide(tools)
-            self._guide_cache = (schema, matcher)
-        names = {t.name for t in tools}
-        self._choices_held = sum(1 for c in choices if c.tool in names)
-        matcher = self._guide_cache[1]
-        if matcher is not None and (not matcher.reset() or matcher.is_error()):
-            matcher = self._compile_guide(schema)  # a matcher left in error: start a new one
-            self._guide_cache = (schema, matcher)
-        return matcher
-
-    def _compile_guide(self, schema: str) -> Any:
-        self._gbnf_reason = guided.unavailable_reason()
-        if self._gbnf_reason is not None:
-            return None
-        from llguidance import LLMatcher
-
-        if self._lltokenizer is None:
-            ends = [t for t in range(self._llama.n_vocab()) if self._is_end(t)]
-            self._lltokenizer = guided.build_tokenizer(self._llama, ends)
-        try:
-            grammar = guided.compile_schema(self._lltokenizer, json.loads(schema))
-        except ValueError as exc:
-            self._gbnf_reason = f"llguidance cannot compile the tools' schema: {exc}"
-            return None
-        return LLMatcher(self._lltokenizer, grammar, log_level=0)
+        return self._grammars.guide(tools, choices)
 
     def _lazy(self, tools: Sequence[ToolSpec]) -> list[tuple[lazy.Trigger, Any]] | None:
-        """Native mode's lazy grammar for these tools: (trigger, llguidance matcher) pairs, or
-        None where calls stay free (switched off, no tools, llguidance missing, a format
-        lazy.py does not know, or grammars llguidance refuses: `grammar_kind` says which)."""
-        if not tools or not self.config.constrain_calls or self.call_format is None:
-            return None
-        key = json.dumps([[t.name, t.parameters] for t in tools], sort_keys=True, default=str)
-        if self._lazy_cache is None or self._lazy_cache[0] != key:
-            self._lazy_cache = (key, self._compile_lazy(tools))
-        return self._lazy_cache[1] or None
-
-    def _compile_lazy(self, tools: Sequence[ToolSpec]) -> list[tuple[lazy.Trigger, Any]]:
-        self._lazy_reason = guided.unavailable_reason()
-        if self._lazy_reason is not None or self.call_format is None:
-            return []
-        from llguidance import LLMatcher
-
-        if self._lltokenizer is None:
-            ends = [t for t in range(self._llama.n_vocab()) if self._is_end(t)]
-            self._lltokenizer = guided.build_tokenizer(self._llama, ends)
-        compiled = []
-        for trigger in lazy.triggers(self.call_format, tools, self._special_token):
-            grammar = LLMatcher.grammar_from_lark(trigger.grammar)
-            is_error, messages = LLMatcher.validate_grammar_with_warnings(grammar, self._lltokenizer)
-            if is_error:
-                self._lazy_reason = (
-                    f"llguidance cannot compile the {self.call_format} call grammar: {'; '.join(messages)}"
-                )
-                continue
-            compiled.append((trigger, LLMatcher(self._lltokenizer, grammar, log_level=0)))
-        return compiled
+        return self._grammars.lazy_calls(tools)
 
     def lazy_decoder(
         self, calls: list[tuple[lazy.Trigger, Any]], *, temperature: float, seed: int, thinking: bool = False
@@ -744,25 +570,6 @@ class LlamaCppModel:
             thinking=thinking,
             loops=self._loop_detector(),
         )
-
-    def _special_token(self, text: str) -> int | None:
-        """The id of the one token that spells `text` (a marker the vocabulary holds whole,
-        often a special token the grammar must name by id), else None."""
-        tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        return int(tokens[0]) if len(tokens) == 1 else None
-
-    def _reply_grammar(self) -> Any:
-        """The user's GBNF grammar for native-mode replies (EngineConfig.grammar), compiled once."""
-        if self.config.grammar is None:
-            return None
-        if self._native_grammar is None:
-            from llama_cpp import LlamaGrammar
-
-            try:
-                self._native_grammar = LlamaGrammar.from_string(self.config.grammar, verbose=False)
-            except Exception as exc:  # llama.cpp's parser reports through ValueError or bare Exception
-                raise EngineError(f"the reply grammar does not parse: {exc}", hint="check the GBNF syntax") from exc
-        return self._native_grammar
 
     def _parse(self, raw: str, tools: Sequence[ToolSpec], *, truncated: bool) -> tuple[str, tuple[ToolCall, ...]]:
         if not tools:
@@ -816,24 +623,6 @@ def resolve_tool_mode(requested: ToolMode, template: str | None, preferred: str 
     return "json"
 
 
-def json_mode_gbnf(schema: str) -> str:
-    """The GBNF grammar for a JSON schema, with whitespace fixed to json.dumps' style.
-
-    llama-cpp-python's converter lets a space follow every `{`, `,`, `:` and value. Greedy
-    decoding then picks `{ "` (space, quote) as one token, and SmolLM2-135M continues with
-    "answer" far more often than "tool", although `{"tool"` is the likelier string (measured:
-    0 of 5 prompts gave a tool call; with fixed spacing 4 of 5 did). Fixed spacing also
-    matches how earlier calls are re-rendered from `json.dumps`.
-    """
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    grammar = json_schema_to_gbnf(schema)
-    if 'space ::= " "?' not in grammar:  # a converter we do not know: keep its grammar
-        return grammar
-    grammar = grammar.replace('space ::= " "?', 'space ::= ""')
-    return grammar.replace('space ":" space', '": "').replace('"," space', '", "')
-
-
 def fold_system(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The system message moved into the first user message, for templates without a system role."""
     if not chat or chat[0]["role"] != "system":
@@ -858,91 +647,3 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
-
-
-_UNKNOWN_ARCH_RE = re.compile(r"unknown model architecture: '([^']{1,100})'")
-
-# The llama-cpp-python release each family of the catalog was first run with by localagent's
-# tests (tests/archmodels.py builds one of each). Which release first added an architecture is
-# not recorded upstream in one place; this says where it is known to work.
-VERIFIED_WITH = "0.3.36"
-VERIFIED_ARCHITECTURES = frozenset(
-    ("llama", "qwen2", "qwen3", "qwen35", "lfm2", "mamba", "mamba2", "gemma3", "gemma4", "granitehybrid", "smollm3")
-)
-
-
-def _architecture_hint(arch: str) -> str:
-    upgrade = "upgrade llama-cpp-python (`pip install -U llama-cpp-python`; set CMAKE_ARGS as for the first install)"
-    if arch in VERIFIED_ARCHITECTURES:
-        return f"{upgrade}: '{arch}' runs in llama-cpp-python {VERIFIED_WITH} and later"
-    return f"{upgrade}, or use a model of a family it knows (`localagent models list`)"
-
-
-def _check_templates(path: Path) -> None:
-    """Refuse a GGUF whose chat templates would blow up while llama-cpp-python compiles them
-    (it folds constant expressions: `{{ 'x' * 3000000000 }}` took 3.3 GB at load)."""
-    import jinja2
-
-    try:
-        found = ggufinfo.chat_templates(path)
-    except IntegrityError:
-        return  # not a whole GGUF: the load below says so in llama.cpp's words
-    for key, source in found.items():
-        try:
-            templates.check_constants(source)
-        except templates.TemplateLimitError as exc:
-            raise ModelLoadError(
-                f"the chat template in {path.name} ({key}) builds too large a value: {exc}",
-                hint="use a GGUF with a fixed template (gguf-new-metadata --chat-template-file FIXED.jinja IN.gguf OUT.gguf)",
-            ) from None
-        except jinja2.TemplateError:
-            pass  # the load below reports a template that does not parse, with its own words
-
-
-def _load(path: Path, n_ctx: int, n_threads: int, config: EngineConfig) -> tuple[Any, int]:
-    if not path.is_file():
-        raise ModelNotFoundError(
-            f"model file not found: {path}", hint="`localagent models list` shows installed models"
-        )
-    import jinja2
-    import llama_cpp
-
-    _check_templates(path)
-    _silence_llama_log()
-    n_gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() and not config.cpu_only else 0
-    _log_errors.clear()
-    try:
-        llama = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            n_gpu_layers=n_gpu_layers,
-            seed=config.seed,
-            logits_all=False,
-            # a sliding-window model keeps only its window (+ one batch) of cells on those
-            # layers instead of the whole context, as llama-server does; cutting back past
-            # the window restores a checkpoint (see _cut_back)
-            swa_full=False,
-            verbose=False,
-        )
-    except jinja2.TemplateError as exc:  # llama-cpp-python compiles the GGUF's chat templates while loading
-        raise ModelLoadError(
-            f"the chat template in {path.name} does not parse: {type(exc).__name__}: {exc}",
-            hint="use a GGUF with a fixed template (gguf-new-metadata --chat-template-file FIXED.jinja IN.gguf OUT.gguf)",
-        ) from exc
-    except (ValueError, RuntimeError, OSError) as exc:
-        detail = "; ".join(_log_errors) or str(exc)
-        unknown = _UNKNOWN_ARCH_RE.search(detail)
-        if unknown:
-            raise ModelLoadError(
-                f"cannot load {path.name}: the llama.cpp inside llama-cpp-python {llama_cpp.__version__} "
-                f"does not know the architecture '{unknown.group(1)}'",
-                hint=_architecture_hint(unknown.group(1)),
-            ) from exc
-        raise ModelLoadError(
-            f"cannot load {path}: {detail}",
-            hint="the file may be truncated or not a GGUF model: `localagent models verify` checks it, "
-            "`localagent models pull` fetches it again",
-        ) from exc
-    return llama, n_gpu_layers
