@@ -28,7 +28,7 @@ test: lint
 	$(PY) -m pytest -q
 
 # The quick subset (7 tier 1-2 tasks) takes under a minute on 2 cores; the whole suite (29
-# tasks) on the bundled 135M model took 175 s here (README, Bench), so it is `make bench-full`.
+# tasks) on the bundled 135M model took 337 s here (README, Bench), so it is `make bench-full`.
 bench: $(VENV)/.installed
 	$(VENV)/bin/localagent bench --quick
 
