@@ -90,8 +90,9 @@ class Grammars:
         schema = json.dumps(toolcalls.json_mode_schema(tools, choices))
         if self._guide_cache is None or self._guide_cache[0] != schema:
             matcher = self._compile_guide(schema)
-            if matcher is None and choices and self._gbnf_reason is not None and "compile" in self._gbnf_reason:
-                # the choices made a schema llguidance refuses: the tools' own schema still decodes fast
+            if matcher is None and choices:
+                # llguidance refused the narrowed schema (or is missing): the tools' own schema
+                # decides, unnarrowed, and sets the reason `kind` reports
                 return self.guide(tools)
             self._guide_cache = (schema, matcher)
         names = {t.name for t in tools}
